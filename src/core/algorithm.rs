@@ -1,0 +1,602 @@
+//! The bucket arithmetic: pure functions `(limit, state, now, cost) -> (next state, status)`
+//! on integer milliseconds, and the all-or-nothing check of several limits at once.
+//!
+//! The Lua script in `src/store/check.lua` is this module's twin; `tests/vectors.json` holds
+//! the cases both must agree on. Change one, change the other.
+
+use super::rate::{Rate, MAX_EXACT};
+
+/// Milliseconds since the Unix epoch, or a span of them.
+pub type Millis = u64;
+
+/// The most limits one tier (or route) may apply together.
+pub const MAX_LIMITS: usize = 8;
+
+/// A sliding window is kept as this many sub-windows ("slots"); see [`SlidingWindow`].
+pub const SLIDING_SLOTS: u64 = 10;
+/// Slots a sliding window can overlap at once: the full ones plus the partial oldest.
+pub const SLIDING_RING: usize = SLIDING_SLOTS as usize + 1;
+
+/// A token bucket: holds up to `capacity` units and regains them at `refill`.
+///
+/// The level is stored multiplied by the refill period, so that refilling for `e` ms adds
+/// exactly `e × amount`: "0.1/s" and "3/s" refill without any rounding, ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenBucket {
+    capacity: u64,
+    refill: Rate,
+}
+
+/// At most `limit` units in each aligned window of `window_ms` (windows start at multiples
+/// of `window_ms` since the epoch, the same for every caller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedWindow {
+    limit: u64,
+    window_ms: u64,
+}
+
+/// At most `limit` units in *any* span of `window_ms`, so no burst at window edges.
+///
+/// Units are counted in [`SLIDING_SLOTS`] sub-windows. A request is admitted only if the
+/// units in every slot that overlaps the last `window_ms` (the oldest counted whole) leave
+/// room, which guarantees the limit for every span exactly; the price is that a unit is
+/// released up to one slot (a tenth of the window) late.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlidingWindow {
+    limit: u64,
+    window_ms: u64,
+}
+
+/// One kind of limit. Built only through the checked constructors, so it is always valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    TokenBucket(TokenBucket),
+    FixedWindow(FixedWindow),
+    SlidingWindow(SlidingWindow),
+}
+
+impl Algorithm {
+    pub fn token_bucket(capacity: u64, refill: Rate) -> Result<Algorithm, String> {
+        if capacity == 0 {
+            return Err("the capacity must be at least 1".into());
+        }
+        if capacity.checked_mul(refill.period_ms).is_none_or(|v| v > MAX_EXACT) {
+            return Err(format!(
+                "capacity {capacity} with refill {refill} is too large to count exactly; lower the capacity or write the refill with a smaller period"
+            ));
+        }
+        Ok(Algorithm::TokenBucket(TokenBucket { capacity, refill }))
+    }
+
+    pub fn fixed_window(limit: u64, window_ms: u64) -> Result<Algorithm, String> {
+        check_window(limit, window_ms)?;
+        Ok(Algorithm::FixedWindow(FixedWindow { limit, window_ms }))
+    }
+
+    pub fn sliding_window(limit: u64, window_ms: u64) -> Result<Algorithm, String> {
+        check_window(limit, window_ms)?;
+        Ok(Algorithm::SlidingWindow(SlidingWindow { limit, window_ms }))
+    }
+
+    /// The most units this limit can ever admit at once.
+    pub fn capacity(&self) -> u64 {
+        match self {
+            Algorithm::TokenBucket(b) => b.capacity,
+            Algorithm::FixedWindow(w) => w.limit,
+            Algorithm::SlidingWindow(w) => w.limit,
+        }
+    }
+
+    /// The span the quota is measured over: the window, or for a bucket the time to refill
+    /// from empty. Also the longest a stored state can matter, so it bounds key TTLs.
+    pub fn window_ms(&self) -> Millis {
+        match self {
+            Algorithm::TokenBucket(b) => b.refill.ms_for(b.capacity),
+            Algorithm::FixedWindow(w) => w.window_ms,
+            // A unit stays counted for up to a window plus one slot.
+            Algorithm::SlidingWindow(w) => w.window_ms + w.slot_ms(),
+        }
+    }
+
+    /// The refill rate of a bucket (None for windows).
+    pub fn refill(&self) -> Option<Rate> {
+        match self {
+            Algorithm::TokenBucket(b) => Some(b.refill),
+            _ => None,
+        }
+    }
+
+    /// A short name for logs, keys and the dashboard.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Algorithm::TokenBucket(_) => "token_bucket",
+            Algorithm::FixedWindow(_) => "fixed_window",
+            Algorithm::SlidingWindow(_) => "sliding_window",
+        }
+    }
+
+    /// Evaluates one request of `cost` units at `now` against `state`.
+    pub fn evaluate(&self, state: &State, now: Millis, cost: u64) -> Evaluation {
+        match self {
+            Algorithm::TokenBucket(b) => b.evaluate(state, now, cost),
+            Algorithm::FixedWindow(w) => w.evaluate(state, now, cost),
+            Algorithm::SlidingWindow(w) => w.evaluate(state, now, cost),
+        }
+    }
+}
+
+fn check_window(limit: u64, window_ms: u64) -> Result<(), String> {
+    if limit == 0 {
+        return Err("the limit must be at least 1".into());
+    }
+    if limit > MAX_EXACT {
+        return Err(format!("the limit must be at most {MAX_EXACT}"));
+    }
+    if window_ms == 0 {
+        return Err("the window must be at least 1 ms".into());
+    }
+    Ok(())
+}
+
+/// What a store keeps for one limit of one subject. `Empty` is "no record": a full bucket,
+/// an unused window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum State {
+    #[default]
+    Empty,
+    /// `level` is units × refill period (see [`TokenBucket`]), as of `at`.
+    Bucket { level: u64, at: Millis },
+    /// `count` units used in the window starting at `start`.
+    Window { start: Millis, count: u64 },
+    /// `counts[k]` units in slot number `newest - k`.
+    Sliding { newest: u64, counts: [u64; SLIDING_RING] },
+}
+
+/// How one limit judged one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    /// Not now; `retry_after_ms` says when.
+    Denied,
+    /// The cost is larger than the limit's capacity: no wait will ever let it through.
+    Never,
+}
+
+/// One limit's view after a check: what is left and when things change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitStatus {
+    pub outcome: Outcome,
+    /// Whole units still available (after this request's cost, if it was consumed).
+    pub remaining: u64,
+    /// Milliseconds until the limit is whole again (bucket full, window over).
+    pub reset_ms: Millis,
+    /// Milliseconds until this request's cost would pass; 0 unless `Denied`.
+    pub retry_after_ms: Millis,
+}
+
+/// The result of [`Algorithm::evaluate`]: the status and the state to store if the request
+/// goes ahead. For denials and zero-cost peeks `next` equals the state passed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Evaluation {
+    pub status: LimitStatus,
+    pub next: State,
+}
+
+impl TokenBucket {
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn evaluate(&self, state: &State, now: Millis, cost: u64) -> Evaluation {
+        let Rate { amount, period_ms } = self.refill;
+        let full = self.capacity * period_ms;
+        let (stored, at) = match *state {
+            State::Bucket { level, at } => (level.min(full), at),
+            _ => (full, now),
+        };
+        // A clock that stepped back is treated as standing still at the latest time seen.
+        let t = now.max(at);
+        let lag = t - now;
+        let deficit = full - stored;
+        let elapsed = t - at;
+        // Refill without overflow: years of idleness just mean "full".
+        let gained = if elapsed >= deficit.div_ceil(amount) { deficit } else { elapsed * amount };
+        let level = stored + gained;
+        let reset_at = |lvl: u64| lag + (full - lvl).div_ceil(amount);
+        let status = |outcome, lvl: u64, retry_after_ms| LimitStatus {
+            outcome,
+            remaining: lvl / period_ms,
+            reset_ms: reset_at(lvl),
+            retry_after_ms,
+        };
+        if cost > self.capacity {
+            return Evaluation { status: status(Outcome::Never, level, 0), next: *state };
+        }
+        let need = cost * period_ms;
+        if level < need {
+            let retry = lag + (need - level).div_ceil(amount);
+            return Evaluation { status: status(Outcome::Denied, level, retry), next: *state };
+        }
+        if cost == 0 {
+            return Evaluation { status: status(Outcome::Allowed, level, 0), next: *state };
+        }
+        let left = level - need;
+        Evaluation {
+            status: status(Outcome::Allowed, left, 0),
+            next: State::Bucket { level: left, at: t },
+        }
+    }
+}
+
+impl FixedWindow {
+    fn evaluate(&self, state: &State, now: Millis, cost: u64) -> Evaluation {
+        let aligned = now - now % self.window_ms;
+        let (start, used) = match *state {
+            // A clock that stepped back into an earlier window stays in the later one.
+            State::Window { start, count } if start >= aligned && start % self.window_ms == 0 => {
+                (start, count)
+            }
+            _ => (aligned, 0),
+        };
+        let until_end = start + self.window_ms - now;
+        let left = self.limit.saturating_sub(used);
+        let status = |outcome, remaining, retry_after_ms| LimitStatus {
+            outcome,
+            remaining,
+            reset_ms: until_end,
+            retry_after_ms,
+        };
+        if cost > self.limit {
+            return Evaluation { status: status(Outcome::Never, left, 0), next: *state };
+        }
+        if cost > left {
+            return Evaluation { status: status(Outcome::Denied, left, until_end), next: *state };
+        }
+        let next = if cost == 0 { *state } else { State::Window { start, count: used + cost } };
+        Evaluation { status: status(Outcome::Allowed, left - cost, 0), next }
+    }
+}
+
+impl SlidingWindow {
+    /// Slot width: the window split in [`SLIDING_SLOTS`], rounded up to whole ms.
+    fn slot_ms(&self) -> Millis {
+        self.window_ms.div_ceil(SLIDING_SLOTS)
+    }
+
+    fn evaluate(&self, state: &State, now: Millis, cost: u64) -> Evaluation {
+        let slot = self.slot_ms();
+        let (mut cur, mut counts) = (now / slot, [0u64; SLIDING_RING]);
+        if let State::Sliding { newest, counts: stored } = *state {
+            // A clock that stepped back keeps counting in the newest slot seen.
+            let shift = cur.saturating_sub(newest);
+            cur = cur.max(newest);
+            for k in 0..SLIDING_RING {
+                if let Some(dst) = k.checked_add(shift as usize).filter(|d| *d < SLIDING_RING) {
+                    counts[dst] = stored[k];
+                }
+            }
+        }
+        let t = now.max(cur * slot);
+        // Slot `cur - k` still overlaps the window (t - W, t] until it ends W ms later.
+        let leaves_at = |k: usize| (cur - k as u64 + 1) * slot + self.window_ms;
+        for (k, count) in counts.iter_mut().enumerate() {
+            if k as u64 > cur || leaves_at(k) <= t {
+                *count = 0;
+            }
+        }
+        let used: u64 = counts.iter().sum();
+        let left = self.limit.saturating_sub(used);
+        let reset_for = |counts: &[u64; SLIDING_RING]| {
+            counts.iter().position(|c| *c > 0).map_or(0, |k| leaves_at(k) - now)
+        };
+        let status = |outcome, remaining, reset_ms, retry_after_ms| LimitStatus {
+            outcome,
+            remaining,
+            reset_ms,
+            retry_after_ms,
+        };
+        if cost > self.limit {
+            let s = status(Outcome::Never, left, reset_for(&counts), 0);
+            return Evaluation { status: s, next: *state };
+        }
+        if cost > left {
+            let mut to_free = used + cost - self.limit;
+            let mut retry = 0;
+            for k in (0..SLIDING_RING).rev() {
+                if counts[k] >= to_free {
+                    retry = leaves_at(k) - now;
+                    break;
+                }
+                to_free -= counts[k];
+            }
+            let s = status(Outcome::Denied, left, reset_for(&counts), retry);
+            return Evaluation { status: s, next: *state };
+        }
+        if cost == 0 {
+            let s = status(Outcome::Allowed, left, reset_for(&counts), 0);
+            return Evaluation { status: s, next: *state };
+        }
+        counts[0] += cost;
+        Evaluation {
+            status: status(Outcome::Allowed, left - cost, reset_for(&counts), 0),
+            next: State::Sliding { newest: cur, counts },
+        }
+    }
+}
+
+/// The outcome of checking one request against all limits of a tier together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// Index of the binding limit: the one that denied (latest retry), or, when allowed,
+    /// the one with the least remaining.
+    pub binding: usize,
+    pub cost: u64,
+    statuses: [LimitStatus; MAX_LIMITS],
+    len: u8,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.outcome == Outcome::Allowed
+    }
+
+    /// Every limit's status, in the tier's order.
+    pub fn limits(&self) -> &[LimitStatus] {
+        &self.statuses[..self.len as usize]
+    }
+
+    pub fn binding_status(&self) -> &LimitStatus {
+        &self.statuses[self.binding]
+    }
+
+    pub fn remaining(&self) -> u64 {
+        self.binding_status().remaining
+    }
+
+    pub fn reset_ms(&self) -> Millis {
+        self.binding_status().reset_ms
+    }
+
+    /// Milliseconds until the same request could pass; 0 when allowed or never.
+    pub fn retry_after_ms(&self) -> Millis {
+        self.binding_status().retry_after_ms
+    }
+
+    /// A decision for a request no limit applies to (an exempt route).
+    pub fn unlimited(cost: u64) -> Decision {
+        Decision {
+            outcome: Outcome::Allowed,
+            binding: 0,
+            cost,
+            statuses: [EMPTY_STATUS; MAX_LIMITS],
+            len: 0,
+        }
+    }
+}
+
+const EMPTY_STATUS: LimitStatus =
+    LimitStatus { outcome: Outcome::Allowed, remaining: 0, reset_ms: 0, retry_after_ms: 0 };
+
+/// Checks `cost` units against every limit at once. Either every limit admits the request
+/// and all of `states` are advanced, or none is touched: a denial consumes nothing.
+///
+/// `states[i]` belongs to `limits[i]`; both slices must have the same length, at most
+/// [`MAX_LIMITS`] (the policy guarantees it).
+pub fn check(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64) -> Decision {
+    debug_assert_eq!(limits.len(), states.len());
+    let n = limits.len().min(states.len()).min(MAX_LIMITS);
+    // Times past 2^53 ms (year 287,000) are treated as that instant, so that no sum below
+    // can overflow and the Lua twin, which counts in doubles, stays exact.
+    let now = now.min(MAX_EXACT);
+    let mut decision = Decision::unlimited(cost);
+    decision.len = n as u8;
+    let mut next = [State::Empty; MAX_LIMITS];
+    for i in 0..n {
+        let e = limits[i].evaluate(&states[i], now, cost);
+        decision.statuses[i] = e.status;
+        next[i] = e.next;
+    }
+    let statuses = &decision.statuses[..n];
+    if let Some(i) = statuses.iter().position(|s| s.outcome == Outcome::Never) {
+        decision.outcome = Outcome::Never;
+        decision.binding = i;
+    } else if statuses.iter().any(|s| s.outcome == Outcome::Denied) {
+        decision.outcome = Outcome::Denied;
+        decision.binding = (0..n)
+            .filter(|i| statuses[*i].outcome == Outcome::Denied)
+            .max_by_key(|i| (statuses[*i].retry_after_ms, std::cmp::Reverse(*i)))
+            .unwrap_or(0);
+    } else {
+        decision.binding = (0..n)
+            .min_by_key(|i| (statuses[*i].remaining, std::cmp::Reverse(statuses[*i].reset_ms)))
+            .unwrap_or(0);
+        states[..n].copy_from_slice(&next[..n]);
+        return decision;
+    }
+    // Nothing was consumed: the limits that would have admitted report what they hold.
+    for i in 0..n {
+        if decision.statuses[i].outcome == Outcome::Allowed {
+            decision.statuses[i] = limits[i].evaluate(&states[i], now, 0).status;
+        }
+    }
+    decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(capacity: u64, refill: &str) -> Algorithm {
+        Algorithm::token_bucket(capacity, Rate::parse(refill).unwrap()).unwrap()
+    }
+
+    fn run(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64) -> Decision {
+        check(limits, states, now, cost)
+    }
+
+    #[test]
+    fn token_bucket_admits_the_burst_then_refills_exactly() {
+        // 10 burst, 0.1 per second sustained: one unit every 10 s, exactly.
+        let limits = [bucket(10, "0.1/s")];
+        let mut s = [State::Empty];
+        let t0 = 1_700_000_000_000;
+        for i in 0..10 {
+            let d = run(&limits, &mut s, t0, 1);
+            assert!(d.allowed(), "request {i}");
+            assert_eq!(d.remaining(), 9 - i);
+        }
+        let d = run(&limits, &mut s, t0, 1);
+        assert_eq!(d.outcome, Outcome::Denied);
+        assert_eq!(d.retry_after_ms(), 10_000);
+        assert_eq!(d.reset_ms(), 100_000);
+        assert!(!run(&limits, &mut s, t0 + 9_999, 1).allowed());
+        assert!(run(&limits, &mut s, t0 + 10_000, 1).allowed());
+        assert!(!run(&limits, &mut s, t0 + 10_001, 1).allowed());
+    }
+
+    #[test]
+    fn thirds_of_a_second_do_not_drift() {
+        let limits = [bucket(3, "3/s")];
+        let mut s = [State::Empty];
+        let mut admitted = 0;
+        // Over 30 s, polling every ms, a 3/s bucket of burst 3 admits 3 + 90 exactly.
+        for t in 0..=30_000u64 {
+            if run(&limits, &mut s, 5_000_000 + t, 1).allowed() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 93);
+        // With burst 1 the fraction regained past a full bucket is lost, as it must be:
+        // admissions come every 334 ms, not every 333.3.
+        let limits = [bucket(1, "3/s")];
+        let mut s = [State::Empty];
+        let admitted = (0..=30_000u64).filter(|t| run(&limits, &mut s, 5_000_000 + t, 1).allowed()).count();
+        assert_eq!(admitted, 1 + 30_000 / 334);
+    }
+
+    #[test]
+    fn years_idle_and_huge_timestamps_do_not_overflow() {
+        let limits = [bucket(100, "1/day")];
+        let mut s = [State::Empty];
+        assert!(run(&limits, &mut s, 0, 100).allowed());
+        let d = run(&limits, &mut s, u64::MAX - 1, 100);
+        assert!(d.allowed());
+        assert!(!run(&limits, &mut s, u64::MAX, 1).allowed(), "time is clamped, not wrapped");
+        let w = [Algorithm::fixed_window(5, 60_000).unwrap(), Algorithm::sliding_window(5, 60_000).unwrap()];
+        let mut s = [State::Empty; 2];
+        assert!(run(&w, &mut s, 1, 5).allowed());
+        assert!(run(&w, &mut s, MAX_EXACT / 2, 5).allowed());
+        assert!(run(&w, &mut s, MAX_EXACT - 1, 5).allowed());
+        assert!(!run(&w, &mut s, u64::MAX, 1).allowed(), "time is clamped, not wrapped");
+    }
+
+    #[test]
+    fn a_clock_stepping_back_grants_nothing() {
+        for limit in [
+            bucket(5, "1/s"),
+            Algorithm::fixed_window(5, 10_000).unwrap(),
+            Algorithm::sliding_window(5, 10_000).unwrap(),
+        ] {
+            let limits = [limit];
+            let mut s = [State::Empty];
+            let t = 1_000_000_000;
+            assert!(run(&limits, &mut s, t + 9_000, 5).allowed(), "{limit:?}");
+            // Jumping back a whole window must not look like a fresh one.
+            for back in [1, 5_000, 9_000, 60_000] {
+                let d = run(&limits, &mut s, t + 9_000 - back, 1);
+                assert_eq!(d.outcome, Outcome::Denied, "{limit:?} back {back}");
+                assert!(d.retry_after_ms() >= back, "retry counts from the latest time seen");
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_window_resets_at_the_boundary() {
+        let limits = [Algorithm::fixed_window(3, 60_000).unwrap()];
+        let mut s = [State::Empty];
+        let t = 120_000 + 59_000; // one second before a boundary
+        for _ in 0..3 {
+            assert!(run(&limits, &mut s, t, 1).allowed());
+        }
+        let d = run(&limits, &mut s, t, 1);
+        assert_eq!((d.outcome, d.retry_after_ms(), d.remaining()), (Outcome::Denied, 1_000, 0));
+        // The fixed window's known weakness: a fresh budget right after the edge.
+        for _ in 0..3 {
+            assert!(run(&limits, &mut s, t + 1_000, 1).allowed());
+        }
+    }
+
+    #[test]
+    fn sliding_window_has_no_edge_burst() {
+        let limits = [Algorithm::sliding_window(3, 60_000).unwrap()];
+        let mut s = [State::Empty];
+        let t = 120_000 + 59_000;
+        for _ in 0..3 {
+            assert!(run(&limits, &mut s, t, 1).allowed());
+        }
+        let d = run(&limits, &mut s, t + 1_000, 1);
+        assert_eq!(d.outcome, Outcome::Denied);
+        // The three units sit in the slot [174 s, 180 s): counted until 240 s.
+        assert_eq!(d.retry_after_ms(), 240_000 - (t + 1_000));
+        assert!(!run(&limits, &mut s, 239_999, 1).allowed());
+        assert!(run(&limits, &mut s, 240_000, 3).allowed());
+    }
+
+    #[test]
+    fn cost_beyond_capacity_can_never_pass() {
+        let limits = [bucket(10, "1/s"), Algorithm::fixed_window(100, 1_000).unwrap()];
+        let mut s = [State::Empty; 2];
+        let d = run(&limits, &mut s, 1_000, 11);
+        assert_eq!(d.outcome, Outcome::Never);
+        assert_eq!(d.binding, 0);
+        assert_eq!(d.retry_after_ms(), 0);
+        assert_eq!(s, [State::Empty; 2]);
+    }
+
+    #[test]
+    fn cost_zero_peeks_without_consuming() {
+        let limits = [bucket(10, "1/s"), Algorithm::sliding_window(4, 1_000).unwrap()];
+        let mut s = [State::Empty; 2];
+        assert!(run(&limits, &mut s, 1_000, 3).allowed());
+        let before = s;
+        let d = run(&limits, &mut s, 1_000, 0);
+        assert!(d.allowed());
+        assert_eq!(s, before);
+        assert_eq!(d.limits()[0].remaining, 7);
+        assert_eq!(d.limits()[1].remaining, 1);
+        assert_eq!(d.binding, 1);
+    }
+
+    #[test]
+    fn a_multi_limit_denial_consumes_nothing_and_names_the_binding_limit() {
+        // 10/s and 12/day: the daily one binds after 12.
+        let limits = [bucket(10, "10/s"), Algorithm::fixed_window(12, 86_400_000).unwrap()];
+        let mut s = [State::Empty; 2];
+        let day = 86_400_000 * 20_000;
+        for _ in 0..10 {
+            assert!(run(&limits, &mut s, day, 1).allowed());
+        }
+        let d = run(&limits, &mut s, day, 1);
+        assert_eq!((d.outcome, d.binding, d.retry_after_ms()), (Outcome::Denied, 0, 100));
+        let before = s;
+        assert!(!run(&limits, &mut s, day + 50, 1).allowed());
+        assert_eq!(s, before);
+        assert!(run(&limits, &mut s, day + 200, 2).allowed());
+        let d = run(&limits, &mut s, day + 10_000, 1);
+        assert_eq!(d.outcome, Outcome::Denied);
+        assert_eq!(d.binding, 1, "the daily window binds");
+        assert_eq!(d.retry_after_ms(), 86_400_000 - 10_000);
+        // The bucket that would have admitted reports its level untouched.
+        assert_eq!(d.limits()[0].remaining, 10);
+        assert_eq!(d.limits()[0].outcome, Outcome::Allowed);
+    }
+
+    #[test]
+    fn invalid_limits_cannot_be_built() {
+        assert!(Algorithm::token_bucket(0, Rate::parse("1/s").unwrap()).is_err());
+        assert!(Algorithm::token_bucket(u64::MAX, Rate::parse("1/s").unwrap()).is_err());
+        assert!(Algorithm::fixed_window(0, 1).is_err());
+        assert!(Algorithm::sliding_window(1, 0).is_err());
+    }
+}

@@ -1,0 +1,269 @@
+//! A decision rendered for HTTP: the `RateLimit-Policy` and `RateLimit` fields of the IETF
+//! draft "RateLimit header fields for HTTP" (draft-ietf-httpapi-ratelimit-headers-10), the
+//! older `X-RateLimit-*` trio when the policy asks for it, `Retry-After`, and the 429 body as
+//! RFC 9457 problem+json or a short HTML page.
+//!
+//! This is the only place that turns decisions into header text or bodies.
+
+use serde_json::json;
+
+use super::algorithm::{Decision, Outcome};
+use super::policy::{HeaderStyle, Tier};
+
+/// Where the problem types are explained (the Worker serves its docs there).
+pub const PROBLEM_DOCS: &str = "/__limiter/docs.html";
+
+/// Whole seconds, rounded up: a client that waits this long is never early.
+pub fn ceil_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}
+
+/// The rate-limit header fields for a decision on `tier`'s limits. Empty for an unlimited
+/// decision (exempt routes carry no rate-limit fields).
+pub fn rate_limit_headers(tier: &Tier, decision: &Decision, style: HeaderStyle) -> Vec<(&'static str, String)> {
+    let statuses = decision.limits();
+    let mut out = Vec::with_capacity(4);
+    if statuses.is_empty() || statuses.len() != tier.limits.len() {
+        return out;
+    }
+    if style.ietf {
+        let policy: Vec<String> = tier
+            .limits
+            .iter()
+            .map(|l| format!("\"{}\";q={};w={}", l.name, l.algorithm.capacity(), ceil_secs(l.algorithm.window_ms()).max(1)))
+            .collect();
+        out.push(("RateLimit-Policy", policy.join(", ")));
+        // The binding limit first, so a client reading only the first item reads the right one.
+        let order = std::iter::once(decision.binding).chain((0..statuses.len()).filter(|i| *i != decision.binding));
+        let current: Vec<String> = order
+            .map(|i| format!("\"{}\";r={};t={}", tier.limits[i].name, statuses[i].remaining, ceil_secs(statuses[i].reset_ms)))
+            .collect();
+        out.push(("RateLimit", current.join(", ")));
+    }
+    if style.legacy {
+        let b = decision.binding_status();
+        out.push(("X-RateLimit-Limit", tier.limits[decision.binding].algorithm.capacity().to_string()));
+        out.push(("X-RateLimit-Remaining", b.remaining.to_string()));
+        out.push(("X-RateLimit-Reset", ceil_secs(b.reset_ms).to_string()));
+    }
+    out
+}
+
+/// A rendered refusal: status, content type, extra headers and body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+/// The 429 for a denied decision. `jitter_ms` (a few hundred ms at most, random at the edge)
+/// spreads out clients that were denied together; it only ever lengthens the wait.
+pub fn too_many_requests(tier: &Tier, decision: &Decision, style: HeaderStyle, html: bool, jitter_ms: u64) -> Refusal {
+    let mut headers = rate_limit_headers(tier, decision, style);
+    let limit = tier.limits.get(decision.binding);
+    let limit_name = limit.map_or("", |l| l.name.as_str());
+    let capacity = limit.map_or(0, |l| l.algorithm.capacity());
+    let (detail, retry) = match decision.outcome {
+        Outcome::Never => (
+            format!(
+                "This request costs {} units, but limit \"{limit_name}\" of tier \"{}\" holds at most {capacity}: it can never pass, however long you wait.",
+                decision.cost, tier.name
+            ),
+            None,
+        ),
+        _ => {
+            let secs = ceil_secs(decision.retry_after_ms() + jitter_ms).max(1);
+            headers.push(("Retry-After", secs.to_string()));
+            (
+                format!("Limit \"{limit_name}\" of tier \"{}\" is used up. Retry in {secs} s.", tier.name),
+                Some(secs),
+            )
+        }
+    };
+    let kind = if retry.is_some() { "rate-limited" } else { "cost-exceeds-capacity" };
+    if html {
+        let wait = retry.map_or("This request can never pass as it is.".to_string(), |s| format!("Please wait {s} seconds and try again."));
+        let body = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>429 Too Many Requests</title></head>\
+             <body><h1>Too many requests</h1><p>{}</p><p>{}</p><p><a href=\"{PROBLEM_DOCS}#{kind}\">How rate limits work here</a></p></body></html>",
+            escape_html(&detail),
+            escape_html(&wait)
+        );
+        return Refusal { status: 429, content_type: "text/html; charset=utf-8", headers, body };
+    }
+    let mut body = json!({
+        "type": format!("{PROBLEM_DOCS}#{kind}"),
+        "title": if retry.is_some() { "Too Many Requests" } else { "Request cost exceeds the limit" },
+        "status": 429,
+        "detail": detail,
+        "tier": tier.name,
+        "limit": limit_name,
+        "remaining": decision.remaining(),
+        "cost": decision.cost,
+    });
+    if let Some(secs) = retry {
+        body["retry_after"] = json!(secs);
+    }
+    Refusal { status: 429, content_type: "application/problem+json", headers, body: body.to_string() }
+}
+
+/// A problem+json answer for anything that is not a rate-limit denial (401, 500, 502...).
+pub fn problem(status: u16, title: &str, detail: &str, kind: &str) -> Refusal {
+    let body = json!({
+        "type": format!("{PROBLEM_DOCS}#{kind}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    });
+    Refusal { status, content_type: "application/problem+json", headers: Vec::new(), body: body.to_string() }
+}
+
+/// True when the `Accept` field ranks HTML above JSON: a browser gets a page, an API client
+/// (or `*/*`) gets problem+json.
+pub fn prefers_html(accept: &str) -> bool {
+    let (mut html, mut json) = (0u32, 0u32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .next()
+            .map_or(1000, parse_qvalue);
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => html = html.max(q),
+            "application/json" | "application/problem+json" | "application/*" => json = json.max(q),
+            _ => {}
+        }
+    }
+    html > 0 && html > json
+}
+
+/// "0.8" -> 800; anything malformed counts as 0.
+fn parse_qvalue(q: &str) -> u32 {
+    let q = q.trim();
+    let (whole, frac) = q.split_once('.').unwrap_or((q, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    let frac_value = format!("{frac:0<3}").parse::<u32>().unwrap_or(0);
+    match whole {
+        "1" => 1000,
+        "0" => frac_value,
+        _ => 0,
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::algorithm::{check, State};
+    use crate::core::policy::Policy;
+
+    fn tier() -> Tier {
+        let p = Policy::parse(
+            r#"{"tiers": {"anonymous": {"limits": {
+                "burst": {"token_bucket": {"capacity": 2, "refill": "0.5/s"}},
+                "daily": {"fixed_window": "1000/day"}}}}}"#,
+        )
+        .unwrap();
+        p.tiers[0].clone()
+    }
+
+    fn limits(t: &Tier) -> Vec<crate::core::algorithm::Algorithm> {
+        t.limits.iter().map(|l| l.algorithm).collect()
+    }
+
+    const BOTH: HeaderStyle = HeaderStyle { ietf: true, legacy: true };
+
+    fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+        h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn allowed_requests_carry_the_draft_fields() {
+        let t = tier();
+        let mut s = [State::Empty; 2];
+        let now = 86_400_000 * 100 + 3_600_000;
+        let d = check(&limits(&t), &mut s, now, 1);
+        let h = rate_limit_headers(&t, &d, BOTH);
+        // Limits are sorted by name in the tier: burst, daily.
+        assert_eq!(header(&h, "RateLimit-Policy"), Some("\"burst\";q=2;w=4, \"daily\";q=1000;w=86400"));
+        assert_eq!(header(&h, "RateLimit"), Some("\"burst\";r=1;t=2, \"daily\";r=999;t=82800"));
+        assert_eq!(header(&h, "X-RateLimit-Limit"), Some("2"));
+        assert_eq!(header(&h, "X-RateLimit-Remaining"), Some("1"));
+        assert_eq!(header(&h, "X-RateLimit-Reset"), Some("2"));
+        let only_ietf = rate_limit_headers(&t, &d, HeaderStyle { ietf: true, legacy: false });
+        assert!(header(&only_ietf, "X-RateLimit-Limit").is_none());
+        assert!(rate_limit_headers(&t, &d, HeaderStyle { ietf: false, legacy: false }).is_empty());
+    }
+
+    #[test]
+    fn a_denial_is_problem_json_with_retry_after_rounded_up() {
+        let t = tier();
+        let mut s = [State::Empty; 2];
+        let now = 1_000_000;
+        check(&limits(&t), &mut s, now, 2);
+        let d = check(&limits(&t), &mut s, now + 500, 1);
+        assert_eq!(d.retry_after_ms(), 1_500);
+        let r = too_many_requests(&t, &d, BOTH, false, 0);
+        assert_eq!(r.status, 429);
+        assert_eq!(r.content_type, "application/problem+json");
+        assert_eq!(header(&r.headers, "Retry-After"), Some("2"));
+        assert_eq!(header(&r.headers, "RateLimit"), Some("\"burst\";r=0;t=4, \"daily\";r=998;t=85400"));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["status"], 429);
+        assert_eq!(body["retry_after"], 2);
+        assert_eq!(body["limit"], "burst");
+        assert_eq!(body["type"], "/__limiter/docs.html#rate-limited");
+        // Jitter only lengthens the wait.
+        let jittered = too_many_requests(&t, &d, BOTH, false, 600);
+        assert_eq!(header(&jittered.headers, "Retry-After"), Some("3"));
+    }
+
+    #[test]
+    fn a_cost_that_can_never_pass_says_so_without_a_retry_time() {
+        let t = tier();
+        let mut s = [State::Empty; 2];
+        let d = check(&limits(&t), &mut s, 5, 3);
+        let r = too_many_requests(&t, &d, BOTH, false, 0);
+        assert!(header(&r.headers, "Retry-After").is_none());
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(body["detail"].as_str().unwrap().contains("can never pass"));
+        assert!(body.get("retry_after").is_none());
+    }
+
+    #[test]
+    fn browsers_get_a_page() {
+        let t = tier();
+        let mut s = [State::Empty; 2];
+        check(&limits(&t), &mut s, 0, 2);
+        let d = check(&limits(&t), &mut s, 0, 1);
+        let r = too_many_requests(&t, &d, BOTH, true, 0);
+        assert_eq!(r.content_type, "text/html; charset=utf-8");
+        assert!(r.body.contains("wait 2 seconds"), "{}", r.body);
+        assert!(prefers_html("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"));
+        assert!(!prefers_html("*/*"));
+        assert!(!prefers_html("application/json, text/html;q=0.5"));
+        assert!(!prefers_html("text/html;q=0"));
+        assert!(prefers_html("text/html;q=0.9, application/json;q=0.8"));
+        assert!(!prefers_html(""));
+        assert!(!prefers_html("text/html;q=banana"));
+    }
+}
