@@ -1,6 +1,16 @@
 //! An edge rate limiter for Cloudflare Workers.
 //!
-//! `core` is pure and native-testable; everything that touches the Workers runtime is
-//! compiled for wasm32 only.
+//! `core` is pure and native-testable; `store` holds bucket state; `edge` (wasm32 only) is
+//! the Worker: identify, limit, forward.
 
 pub mod core;
+pub mod store;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;
+
+#[cfg(target_arch = "wasm32")]
+#[worker::event(fetch)]
+async fn fetch(req: worker::Request, env: worker::Env, _ctx: worker::Context) -> worker::Result<worker::Response> {
+    edge::handle(req, env).await
+}

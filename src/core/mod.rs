@@ -3,5 +3,6 @@
 
 pub mod algorithm;
 pub mod decision;
+pub mod identity;
 pub mod policy;
 pub mod rate;

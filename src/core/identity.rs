@@ -1,0 +1,396 @@
+//! Who is calling, and in which tier: request facts in, `(tier, subject)` out.
+//!
+//! Only what the client cannot simply claim decides the tier: an API key found in the
+//! policy's table of SHA-256 digests, or an HS256 JWT whose signature and expiry check out.
+//! Everyone else is anonymous and keyed by client IP (IPv6 grouped by prefix, so one host
+//! cannot rotate through its /64). A credential that is present but wrong is an error
+//! (401), never a quiet fall back to anonymous.
+//!
+//! Subjects never carry a raw key, token or address into a store key: [`subject_hash`]
+//! turns them into digests first.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::policy::{ClientIp, Jwt, Policy, TierId};
+
+/// What the edge read off the request. Header values are as the runtime gave them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestFacts<'a> {
+    /// The policy's client-IP header (`CF-Connecting-IP` by default).
+    pub client_ip: Option<&'a str>,
+    pub forwarded_for: Option<&'a str>,
+    /// The policy's API-key header.
+    pub api_key: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    /// Seconds since the epoch, for `exp` and `nbf`.
+    pub now_s: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub tier: TierId,
+    /// What the caller is known by, before hashing: `ip:203.0.113.7`, `ip:2001:db8::/64`,
+    /// `key:<digest hex>`, `jwt:<sub>`, or `ip:unknown` for requests with no address.
+    pub subject: String,
+    pub kind: CallerKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallerKind {
+    Anonymous,
+    ApiKey,
+    Jwt,
+}
+
+/// Why a presented credential was refused. The message is safe to show the client: it
+/// never echoes the credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityError {
+    UnknownApiKey,
+    InvalidToken(&'static str),
+    /// The policy accepts JWTs but the Worker has no `JWT_SECRET`: a configuration error.
+    TokenSecretMissing,
+}
+
+impl std::fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityError::UnknownApiKey => f.write_str("The API key is not known."),
+            IdentityError::InvalidToken(why) => write!(f, "The bearer token is not valid: {why}."),
+            IdentityError::TokenSecretMissing => {
+                f.write_str("Bearer tokens cannot be verified right now (the limiter has no JWT secret configured).")
+            }
+        }
+    }
+}
+
+/// Longest credential looked at; anything longer is refused without hashing it.
+const MAX_CREDENTIAL: usize = 8 * 1024;
+
+pub fn identify(policy: &Policy, facts: &RequestFacts, jwt_secret: Option<&[u8]>) -> Result<Caller, IdentityError> {
+    let id = &policy.identity;
+    if let (Some(keys), Some(presented)) = (&id.api_key, facts.api_key) {
+        if presented.len() > MAX_CREDENTIAL {
+            return Err(IdentityError::UnknownApiKey);
+        }
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Every entry is compared in full so the time taken says nothing about which
+        // digest came close.
+        let mut found = None;
+        for (known, tier) in &keys.keys {
+            if constant_time_eq(known, &digest) {
+                found = Some(*tier);
+            }
+        }
+        let tier = found.ok_or(IdentityError::UnknownApiKey)?;
+        return Ok(Caller { tier, subject: format!("key:{}", hex(&digest)), kind: CallerKind::ApiKey });
+    }
+    if let (Some(jwt), Some(auth)) = (&id.jwt, facts.authorization) {
+        if let Some(token) = bearer_token(auth) {
+            let secret = jwt_secret.ok_or(IdentityError::TokenSecretMissing)?;
+            let claims = verify_hs256(token, secret, jwt, facts.now_s)?;
+            let tier = claims
+                .get(&jwt.tier_claim)
+                .and_then(Value::as_str)
+                .and_then(|name| policy.tier_id(name))
+                .unwrap_or(jwt.default_tier);
+            let sub = match claims.get(&jwt.subject_claim) {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => return Err(IdentityError::InvalidToken("it has no subject claim")),
+            };
+            return Ok(Caller { tier, subject: format!("jwt:{sub}"), kind: CallerKind::Jwt });
+        }
+    }
+    let subject = match client_network(&id.client_ip, facts) {
+        Some(net) => format!("ip:{net}"),
+        None => "ip:unknown".to_string(),
+    };
+    Ok(Caller { tier: id.anonymous_tier, subject, kind: CallerKind::Anonymous })
+}
+
+/// `Bearer <token>`, scheme case-insensitive. Other schemes are not ours to judge.
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, rest) = authorization.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// The client's address masked to the policy's prefix, as text (`2001:db8:1:2::/64`).
+pub fn client_network(rules: &ClientIp, facts: &RequestFacts) -> Option<String> {
+    let from_header = facts.client_ip.and_then(|v| v.trim().parse::<IpAddr>().ok());
+    let ip = from_header.or_else(|| {
+        if !rules.trust_forwarded_for {
+            return None;
+        }
+        facts.forwarded_for?.split(',').next()?.trim().parse::<IpAddr>().ok()
+    })?;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    Some(match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4) & mask32(rules.ipv4_prefix);
+            let net = Ipv4Addr::from(bits);
+            if rules.ipv4_prefix == 32 { net.to_string() } else { format!("{net}/{}", rules.ipv4_prefix) }
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & mask128(rules.ipv6_prefix);
+            let net = Ipv6Addr::from(bits);
+            if rules.ipv6_prefix == 128 { net.to_string() } else { format!("{net}/{}", rules.ipv6_prefix) }
+        }
+    })
+}
+
+fn mask32(prefix: u8) -> u32 {
+    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix.min(32) as u32) }
+}
+
+fn mask128(prefix: u8) -> u128 {
+    if prefix == 0 { 0 } else { u128::MAX << (128 - prefix.min(128) as u32) }
+}
+
+/// Checks an HS256 token's form, algorithm, signature and time claims; returns its claims.
+pub fn verify_hs256(
+    token: &str,
+    secret: &[u8],
+    rules: &Jwt,
+    now_s: u64,
+) -> Result<serde_json::Map<String, Value>, IdentityError> {
+    use IdentityError::InvalidToken as Bad;
+    if token.len() > MAX_CREDENTIAL {
+        return Err(Bad("it is too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(Bad("it is not three dot-separated parts"));
+    };
+    let header = decode_json(h).ok_or(Bad("its header is not base64url JSON"))?;
+    // The algorithm is fixed by the policy, never taken from the token: `none`, RS256 and
+    // friends are refused before any signature work.
+    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
+        return Err(Bad("its algorithm is not HS256"));
+    }
+    let signature = base64url_decode(s).ok_or(Bad("its signature is not base64url"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| Bad("the secret is unusable"))?;
+    mac.update(h.as_bytes());
+    mac.update(b".");
+    mac.update(p.as_bytes());
+    mac.verify_slice(&signature).map_err(|_| Bad("its signature does not match"))?;
+    let claims = decode_json(p).ok_or(Bad("its payload is not base64url JSON"))?;
+    let leeway = rules.leeway_s;
+    match claims.get("exp").and_then(Value::as_u64) {
+        Some(exp) if exp.saturating_add(leeway) > now_s => {}
+        Some(_) => return Err(Bad("it has expired")),
+        None => return Err(Bad("it has no numeric exp claim")),
+    }
+    if let Some(nbf) = claims.get("nbf") {
+        match nbf.as_u64() {
+            Some(nbf) if nbf <= now_s.saturating_add(leeway) => {}
+            _ => return Err(Bad("it is not valid yet")),
+        }
+    }
+    if let Some(iss) = &rules.issuer {
+        if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
+            return Err(Bad("its issuer is not accepted"));
+        }
+    }
+    if let Some(aud) = &rules.audience {
+        let ok = match claims.get("aud") {
+            Some(Value::String(a)) => a == aud,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(aud.as_str())),
+            _ => false,
+        };
+        if !ok {
+            return Err(Bad("its audience is not accepted"));
+        }
+    }
+    Ok(claims)
+}
+
+fn decode_json(segment: &str) -> Option<serde_json::Map<String, Value>> {
+    let bytes = base64url_decode(segment)?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Unpadded base64url (RFC 4648 §5), as JWTs use it. Padding is tolerated.
+pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in text.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The digest a store key carries instead of the subject: 128 bits of SHA-256, hex.
+pub fn subject_hash(subject: &str) -> String {
+    hex(&Sha256::digest(subject.as_bytes())[..16])
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"test-secret-not-a-real-one";
+
+    pub(crate) fn base64url(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn sign(header: &str, claims: &str, secret: &[u8]) -> String {
+        let signing = format!("{}.{}", base64url(header.as_bytes()), base64url(claims.as_bytes()));
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        mac.update(signing.as_bytes());
+        format!("{signing}.{}", base64url(&mac.finalize().into_bytes()))
+    }
+
+    fn policy() -> Policy {
+        Policy::example()
+    }
+
+    fn facts<'a>() -> RequestFacts<'a> {
+        RequestFacts { client_ip: Some("203.0.113.9"), now_s: 1_800_000_000, ..Default::default() }
+    }
+
+    #[test]
+    fn anonymous_callers_are_keyed_by_ip_and_ipv6_by_prefix() {
+        let p = policy();
+        let anon = p.tier_id("anonymous").unwrap();
+        let c = identify(&p, &facts(), None).unwrap();
+        assert_eq!((c.tier, c.subject.as_str(), c.kind), (anon, "ip:203.0.113.9", CallerKind::Anonymous));
+        let a = identify(&p, &RequestFacts { client_ip: Some("2001:db8:1:2:aaaa::1"), ..facts() }, None).unwrap();
+        let b = identify(&p, &RequestFacts { client_ip: Some("2001:db8:1:2:ffff:1:2:3"), ..facts() }, None).unwrap();
+        let other = identify(&p, &RequestFacts { client_ip: Some("2001:db8:1:3::1"), ..facts() }, None).unwrap();
+        assert_eq!(a.subject, "ip:2001:db8:1:2::/64");
+        assert_eq!(a.subject, b.subject);
+        assert_ne!(a.subject, other.subject);
+        let mapped = identify(&p, &RequestFacts { client_ip: Some("::ffff:203.0.113.9"), ..facts() }, None).unwrap();
+        assert_eq!(mapped.subject, "ip:203.0.113.9");
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_when_trusted() {
+        let mut p = policy();
+        let f = RequestFacts { client_ip: None, forwarded_for: Some("198.51.100.4, 10.0.0.1"), ..facts() };
+        assert_eq!(identify(&p, &f, None).unwrap().subject, "ip:unknown");
+        p.identity.client_ip.trust_forwarded_for = true;
+        assert_eq!(identify(&p, &f, None).unwrap().subject, "ip:198.51.100.4");
+        // A garbage address is no address.
+        let junk = RequestFacts { client_ip: Some("not-an-ip"), ..facts() };
+        assert_eq!(identify(&p, &junk, None).unwrap().subject, "ip:unknown");
+        p.identity.client_ip.ipv4_prefix = 24;
+        assert_eq!(identify(&p, &facts(), None).unwrap().subject, "ip:203.0.113.0/24");
+    }
+
+    #[test]
+    fn api_keys_map_to_tiers_through_digests() {
+        let p = policy();
+        let c = identify(&p, &RequestFacts { api_key: Some("demo-premium-key"), ..facts() }, None).unwrap();
+        assert_eq!(c.tier, p.tier_id("premium").unwrap());
+        assert_eq!(c.kind, CallerKind::ApiKey);
+        assert!(!c.subject.contains("demo-premium-key"));
+        let e = identify(&p, &RequestFacts { api_key: Some("guess"), ..facts() }, None).unwrap_err();
+        assert_eq!(e, IdentityError::UnknownApiKey);
+        let long = "k".repeat(16 * 1024);
+        assert!(identify(&p, &RequestFacts { api_key: Some(&long), ..facts() }, None).is_err());
+    }
+
+    #[test]
+    fn jwts_are_checked_and_give_their_tier() {
+        let p = policy();
+        let hdr = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let good = sign(hdr, r#"{"sub":"u1","tier":"premium","exp":1800000060}"#, SECRET);
+        let f = |t: &'static str| RequestFacts { authorization: Some(t), ..facts() };
+        let auth = format!("Bearer {good}");
+        let c = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, Some(SECRET)).unwrap();
+        assert_eq!((c.tier, c.subject.as_str()), (p.tier_id("premium").unwrap(), "jwt:u1"));
+        // An unknown tier claim gets the default tier, not an error and not the claim.
+        let odd = format!("bearer {}", sign(hdr, r#"{"sub":"u2","tier":"platinum","exp":1800000060}"#, SECRET));
+        let c = identify(&p, &RequestFacts { authorization: Some(&odd), ..facts() }, Some(SECRET)).unwrap();
+        assert_eq!(c.tier, p.tier_id("authenticated").unwrap());
+
+        let cases = [
+            (sign(hdr, r#"{"sub":"u","exp":1799999999}"#, SECRET), "expired"),
+            (sign(hdr, r#"{"sub":"u"}"#, SECRET), "no numeric exp"),
+            (sign(hdr, r#"{"sub":"u","exp":1800000060}"#, b"other-secret"), "signature does not match"),
+            (sign(r#"{"alg":"none"}"#, r#"{"sub":"u","exp":1800000060}"#, SECRET), "not HS256"),
+            (sign(r#"{"alg":"RS256"}"#, r#"{"sub":"u","exp":1800000060}"#, SECRET), "not HS256"),
+            (sign(hdr, r#"{"exp":1800000060}"#, SECRET), "no subject"),
+            (sign(hdr, r#"{"sub":"u","exp":1800000060,"nbf":1800000010}"#, SECRET), "not valid yet"),
+            ("a.b".to_string(), "three"),
+            ("!!.??.**".to_string(), "header is not base64url"),
+            (format!("{}.e30.", base64url(br#"{"alg":"HS256"}"#)), "signature does not match"),
+        ];
+        for (token, why) in cases {
+            let auth = format!("Bearer {token}");
+            match identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, Some(SECRET)) {
+                Err(IdentityError::InvalidToken(msg)) => assert!(msg.contains(why), "{token}: {msg}"),
+                other => panic!("{token}: {other:?}"),
+            }
+        }
+        // Other schemes are the origin's business.
+        assert_eq!(identify(&p, &f("Basic dTpw"), Some(SECRET)).unwrap().kind, CallerKind::Anonymous);
+        let missing = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, None);
+        assert_eq!(missing.unwrap_err(), IdentityError::TokenSecretMissing);
+    }
+
+    #[test]
+    fn subjects_are_hashed_for_keys() {
+        let h = subject_hash("ip:203.0.113.9");
+        assert_eq!(h.len(), 32);
+        assert!(!h.contains("203"));
+        assert_ne!(h, subject_hash("ip:203.0.113.8"));
+        assert_eq!(base64url_decode("aGk").unwrap(), b"hi");
+        assert!(base64url_decode("a").is_none());
+    }
+}

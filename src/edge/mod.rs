@@ -1,0 +1,168 @@
+//! The Worker's request path: identify the caller, apply the route rules, check the
+//! tier's limits, then forward to the origin or answer 429. Everything that can be decided
+//! without the runtime is decided in `core`; this module only reads the request, keeps the
+//! isolate's state, and turns core answers into `worker::Response`s.
+//!
+//! Nothing on this path may panic: a panic poisons the isolate and turns every later
+//! request into an opaque 500. Errors become problem+json answers instead.
+
+mod proxy;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use worker::{console_error, console_log, Env, Headers, Request, Response, Result};
+
+use crate::core::decision::{prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
+use crate::core::identity::{identify, subject_hash, IdentityError, RequestFacts};
+use crate::core::policy::{Plan, Policy};
+use crate::store::memory::MemoryStore;
+use crate::store::{Backend, CheckRequest};
+
+/// Response field naming the backend that decided (`memory`, later `upstash`).
+pub const BACKEND_HEADER: &str = "X-Limiter-Backend";
+
+/// Where allowed requests go.
+enum Origin {
+    /// `ORIGIN_URL` set: requests are re-addressed to it, path and query kept.
+    Url(String),
+    /// `ORIGIN_URL = "demo"`: a small built-in origin, for trying the limiter locally.
+    Demo,
+    /// No `ORIGIN_URL`: the request goes on to the URL it was sent to, as on a Workers route.
+    Passthrough,
+}
+
+/// What one isolate keeps between requests. Read from the environment once.
+struct Isolate {
+    policy: std::result::Result<Policy, String>,
+    origin: Origin,
+    jwt_secret: Option<Vec<u8>>,
+    memory: MemoryStore,
+    allowed: Cell<u64>,
+    denied: Cell<u64>,
+    logged_secret_missing: Cell<bool>,
+}
+
+thread_local! {
+    static ISOLATE: RefCell<Option<Rc<Isolate>>> = const { RefCell::new(None) };
+}
+
+fn env_text(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string()).filter(|s| !s.trim().is_empty())
+}
+
+fn isolate(env: &Env) -> Rc<Isolate> {
+    if let Some(iso) = ISOLATE.with(|i| i.borrow().clone()) {
+        return iso;
+    }
+    let policy = match env_text(env, "POLICY") {
+        Some(text) => Policy::parse(&text).map_err(|e| e.to_string()),
+        None => {
+            console_log!("edge-limiter: no POLICY set; running the built-in example policy");
+            Policy::parse(crate::core::policy::EXAMPLE_POLICY).map_err(|e| e.to_string())
+        }
+    };
+    let max_keys = match &policy {
+        Ok(p) => p.store.memory_max_keys,
+        Err(e) => {
+            console_error!("edge-limiter: the policy is invalid, every request will get a 500 until it is fixed: {e}");
+            1
+        }
+    };
+    let origin = match env_text(env, "ORIGIN_URL") {
+        Some(u) if u.trim() == "demo" => Origin::Demo,
+        Some(u) => Origin::Url(u.trim().trim_end_matches('/').to_string()),
+        None => Origin::Passthrough,
+    };
+    console_log!("edge-limiter: store is the isolate's memory (no Upstash configured)");
+    let iso = Rc::new(Isolate {
+        policy,
+        origin,
+        jwt_secret: env_text(env, "JWT_SECRET").map(String::into_bytes),
+        memory: MemoryStore::new(max_keys),
+        allowed: Cell::new(0),
+        denied: Cell::new(0),
+        logged_secret_missing: Cell::new(false),
+    });
+    ISOLATE.with(|i| *i.borrow_mut() = Some(iso.clone()));
+    iso
+}
+
+pub async fn handle(req: Request, env: Env) -> Result<Response> {
+    let iso = isolate(&env);
+    let policy = match &iso.policy {
+        Ok(p) => p,
+        Err(e) => {
+            let detail = format!("The rate limiter's policy is invalid: {e}");
+            return refusal(problem(500, "Rate limiter misconfigured", &detail, "invalid-policy"), None);
+        }
+    };
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).ok().flatten();
+    let (client_ip, forwarded_for) = (text(&policy.identity.client_ip.header), text("x-forwarded-for"));
+    let api_key = policy.identity.api_key.as_ref().and_then(|k| text(&k.header));
+    let authorization = text("authorization");
+    let now = js_sys::Date::now() as u64;
+    let facts = RequestFacts {
+        client_ip: client_ip.as_deref(),
+        forwarded_for: forwarded_for.as_deref(),
+        api_key: api_key.as_deref(),
+        authorization: authorization.as_deref(),
+        now_s: now / 1000,
+    };
+    let caller = match identify(policy, &facts, iso.jwt_secret.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            if e == IdentityError::TokenSecretMissing && !iso.logged_secret_missing.replace(true) {
+                console_error!("edge-limiter: the policy accepts JWTs but JWT_SECRET is not set; bearer tokens get 401");
+            }
+            let mut r = problem(401, "Unauthorized", &e.to_string(), "invalid-credential");
+            r.headers.push(("WWW-Authenticate", "Bearer".to_string()));
+            return refusal(r, None);
+        }
+    };
+    let method = req.method().to_string();
+    let path = req.path();
+    let (tier_id, cost) = match policy.plan(&method, &path, caller.tier) {
+        Plan::Exempt => return proxy::forward(req, &iso.origin, &[]).await,
+        Plan::Check { tier, cost } => (tier, cost),
+    };
+    let tier = &policy.tiers[tier_id];
+    let limits: Vec<_> = tier.limits.iter().map(|l| l.algorithm).collect();
+    let hash = subject_hash(&caller.subject);
+    let request = CheckRequest { tier: &tier.name, limits: &limits, subject_hash: &hash, now, cost };
+    let (decision, backend) = (iso.memory.check_now(&request), Backend::Memory);
+    if !decision.allowed() {
+        iso.denied.set(iso.denied.get() + 1);
+        let html = text("accept").is_some_and(|a| prefers_html(&a));
+        let r = too_many_requests(tier, &decision, policy.headers, html, jitter_ms());
+        return refusal(r, Some(backend));
+    }
+    iso.allowed.set(iso.allowed.get() + 1);
+    let mut added = rate_limit_headers(tier, &decision, policy.headers);
+    added.push((BACKEND_HEADER, backend.as_str().to_string()));
+    proxy::forward(req, &iso.origin, &added).await
+}
+
+/// Up to 250 ms, so clients denied together do not all come back in the same instant.
+fn jitter_ms() -> u64 {
+    let mut b = [0u8; 1];
+    match getrandom::fill(&mut b) {
+        Ok(()) => b[0] as u64 * 250 / 255,
+        Err(_) => 0,
+    }
+}
+
+/// Renders a core refusal (429, 401, 500...) as a response.
+fn refusal(r: Refusal, backend: Option<Backend>) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("Content-Type", r.content_type)?;
+    headers.set("Cache-Control", "no-store")?;
+    for (name, value) in &r.headers {
+        headers.set(name, value)?;
+    }
+    if let Some(b) = backend {
+        headers.set(BACKEND_HEADER, b.as_str())?;
+    }
+    Ok(Response::builder().with_status(r.status).with_headers(headers).fixed(r.body.into_bytes()))
+}

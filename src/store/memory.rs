@@ -1,0 +1,136 @@
+//! Per-isolate buckets: the fallback when Upstash is away, and the whole store when it is
+//! not configured. Bounded in keys: an entry is dropped once all its limits are whole again,
+//! and when the map is full the least recently used tenth is evicted in one sweep, so a
+//! flood of distinct subjects costs amortised O(1) per request and never grows memory.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::{Backend, CheckRequest, Store, StoreError};
+use crate::core::algorithm::{check, Decision, Millis, State, MAX_LIMITS};
+
+struct Entry {
+    states: [State; MAX_LIMITS],
+    /// When every limit is whole again; past it the entry is as good as empty.
+    expires_at: Millis,
+    last_used: u64,
+}
+
+pub struct MemoryStore {
+    entries: RefCell<HashMap<String, Entry>>,
+    max_keys: usize,
+    uses: RefCell<u64>,
+}
+
+impl MemoryStore {
+    pub fn new(max_keys: usize) -> MemoryStore {
+        MemoryStore { entries: RefCell::new(HashMap::new()), max_keys: max_keys.max(1), uses: RefCell::new(0) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks and consumes, synchronously: nothing else runs in the isolate meanwhile.
+    pub fn check_now(&self, r: &CheckRequest) -> Decision {
+        let key = format!("{}:{}", r.tier, r.subject_hash);
+        let use_no = {
+            let mut uses = self.uses.borrow_mut();
+            *uses += 1;
+            *uses
+        };
+        let mut entries = self.entries.borrow_mut();
+        if !entries.contains_key(&key) && entries.len() >= self.max_keys {
+            evict(&mut entries, r.now, self.max_keys);
+        }
+        let entry = entries.entry(key).or_insert(Entry { states: [State::Empty; MAX_LIMITS], expires_at: 0, last_used: 0 });
+        if entry.expires_at <= r.now {
+            entry.states = [State::Empty; MAX_LIMITS];
+        }
+        let n = r.limits.len().min(MAX_LIMITS);
+        let decision = check(&r.limits[..n], &mut entry.states[..n], r.now, r.cost);
+        let whole_in = decision.limits().iter().map(|s| s.reset_ms).max().unwrap_or(0);
+        entry.expires_at = r.now.saturating_add(whole_in);
+        entry.last_used = use_no;
+        decision
+    }
+}
+
+/// Drops expired entries; if that frees too little, the least recently used tenth too.
+fn evict(entries: &mut HashMap<String, Entry>, now: Millis, max_keys: usize) {
+    entries.retain(|_, e| e.expires_at > now);
+    if entries.len() < max_keys {
+        return;
+    }
+    let drop = (max_keys / 10).max(1);
+    let mut ages: Vec<u64> = entries.values().map(|e| e.last_used).collect();
+    let (_, cutoff, _) = ages.select_nth_unstable(drop - 1);
+    let cutoff = *cutoff;
+    entries.retain(|_, e| e.last_used > cutoff);
+}
+
+impl Store for MemoryStore {
+    async fn check(&self, request: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError> {
+        Ok((self.check_now(request), Backend::Memory))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::algorithm::Algorithm;
+    use crate::core::rate::Rate;
+
+    fn limits() -> [Algorithm; 1] {
+        [Algorithm::token_bucket(2, Rate::parse("1/s").unwrap()).unwrap()]
+    }
+
+    fn req<'a>(l: &'a [Algorithm], subject: &'a str, now: Millis) -> CheckRequest<'a> {
+        CheckRequest { tier: "anonymous", limits: l, subject_hash: subject, now, cost: 1 }
+    }
+
+    #[test]
+    fn subjects_have_their_own_buckets() {
+        let s = MemoryStore::new(100);
+        let l = limits();
+        assert!(s.check_now(&req(&l, "a", 0)).allowed());
+        assert!(s.check_now(&req(&l, "a", 0)).allowed());
+        assert!(!s.check_now(&req(&l, "a", 0)).allowed());
+        assert!(s.check_now(&req(&l, "b", 0)).allowed());
+        assert!(s.check_now(&req(&l, "a", 1_000)).allowed());
+    }
+
+    #[test]
+    fn a_flood_of_subjects_stays_within_the_bound_and_evicts_the_oldest() {
+        let s = MemoryStore::new(1_000);
+        let l = limits();
+        // The first subject is used up and then kept busy; it must survive the flood.
+        s.check_now(&req(&l, "victim", 0));
+        s.check_now(&req(&l, "victim", 0));
+        for i in 0..50_000u64 {
+            s.check_now(&req(&l, &format!("flood-{i}"), 10));
+            if i % 100 == 0 {
+                assert!(!s.check_now(&req(&l, "victim", 10)).allowed(), "victim state lost at {i}");
+            }
+            assert!(s.len() <= 1_000);
+        }
+        assert!(s.len() >= 900, "evicts a tenth at a time, not everything: {}", s.len());
+    }
+
+    #[test]
+    fn entries_whole_again_are_dropped() {
+        let s = MemoryStore::new(10);
+        let l = limits();
+        for i in 0..10 {
+            s.check_now(&req(&l, &format!("s{i}"), 0));
+        }
+        assert_eq!(s.len(), 10);
+        // A second later every bucket is full again: the next new key sweeps them all.
+        s.check_now(&req(&l, "late", 1_000));
+        assert_eq!(s.len(), 1);
+    }
+}
