@@ -812,6 +812,17 @@ mod tests {
     }
 
     #[test]
+    fn wrangler_toml_carries_the_example_policy() {
+        // One policy, two homes: the default wrangler.toml shows it, the binary embeds it.
+        let toml = include_str!("../../wrangler.toml");
+        let start = toml.find("POLICY = '''").expect("wrangler.toml sets POLICY") + "POLICY = '''".len();
+        let end = start + toml[start..].find("'''").expect("POLICY is closed");
+        let shown: Value = serde_json::from_str(&toml[start..end]).unwrap();
+        let embedded: Value = serde_json::from_str(EXAMPLE_POLICY).unwrap();
+        assert_eq!(shown, embedded, "wrangler.toml's POLICY differs from policy.example.json");
+    }
+
+    #[test]
     fn a_minimal_policy_gets_the_documented_defaults() {
         let p = Policy::parse(MINIMAL).unwrap();
         assert_eq!(p.key_prefix, "rl");

@@ -1,0 +1,62 @@
+# Installs what building and testing the limiter needs, each piece only when it is missing,
+# saying what it does. Sourced by scripts/dev and scripts/test (not run on its own).
+# Everything comes from the package registries: rustup, crates, npm, and Debian's apt.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '==> %s\n' "$*"; }
+
+WORKER_BUILD_VERSION=0.8.7
+# wasm-bindgen-cli must match the wasm-bindgen crate the lockfile pins, exactly.
+WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+
+if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "wasm32 target: present"
+else
+  say "wasm32 target: installing"
+  rustup target add wasm32-unknown-unknown
+fi
+
+if worker-build --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
+  say "worker-build $WORKER_BUILD_VERSION: present"
+else
+  say "worker-build $WORKER_BUILD_VERSION: installing (a few minutes on 2 cores)"
+  cargo install worker-build --version "$WORKER_BUILD_VERSION" --locked
+fi
+
+if wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
+  say "wasm-bindgen-cli $WASM_BINDGEN_VERSION: present"
+else
+  say "wasm-bindgen-cli $WASM_BINDGEN_VERSION: installing (a few minutes on 2 cores)"
+  # Not --locked: its own lockfile pins a crate version the registry no longer serves.
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+fi
+
+if [ -x node_modules/.bin/wrangler ] && [ node_modules/.package-lock.json -nt package-lock.json ]; then
+  say "npm packages: present"
+else
+  say "npm packages: installing (npm ci)"
+  npm ci --no-audit --no-fund
+fi
+
+apt_install() {
+  if [ -z "${APT_UPDATED:-}" ]; then
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+if command -v redis-server >/dev/null; then
+  say "redis-server: present"
+else
+  say "redis-server: installing (apt)"
+  apt_install redis-server
+fi
+
+# worker-build uses these instead of downloading its own tools (it cannot reach them here).
+export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen"
+export ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild"
+export WRANGLER_SEND_METRICS=false
