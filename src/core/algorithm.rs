@@ -363,6 +363,20 @@ impl Decision {
         self.binding_status().retry_after_ms
     }
 
+    /// Reassembles a decision computed elsewhere (the Lua twin in Redis). `None` when the
+    /// parts cannot describe a decision: no limits, too many, or a binding index out of range.
+    pub fn from_parts(outcome: Outcome, binding: usize, cost: u64, statuses: &[LimitStatus]) -> Option<Decision> {
+        if statuses.is_empty() || statuses.len() > MAX_LIMITS || binding >= statuses.len() {
+            return None;
+        }
+        let mut d = Decision::unlimited(cost);
+        d.outcome = outcome;
+        d.binding = binding;
+        d.len = statuses.len() as u8;
+        d.statuses[..statuses.len()].copy_from_slice(statuses);
+        Some(d)
+    }
+
     /// A decision for a request no limit applies to (an exempt route).
     pub fn unlimited(cost: u64) -> Decision {
         Decision {
@@ -371,6 +385,17 @@ impl Decision {
             cost,
             statuses: [EMPTY_STATUS; MAX_LIMITS],
             len: 0,
+        }
+    }
+}
+
+impl Algorithm {
+    /// The limit as the Lua twin takes it: a kind number and three parameters.
+    pub fn script_params(&self) -> [u64; 4] {
+        match self {
+            Algorithm::TokenBucket(b) => [1, b.capacity, b.refill.amount, b.refill.period_ms],
+            Algorithm::FixedWindow(w) => [2, w.limit, w.window_ms, 0],
+            Algorithm::SlidingWindow(w) => [3, w.limit, w.window_ms, 0],
         }
     }
 }

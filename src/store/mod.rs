@@ -3,6 +3,7 @@
 //! (to come) runs the Lua twin of it in one script call.
 
 pub mod memory;
+pub mod script;
 
 use crate::core::algorithm::{Algorithm, Decision, Millis};
 
