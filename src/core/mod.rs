@@ -6,3 +6,6 @@ pub mod decision;
 pub mod identity;
 pub mod policy;
 pub mod rate;
+
+#[cfg(test)]
+mod properties;

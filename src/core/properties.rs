@@ -1,0 +1,418 @@
+//! Property tests of the bucket engine against small reference models written from the
+//! definitions, not from the engine: a GCRA in scaled integer time for the token bucket,
+//! plain per-window tallies for the windows, and brute-force interval sums for the bounds.
+//! The unit tests in `algorithm.rs` pin chosen cases; these look for the cases nobody chose.
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+
+use super::algorithm::{check, Algorithm, LimitStatus, Millis, Outcome, State, SLIDING_SLOTS};
+use super::rate::Rate;
+
+// No regression files: a failure prints its minimal input, which is what goes in a unit test.
+fn config() -> Config {
+    Config { cases: 384, failure_persistence: None, ..Config::default() }
+}
+
+// ---------------------------------------------------------------------------------------
+// Generators
+// ---------------------------------------------------------------------------------------
+
+/// Refill rates, biased towards the ones that broke naive implementations elsewhere:
+/// slower than 1/s and rates whose interval is not a whole number of ms.
+fn rate() -> impl Strategy<Value = Rate> {
+    prop_oneof![
+        Just((1, 10_000)),
+        Just((3, 1_000)),
+        Just((1, 100)),
+        Just((7, 60_000)),
+        Just((1000, 1)),
+        (1..=9u64, 1..=20_000u64),
+    ]
+    .prop_map(|(amount, period)| Rate::new(amount, period).unwrap())
+}
+
+fn window_ms() -> impl Strategy<Value = u64> {
+    // Windows that are not multiples of SLIDING_SLOTS make the slot width round up.
+    prop_oneof![Just(1u64), 1..=40u64, Just(1_001), 1..=5_000u64, Just(60_000)]
+}
+
+/// Gaps between requests: bursts at one instant, gaps around a slot, gaps of whole windows.
+fn delta() -> impl Strategy<Value = u64> {
+    prop_oneof![3 => 0..=3u64, 3 => 0..=400u64, 2 => 0..=20_000u64, 1 => 0..=200_000u64]
+}
+
+/// Costs up to one past the capacity, so `Never` turns up too, with unit costs most common.
+fn cost(capacity: u64) -> impl Strategy<Value = u64> {
+    prop_oneof![3 => Just(1u64), 3 => 0..=capacity, 1 => Just(capacity + 1)]
+}
+
+fn start() -> impl Strategy<Value = Millis> {
+    prop_oneof![Just(0u64), 0..=2_000_000_000_000u64]
+}
+
+fn steps(capacity: u64) -> impl Strategy<Value = Vec<(u64, u64)>> {
+    prop::collection::vec((delta(), cost(capacity)), 1..80)
+}
+
+/// A limit of any kind, with its window (0 for a bucket): `Algorithm` does not expose the
+/// window of a sliding one, and the models need it.
+fn any_limit() -> impl Strategy<Value = (Algorithm, u64)> {
+    prop_oneof![
+        (1..=12u64, rate()).prop_map(|(c, r)| (Algorithm::token_bucket(c, r).unwrap(), 0)),
+        (1..=12u64, window_ms()).prop_map(|(n, w)| (Algorithm::fixed_window(n, w).unwrap(), w)),
+        (1..=12u64, window_ms()).prop_map(|(n, w)| (Algorithm::sliding_window(n, w).unwrap(), w)),
+    ]
+}
+
+fn split(limits: Vec<(Algorithm, u64)>) -> (Vec<Algorithm>, Vec<u64>) {
+    limits.into_iter().unzip()
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// Runs one limit over requests at the given times; returns each request's status.
+fn run(limit: Algorithm, requests: &[(Millis, u64)]) -> Vec<LimitStatus> {
+    let limits = [limit];
+    let mut states = [State::Empty];
+    requests.iter().map(|&(t, c)| check(&limits, &mut states, t, c).limits()[0]).collect()
+}
+
+fn times(t0: Millis, steps: &[(u64, u64)]) -> Vec<(Millis, u64)> {
+    let mut t = t0;
+    steps
+        .iter()
+        .map(|&(d, c)| {
+            t += d;
+            (t, c)
+        })
+        .collect()
+}
+
+fn admitted(requests: &[(Millis, u64)], statuses: &[LimitStatus]) -> Vec<(Millis, u64)> {
+    requests
+        .iter()
+        .zip(statuses)
+        .filter(|(_, s)| s.outcome == Outcome::Allowed)
+        .map(|(r, _)| *r)
+        .collect()
+}
+
+/// Total cost of `admitted` with time in `[lo, hi]`, by brute force so it cannot share a
+/// bug with anything clever.
+fn cost_within(admitted: &[(Millis, u64)], lo: i128, hi: i128) -> u128 {
+    admitted
+        .iter()
+        .filter(|(t, _)| (lo..=hi).contains(&(*t as i128)))
+        .map(|(_, c)| *c as u128)
+        .sum()
+}
+
+/// The token-bucket bound: between any two admitted requests, no more than a full bucket
+/// plus what accrued in between (requests may arrive in any time order; only the admitted
+/// ones' times matter).
+fn assert_bucket_bound(capacity: u64, rate: Rate, admitted: &[(Millis, u64)]) -> Result<(), TestCaseError> {
+    for &(ti, _) in admitted {
+        for &(tj, _) in admitted.iter().filter(|(tj, _)| *tj >= ti) {
+            let used = cost_within(admitted, ti as i128, tj as i128);
+            let bound = capacity as u128 + (rate.amount as u128 * (tj - ti) as u128) / rate.period_ms as u128;
+            prop_assert!(used <= bound, "{used} units admitted in [{ti}, {tj}], bound {bound}");
+        }
+    }
+    Ok(())
+}
+
+fn assert_fixed_bound(limit: u64, window: u64, admitted: &[(Millis, u64)]) -> Result<(), TestCaseError> {
+    let mut per_window = std::collections::BTreeMap::<u64, u64>::new();
+    for &(t, c) in admitted {
+        *per_window.entry(t / window).or_default() += c;
+    }
+    for (k, used) in per_window {
+        prop_assert!(used <= limit, "{used} units admitted in window #{k} of {window} ms");
+    }
+    Ok(())
+}
+
+fn assert_sliding_bound(limit: u64, window: u64, admitted: &[(Millis, u64)]) -> Result<(), TestCaseError> {
+    // The busiest span of `window` ms always ends at an admitted request.
+    for &(t, _) in admitted {
+        let used = cost_within(admitted, t as i128 - window as i128 + 1, t as i128);
+        prop_assert!(used <= limit as u128, "{used} units in the {window} ms ending at {t}");
+    }
+    Ok(())
+}
+
+/// The time a state is "as of": a clock reading behind it should act as if it read this.
+/// `window` is the limit's window (unused for buckets).
+fn state_time(state: &State, window: u64) -> Millis {
+    match *state {
+        State::Bucket { at, .. } => at,
+        State::Window { start, .. } => start,
+        State::Sliding { newest, .. } => newest * window.div_ceil(SLIDING_SLOTS),
+        State::Empty => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The GCRA reference for the token bucket
+// ---------------------------------------------------------------------------------------
+
+/// Generic cell rate algorithm in scaled time: one scaled unit is 1/amount ms, so a token
+/// (one `period_ms / amount` ms) is exactly `period_ms` scaled units and nothing rounds.
+/// The state is the theoretical arrival time: when the bucket would be full again.
+struct Gcra {
+    capacity: u128,
+    amount: u128,
+    /// Emission interval: scaled time per unit.
+    t: u128,
+    tat: u128,
+}
+
+impl Gcra {
+    fn new(capacity: u64, rate: Rate) -> Gcra {
+        Gcra { capacity: capacity as u128, amount: rate.amount as u128, t: rate.period_ms as u128, tat: 0 }
+    }
+
+    /// Returns (outcome, remaining, retry_after_ms, reset_ms).
+    fn request(&mut self, now_ms: Millis, cost: u64) -> (Outcome, u64, u64, u64) {
+        let now = now_ms as u128 * self.amount;
+        let cost = cost as u128;
+        let tau = self.capacity * self.t;
+        // The bucket is short of full by (tat - now) scaled units of level.
+        let level = |tat: u128| tau - tat.saturating_sub(now);
+        let ms = |scaled: u128| scaled.div_ceil(self.amount) as u64;
+        let base = self.tat.max(now);
+        if cost > self.capacity {
+            let l = level(self.tat);
+            return (Outcome::Never, (l / self.t) as u64, 0, ms(self.tat.saturating_sub(now)));
+        }
+        let new_tat = base + cost * self.t;
+        if new_tat - now > tau {
+            let l = level(self.tat);
+            return (Outcome::Denied, (l / self.t) as u64, ms(new_tat - now - tau), ms(self.tat.saturating_sub(now)));
+        }
+        if cost > 0 {
+            self.tat = new_tat;
+        }
+        (Outcome::Allowed, (level(new_tat) / self.t) as u64, 0, ms(new_tat - now))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// 1. Between any two admitted requests, at most a full bucket plus what accrued.
+    #[test]
+    fn token_bucket_never_exceeds_capacity_plus_accrual(
+        (capacity, rate, t0, steps) in (1..=20u64, rate(), start())
+            .prop_flat_map(|(c, r, t0)| (Just(c), Just(r), Just(t0), steps(c)))
+    ) {
+        let limit = Algorithm::token_bucket(capacity, rate).unwrap();
+        let requests = times(t0, &steps);
+        let statuses = run(limit, &requests);
+        assert_bucket_bound(capacity, rate, &admitted(&requests, &statuses))?;
+    }
+
+    /// 2. The bucket is exactly a GCRA: same decision, remaining, retry and reset, every time.
+    #[test]
+    fn token_bucket_matches_gcra_exactly(
+        (capacity, rate, t0, steps) in (1..=20u64, rate(), start())
+            .prop_flat_map(|(c, r, t0)| (Just(c), Just(r), Just(t0), steps(c)))
+    ) {
+        let limit = Algorithm::token_bucket(capacity, rate).unwrap();
+        let requests = times(t0, &steps);
+        let statuses = run(limit, &requests);
+        let mut model = Gcra::new(capacity, rate);
+        for (i, (&(t, c), s)) in requests.iter().zip(&statuses).enumerate() {
+            let (outcome, remaining, retry, reset) = model.request(t, c);
+            let got = (s.outcome, s.remaining, s.retry_after_ms, s.reset_ms);
+            prop_assert_eq!(got, (outcome, remaining, retry, reset), "request #{} (t={}, cost={})", i, t, c);
+        }
+    }
+
+    /// 3. A fixed window never admits more than its limit per aligned window, and denies only
+    ///    what the limit really leaves no room for.
+    #[test]
+    fn fixed_window_is_exact(
+        (limit, window, t0, steps) in (1..=20u64, window_ms(), start())
+            .prop_flat_map(|(n, w, t0)| (Just(n), Just(w), Just(t0), steps(n)))
+    ) {
+        let requests = times(t0, &steps);
+        let statuses = run(Algorithm::fixed_window(limit, window).unwrap(), &requests);
+        let mut used = std::collections::HashMap::<u64, u64>::new();
+        for (&(t, c), s) in requests.iter().zip(&statuses) {
+            let here = used.entry(t / window).or_default();
+            match s.outcome {
+                Outcome::Never => prop_assert!(c > limit),
+                Outcome::Denied => prop_assert!(c <= limit && *here + c > limit, "denied {} at {} with {} used", c, t, here),
+                Outcome::Allowed => *here += c,
+            }
+        }
+        assert_fixed_bound(limit, window, &admitted(&requests, &statuses))?;
+    }
+
+    /// 4. A sliding window holds the limit over every span of its length, and releases a
+    ///    unit at most one slot (a tenth of the window, rounded up) late.
+    #[test]
+    fn sliding_window_bounds_every_span(
+        (limit, window, t0, steps) in (1..=20u64, window_ms(), start())
+            .prop_flat_map(|(n, w, t0)| (Just(n), Just(w), Just(t0), steps(n)))
+    ) {
+        let requests = times(t0, &steps);
+        let statuses = run(Algorithm::sliding_window(limit, window).unwrap(), &requests);
+        let slot = window.div_ceil(SLIDING_SLOTS) as i128;
+        for (i, (&(t, c), s)) in requests.iter().zip(&statuses).enumerate() {
+            let so_far = admitted(&requests[..i], &statuses[..i]);
+            let t = t as i128;
+            let recent = cost_within(&so_far, t - window as i128 - slot + 1, t);
+            match s.outcome {
+                Outcome::Never => prop_assert!(c > limit),
+                Outcome::Denied => prop_assert!(
+                    recent + c as u128 > limit as u128,
+                    "denied {} at {} with only {} in the last window and a slot", c, t, recent
+                ),
+                Outcome::Allowed => {}
+            }
+        }
+        assert_sliding_bound(limit, window, &admitted(&requests, &statuses))?;
+    }
+
+    /// 5. Several limits act as one: all admit or nothing changes, the slowest denial sets
+    ///    the retry, and retrying after it works.
+    #[test]
+    fn multi_limit_is_all_or_nothing(
+        limits in prop::collection::vec(any_limit(), 1..=4),
+        t0 in start(),
+        steps in prop::collection::vec((delta(), cost(12)), 1..60),
+    ) {
+        let (limits, _) = split(limits);
+        let mut states = vec![State::Empty; limits.len()];
+        for (t, c) in times(t0, &steps) {
+            let before = states.clone();
+            let alone: Vec<_> = limits.iter().zip(&before).map(|(l, s)| {
+                let mut s = [*s];
+                let d = check(&[*l], &mut s, t, c);
+                (d.limits()[0], s[0])
+            }).collect();
+            let d = check(&limits, &mut states, t, c);
+            let all_admit = alone.iter().all(|(s, _)| s.outcome == Outcome::Allowed);
+            if all_admit {
+                prop_assert_eq!(d.outcome, Outcome::Allowed);
+                let each: Vec<State> = alone.iter().map(|(_, s)| *s).collect();
+                prop_assert_eq!(&states, &each, "an admission advances each limit as if alone");
+                let statuses: Vec<LimitStatus> = alone.iter().map(|(s, _)| *s).collect();
+                prop_assert_eq!(d.limits(), statuses.as_slice());
+                continue;
+            }
+            prop_assert_eq!(&states, &before, "a denial touched the state");
+            if alone.iter().any(|(s, _)| s.outcome == Outcome::Never) {
+                prop_assert_eq!(d.outcome, Outcome::Never);
+                prop_assert_eq!(d.retry_after_ms(), 0);
+                continue;
+            }
+            prop_assert_eq!(d.outcome, Outcome::Denied);
+            let slowest = alone.iter()
+                .filter(|(s, _)| s.outcome == Outcome::Denied)
+                .map(|(s, _)| s.retry_after_ms)
+                .max()
+                .unwrap();
+            prop_assert_eq!(d.retry_after_ms(), slowest);
+            prop_assert!(slowest > 0, "a denial must ask for a wait");
+            let mut later = before.clone();
+            let retry = check(&limits, &mut later, t + slowest, c);
+            prop_assert!(retry.allowed(), "still denied {} ms later: {:?}", slowest, retry);
+        }
+    }
+
+    /// 6a. A clock behind the state acts exactly as if it read the state's own time, so a
+    ///     step back can neither refill a bucket nor open an older window; and a zero-cost
+    ///     peek, at any time, changes nothing.
+    #[test]
+    fn a_clock_behind_the_state_stands_still(
+        limits in prop::collection::vec(any_limit(), 1..=3),
+        t0 in 300_000..=2_000_000_000_000u64,
+        steps in prop::collection::vec((any::<bool>(), delta(), cost(12)), 1..60),
+    ) {
+        let (limits, windows) = split(limits);
+        let mut states = vec![State::Empty; limits.len()];
+        let mut t = t0;
+        for (back, d, c) in steps {
+            t = if back { t.saturating_sub(d) } else { t + d };
+            for ((l, s), w) in limits.iter().zip(&states).zip(&windows) {
+                let at = state_time(s, *w);
+                if t < at {
+                    let early = l.evaluate(s, t, c);
+                    let pinned = l.evaluate(s, at, c);
+                    prop_assert_eq!(early.status.outcome, pinned.status.outcome, "{:?} {:?} at {} < {}", l, s, t, at);
+                    prop_assert_eq!(early.status.remaining, pinned.status.remaining);
+                    prop_assert_eq!(early.next, pinned.next);
+                }
+            }
+            let before = states.clone();
+            let peek = check(&limits, &mut states, t, 0);
+            prop_assert!(peek.allowed());
+            prop_assert_eq!(&states, &before, "a zero-cost peek changed the state");
+            check(&limits, &mut states, t, c);
+        }
+    }
+
+    /// 6b. Under a clock that jumps back and forth, the admitted requests, each placed at
+    ///     the time the engine acted on (its own reading or the latest admitted one, if
+    ///     later), still satisfy the bound of a monotonic clock.
+    #[test]
+    fn a_clock_stepping_back_keeps_every_bound(
+        (limit, window) in any_limit(),
+        t0 in 300_000..=2_000_000_000_000u64,
+        steps in prop::collection::vec((any::<bool>(), delta(), cost(12)), 1..80),
+    ) {
+        let limits = [limit];
+        let mut states = [State::Empty];
+        let mut t = t0;
+        let mut effective: Vec<(Millis, u64)> = Vec::new();
+        let mut latest = 0;
+        for (back, d, c) in steps {
+            t = if back { t.saturating_sub(d) } else { t + d };
+            if check(&limits, &mut states, t, c).allowed() && c > 0 {
+                latest = latest.max(t);
+                effective.push((latest, c));
+            }
+        }
+        match limit {
+            Algorithm::TokenBucket(b) => assert_bucket_bound(b.capacity(), limit.refill().unwrap(), &effective)?,
+            Algorithm::FixedWindow(_) => assert_fixed_bound(limit.capacity(), window, &effective)?,
+            Algorithm::SlidingWindow(_) => assert_sliding_bound(limit.capacity(), window, &effective)?,
+        }
+    }
+
+    /// 6c. With unit costs a clock stepping back admits no more in total than the same
+    ///     requests with the clock held at its running maximum. Unit costs only: with mixed
+    ///     costs any greedy limiter can lose this, and a store that keeps no trace of denials
+    ///     cannot see the maximum anyway. Bucket 6 at 1/100ms, drained at 0: requests
+    ///     (600, cost 0), (400, 5), (600, 3), (600, 3) admit 6 while the clamped clock admits
+    ///     5 (it spends the bucket on the 5 that the early reading denied).
+    #[test]
+    fn a_clock_stepping_back_admits_no_more_than_a_monotonic_one(
+        (limit, _) in any_limit(),
+        t0 in 300_000..=2_000_000_000_000u64,
+        steps in prop::collection::vec((any::<bool>(), delta()), 1..80),
+    ) {
+        let mut t = t0;
+        let mut max = 0;
+        let (mut raw, mut clamped) = (Vec::new(), Vec::new());
+        for (back, d) in steps {
+            t = if back { t.saturating_sub(d) } else { t + d };
+            max = max.max(t);
+            raw.push((t, 1));
+            clamped.push((max, 1));
+        }
+        let count = |r: &[(Millis, u64)]| run(limit, r).iter().filter(|s| s.outcome == Outcome::Allowed).count();
+        prop_assert!(count(&raw) <= count(&clamped), "raw {} > clamped {}", count(&raw), count(&clamped));
+    }
+}
+
