@@ -416,11 +416,12 @@ pub fn check(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64)
     let now = now.min(MAX_EXACT);
     let mut decision = Decision::unlimited(cost);
     decision.len = n as u8;
-    let mut next = [State::Empty; MAX_LIMITS];
+    // Judge first, write after: no buffer of next states (a sliding window's state is ~100
+    // bytes), and the common case under attack, a denial, never computes one. An admission
+    // evaluates each limit a second time to get its next state, which is cheaper than
+    // initialising MAX_LIMITS states on every call.
     for i in 0..n {
-        let e = limits[i].evaluate(&states[i], now, cost);
-        decision.statuses[i] = e.status;
-        next[i] = e.next;
+        decision.statuses[i] = limits[i].evaluate(&states[i], now, cost).status;
     }
     let statuses = &decision.statuses[..n];
     if let Some(i) = statuses.iter().position(|s| s.outcome == Outcome::Never) {
@@ -436,7 +437,11 @@ pub fn check(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64)
         decision.binding = (0..n)
             .min_by_key(|i| (statuses[*i].remaining, std::cmp::Reverse(statuses[*i].reset_ms)))
             .unwrap_or(0);
-        states[..n].copy_from_slice(&next[..n]);
+        if cost > 0 {
+            for i in 0..n {
+                states[i] = limits[i].evaluate(&states[i], now, cost).next;
+            }
+        }
         return decision;
     }
     // Nothing was consumed: the limits that would have admitted report what they hold.
