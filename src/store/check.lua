@@ -124,23 +124,23 @@ local function sliding_window(stored, now, cost, limit, window)
   return 0, left - cost, reset(), 0, table.concat(parts, ":")
 end
 
+-- Limit i's kind and parameters from ARGV, and its evaluation of `cost` against `stored`.
+local function evaluate(i, stored, now, cost)
+  local base = 2 + (i - 1) * 4
+  local kind, a, b, c = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
+  if kind == 1 then return token_bucket(stored, now, cost, a, b, c) end
+  if kind == 2 then return fixed_window(stored, now, cost, a, b) end
+  return sliding_window(stored, now, cost, a, b)
+end
+
 local now = math.min(tonumber(ARGV[1]), MAX_EXACT)
 local cost = tonumber(ARGV[2])
 local n = #KEYS
 local results = {}
 local any_never, any_denied = nil, false
 for i = 1, n do
-  local base = 2 + (i - 1) * 4
-  local kind, a, b, c = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
   local stored = redis.call("GET", KEYS[i])
-  local o, rem, reset, retry, nxt
-  if kind == 1 then
-    o, rem, reset, retry, nxt = token_bucket(stored, now, cost, a, b, c)
-  elseif kind == 2 then
-    o, rem, reset, retry, nxt = fixed_window(stored, now, cost, a, b)
-  else
-    o, rem, reset, retry, nxt = sliding_window(stored, now, cost, a, b)
-  end
+  local o, rem, reset, retry, nxt = evaluate(i, stored, now, cost)
   results[i] = { o, rem, reset, retry, nxt, stored }
   if o == 2 and not any_never then any_never = i end
   if o == 1 then any_denied = true end
@@ -173,16 +173,7 @@ for i = 1, n do
   local r = results[i]
   if outcome ~= 0 and r[1] == 0 then
     -- Nothing was consumed: report this limit as a peek would.
-    local base = 2 + (i - 1) * 4
-    local kind, a, b, c = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
-    local o, rem, reset
-    if kind == 1 then
-      o, rem, reset = token_bucket(r[6], now, 0, a, b, c)
-    elseif kind == 2 then
-      o, rem, reset = fixed_window(r[6], now, 0, a, b)
-    else
-      o, rem, reset = sliding_window(r[6], now, 0, a, b)
-    end
+    local o, rem, reset = evaluate(i, r[6], now, 0)
     r = { o, rem, reset, 0 }
   end
   reply[#reply + 1] = r[1]
