@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use edge_limiter::core::algorithm::{check, Algorithm, Decision, Outcome, State, MAX_LIMITS};
 use edge_limiter::core::policy::Policy;
-use edge_limiter::store::script::{decode_reply, script_args, state_key, CHECK_LUA};
+use edge_limiter::store::script::{decode_reply, script_args, state_key, CHECK_LUA, CHECK_SHA1};
 use serde_json::Value;
 
 /// A base instant aligned to a whole day, so window arithmetic in the vectors is readable.
@@ -262,6 +262,7 @@ fn random_traffic_gets_identical_decisions() {
 fn evalsha_serves_the_loaded_script() {
     let mut redis = Redis::start();
     let Reply::Text(sha) = redis.command(&["SCRIPT", "LOAD", CHECK_LUA]) else { panic!("load failed") };
+    assert_eq!(sha, CHECK_SHA1, "the compile-time name of the script is the one Redis gives it");
     let limits = parse_limits(&[serde_json::json!("2/s")]);
     let argv = script_args(&limits, BASE, 1);
     let mut args: Vec<&str> = vec!["EVALSHA", &sha, "1", "sha:k"];

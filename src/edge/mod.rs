@@ -13,13 +13,17 @@ use std::rc::Rc;
 
 use worker::{console_error, console_log, Env, Headers, Request, Response, Result};
 
+use crate::core::algorithm::Algorithm;
 use crate::core::decision::{prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
 use crate::core::identity::{identify, subject_hash, IdentityError, RequestFacts};
-use crate::core::policy::{Plan, Policy};
+use crate::core::policy::{FailMode, Plan, Policy};
+use crate::store::hybrid::Hybrid;
 use crate::store::memory::MemoryStore;
+use crate::store::upstash::{Endpoint, FetchTransport, UpstashStore};
 use crate::store::{Backend, CheckRequest};
 
-/// Response field naming the backend that decided (`memory`, later `upstash`).
+/// Response field naming the backend that decided: `upstash`, `memory` (no Upstash
+/// configured), `memory-fallback` (Upstash failed), `fail-open` or `fail-closed`.
 pub const BACKEND_HEADER: &str = "X-Limiter-Backend";
 
 /// Where allowed requests go.
@@ -32,15 +36,25 @@ enum Origin {
     Passthrough,
 }
 
+/// A tier's limits laid out once, as the stores take them.
+struct TierLimits {
+    algorithms: Vec<Algorithm>,
+    names: Vec<String>,
+}
+
 /// What one isolate keeps between requests. Read from the environment once.
 struct Isolate {
     policy: std::result::Result<Policy, String>,
+    tiers: Vec<TierLimits>,
     origin: Origin,
     jwt_secret: Option<Vec<u8>>,
-    memory: MemoryStore,
+    store: Hybrid<UpstashStore<FetchTransport>>,
     allowed: Cell<u64>,
     denied: Cell<u64>,
     logged_secret_missing: Cell<bool>,
+    /// The class of the store failure last logged; cleared by a success, so a failure is
+    /// logged when it starts or changes, not on every request.
+    logged_failure: Cell<Option<&'static str>>,
 }
 
 thread_local! {
@@ -49,6 +63,27 @@ thread_local! {
 
 fn env_text(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string()).filter(|s| !s.trim().is_empty())
+}
+
+/// The Upstash store, when both settings are present and sound; otherwise memory, said once.
+fn upstash(env: &Env, policy: &Policy) -> Option<UpstashStore<FetchTransport>> {
+    let url = env_text(env, "UPSTASH_REDIS_REST_URL");
+    let token = env_text(env, "UPSTASH_REDIS_REST_TOKEN");
+    match Endpoint::from_settings(url.as_deref(), token.as_deref()) {
+        Ok(Some(endpoint)) => {
+            console_log!("edge-limiter: store is Upstash at {} (timeout {} ms)", endpoint.url, policy.store.timeout_ms);
+            let transport = FetchTransport { endpoint, timeout_ms: policy.store.timeout_ms };
+            Some(UpstashStore::new(transport, &policy.key_prefix))
+        }
+        Ok(None) => {
+            console_log!("edge-limiter: store is the isolate's memory (no Upstash configured)");
+            None
+        }
+        Err(e) => {
+            console_error!("edge-limiter: configuration error, running on the isolate's memory: {e}");
+            None
+        }
+    }
 }
 
 fn isolate(env: &Env) -> Rc<Isolate> {
@@ -62,11 +97,22 @@ fn isolate(env: &Env) -> Rc<Isolate> {
             Policy::parse(crate::core::policy::EXAMPLE_POLICY).map_err(|e| e.to_string())
         }
     };
-    let max_keys = match &policy {
-        Ok(p) => p.store.memory_max_keys,
+    let (tiers, store) = match &policy {
+        Ok(p) => {
+            let tiers = p
+                .tiers
+                .iter()
+                .map(|t| TierLimits {
+                    algorithms: t.limits.iter().map(|l| l.algorithm).collect(),
+                    names: t.limits.iter().map(|l| l.name.clone()).collect(),
+                })
+                .collect();
+            let memory = MemoryStore::new(p.store.memory_max_keys);
+            (tiers, Hybrid::new(upstash(env, p), memory, p.store.on_failure))
+        }
         Err(e) => {
             console_error!("edge-limiter: the policy is invalid, every request will get a 500 until it is fixed: {e}");
-            1
+            (Vec::new(), Hybrid::new(None, MemoryStore::new(1), FailMode::Memory))
         }
     };
     let origin = match env_text(env, "ORIGIN_URL") {
@@ -74,15 +120,16 @@ fn isolate(env: &Env) -> Rc<Isolate> {
         Some(u) => Origin::Url(u.trim().trim_end_matches('/').to_string()),
         None => Origin::Passthrough,
     };
-    console_log!("edge-limiter: store is the isolate's memory (no Upstash configured)");
     let iso = Rc::new(Isolate {
         policy,
+        tiers,
         origin,
         jwt_secret: env_text(env, "JWT_SECRET").map(String::into_bytes),
-        memory: MemoryStore::new(max_keys),
+        store,
         allowed: Cell::new(0),
         denied: Cell::new(0),
         logged_secret_missing: Cell::new(false),
+        logged_failure: Cell::new(None),
     });
     ISOLATE.with(|i| *i.borrow_mut() = Some(iso.clone()));
     iso
@@ -127,11 +174,40 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         Plan::Exempt => return proxy::forward(req, &iso.origin, &[]).await,
         Plan::Check { tier, cost } => (tier, cost),
     };
-    let tier = &policy.tiers[tier_id];
-    let limits: Vec<_> = tier.limits.iter().map(|l| l.algorithm).collect();
+    let (tier, limits) = (&policy.tiers[tier_id], &iso.tiers[tier_id]);
     let hash = subject_hash(&caller.subject);
-    let request = CheckRequest { tier: &tier.name, limits: &limits, subject_hash: &hash, now, cost };
-    let (decision, backend) = (iso.memory.check_now(&request), Backend::Memory);
+    let request = CheckRequest {
+        tier: &tier.name,
+        limits: &limits.algorithms,
+        limit_names: &limits.names,
+        subject_hash: &hash,
+        now,
+        cost,
+    };
+    let verdict = iso.store.check(&request).await;
+    match &verdict.failure {
+        Some(e) if iso.logged_failure.get() != Some(e.class()) => {
+            iso.logged_failure.set(Some(e.class()));
+            console_error!("edge-limiter: store failure ({}), deciding by on_failure ({}): {e}", e.class(), verdict.backend.as_str());
+        }
+        Some(_) => {}
+        None => {
+            if let Some(class) = iso.logged_failure.take() {
+                console_log!("edge-limiter: Upstash answers again (after {class})");
+            }
+        }
+    }
+    let backend = verdict.backend;
+    let decision = match verdict.decision {
+        Ok(d) => d,
+        Err(_) => {
+            iso.denied.set(iso.denied.get() + 1);
+            let detail = "The rate limiter cannot reach its store and is configured to refuse requests until it can.";
+            let mut r = problem(429, "Rate limiter store unavailable", detail, "store-unavailable");
+            r.headers.push(("Retry-After", ceil_secs(policy.store.breaker_cooldown_ms).max(1).to_string()));
+            return refusal(r, Some(backend));
+        }
+    };
     if !decision.allowed() {
         iso.denied.set(iso.denied.get() + 1);
         let html = text("accept").is_some_and(|a| prefers_html(&a));
@@ -142,6 +218,10 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let mut added = rate_limit_headers(tier, &decision, policy.headers);
     added.push((BACKEND_HEADER, backend.as_str().to_string()));
     proxy::forward(req, &iso.origin, &added).await
+}
+
+fn ceil_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000)
 }
 
 /// Up to 250 ms, so clients denied together do not all come back in the same instant.

@@ -90,7 +90,7 @@ mod tests {
     }
 
     fn req<'a>(l: &'a [Algorithm], subject: &'a str, now: Millis) -> CheckRequest<'a> {
-        CheckRequest { tier: "anonymous", limits: l, subject_hash: subject, now, cost: 1 }
+        CheckRequest { tier: "anonymous", limits: l, limit_names: &[], subject_hash: subject, now, cost: 1 }
     }
 
     #[test]

@@ -1,22 +1,40 @@
 //! Where bucket state lives. Each backend applies the core's pure check atomically for one
 //! subject: the memory store runs `core::algorithm::check` on its own map, the Upstash store
-//! (to come) runs the Lua twin of it in one script call.
+//! runs the Lua twin of it (`check.lua`) in one script call, and the hybrid puts the two
+//! together: Upstash first, the isolate's memory when Upstash fails.
 
+pub mod hybrid;
 pub mod memory;
 pub mod script;
+pub mod upstash;
+
+use std::fmt;
 
 use crate::core::algorithm::{Algorithm, Decision, Millis};
 
 /// Which backend made a decision, as reported in the `X-Limiter-Backend` response field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// Upstash decided: the fleet-wide answer.
+    Upstash,
+    /// The isolate's memory decided, because no Upstash is configured.
     Memory,
+    /// The isolate's memory decided, because Upstash failed (policy `on_failure: memory`).
+    Fallback,
+    /// Nobody decided: Upstash failed and the policy says `on_failure: open`.
+    FailOpen,
+    /// Nobody decided: Upstash failed and the policy says `on_failure: closed`.
+    FailClosed,
 }
 
 impl Backend {
     pub fn as_str(&self) -> &'static str {
         match self {
+            Backend::Upstash => "upstash",
             Backend::Memory => "memory",
+            Backend::Fallback => "memory-fallback",
+            Backend::FailOpen => "fail-open",
+            Backend::FailClosed => "fail-closed",
         }
     }
 }
@@ -26,16 +44,64 @@ impl Backend {
 pub struct CheckRequest<'a> {
     pub tier: &'a str,
     pub limits: &'a [Algorithm],
+    /// The limits' names, in the same order: they name the Upstash keys.
+    pub limit_names: &'a [String],
     /// The subject's digest (`core::identity::subject_hash`), never the subject itself.
     pub subject_hash: &'a str,
     pub now: Millis,
     pub cost: u64,
 }
 
-/// A store failure, told apart so the caller can log and fall back sensibly.
+/// A store failure, told apart so the caller can log it once with its cause and fall back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
-    Unavailable(String),
+    /// 401 or 403: the token is wrong or lacks rights. A configuration error, not an outage.
+    Unauthorized,
+    /// The service answered 5xx (or another status it has no business sending).
+    Server { status: u16, message: String },
+    /// No complete answer within the policy's `store.timeout`; the request was aborted.
+    Timeout { after_ms: u64 },
+    /// The request could not be sent or its answer not read (DNS, refused, reset).
+    Network(String),
+    /// An answer that is not the reply the script gives: not JSON, wrong shape, bad numbers.
+    Malformed(String),
+    /// Redis does not know the script (NOSCRIPT). The client answers it with EVAL; it is
+    /// a failure only if EVAL is refused the same way.
+    ScriptMissing,
+    /// Redis refused the command itself (an error reply other than NOSCRIPT).
+    Command(String),
+}
+
+impl StoreError {
+    /// A short, stable name for logs and the dashboard.
+    pub fn class(&self) -> &'static str {
+        match self {
+            StoreError::Unauthorized => "unauthorized",
+            StoreError::Server { .. } => "server-error",
+            StoreError::Timeout { .. } => "timeout",
+            StoreError::Network(_) => "network",
+            StoreError::Malformed(_) => "malformed-reply",
+            StoreError::ScriptMissing => "script-missing",
+            StoreError::Command(_) => "command-error",
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unauthorized => write!(
+                f,
+                "Upstash refused the token (401/403): configuration error, check UPSTASH_REDIS_REST_TOKEN"
+            ),
+            StoreError::Server { status, message } => write!(f, "Upstash answered {status}: {message}"),
+            StoreError::Timeout { after_ms } => write!(f, "Upstash did not answer within {after_ms} ms"),
+            StoreError::Network(m) => write!(f, "Upstash could not be reached: {m}"),
+            StoreError::Malformed(m) => write!(f, "Upstash sent a malformed reply: {m}"),
+            StoreError::ScriptMissing => write!(f, "Redis does not know the check script, even after EVAL"),
+            StoreError::Command(m) => write!(f, "Redis refused the check script: {m}"),
+        }
+    }
 }
 
 /// The one job of a store: measure and replace, atomically, for one subject.

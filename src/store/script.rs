@@ -7,6 +7,74 @@ use crate::core::algorithm::{Algorithm, Decision, LimitStatus, Millis, Outcome};
 /// The Lua source, sent as EVALSHA of [`CHECK_SHA1`] (EVAL when Redis answers NOSCRIPT).
 pub const CHECK_LUA: &str = include_str!("check.lua");
 
+/// The script's SHA-1 in hex, as Redis names it: computed at compile time, so the Worker
+/// carries no hashing code for it and the name can never drift from the text.
+pub const CHECK_SHA1: &str = match core::str::from_utf8(&sha1_hex(CHECK_LUA.as_bytes())) {
+    Ok(hex) => hex,
+    Err(_) => panic!("hex digits are ASCII"),
+};
+
+/// SHA-1 (FIPS 180-4) as a `const fn`. Used only to name a script, never for security.
+const fn sha1_hex(msg: &[u8]) -> [u8; 40] {
+    // The padded message: the bytes, 0x80, zeros, then the bit length in 8 bytes.
+    let padded_len = (msg.len() + 8) / 64 * 64 + 64;
+    const fn padded_byte(msg: &[u8], i: usize, padded_len: usize) -> u8 {
+        if i < msg.len() {
+            msg[i]
+        } else if i == msg.len() {
+            0x80
+        } else if i >= padded_len - 8 {
+            ((msg.len() as u64 * 8) >> (8 * (padded_len - 1 - i))) as u8
+        } else {
+            0
+        }
+    }
+    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    let mut block = 0;
+    while block < padded_len {
+        let mut w = [0u32; 80];
+        let mut t = 0;
+        while t < 80 {
+            w[t] = if t < 16 {
+                let at = block + 4 * t;
+                u32::from_be_bytes([
+                    padded_byte(msg, at, padded_len),
+                    padded_byte(msg, at + 1, padded_len),
+                    padded_byte(msg, at + 2, padded_len),
+                    padded_byte(msg, at + 3, padded_len),
+                ])
+            } else {
+                (w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16]).rotate_left(1)
+            };
+            t += 1;
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        t = 0;
+        while t < 80 {
+            let (f, k) = match t / 20 {
+                0 => ((b & c) | (!b & d), 0x5A82_7999),
+                1 => (b ^ c ^ d, 0x6ED9_EBA1),
+                2 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
+                _ => (b ^ c ^ d, 0xCA62_C1D6),
+            };
+            let next = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(w[t]);
+            (e, d, c, b, a) = (d, c, b.rotate_left(30), a, next);
+            t += 1;
+        }
+        h = [h[0].wrapping_add(a), h[1].wrapping_add(b), h[2].wrapping_add(c), h[3].wrapping_add(d), h[4].wrapping_add(e)];
+        block += 64;
+    }
+    let digits = b"0123456789abcdef";
+    let mut hex = [0u8; 40];
+    let mut i = 0;
+    while i < 40 {
+        let nibble = (h[i / 8] >> (28 - 4 * (i % 8))) & 0xF;
+        hex[i] = digits[nibble as usize];
+        i += 1;
+    }
+    hex
+}
+
 /// Store key of one limit of one subject: `<prefix>:<tier>:<limit>:<subject digest>`.
 /// Names are policy-validated (`a-z 0-9 _ -`), the subject is a digest: no raw key or IP.
 pub fn state_key(prefix: &str, tier: &str, limit: &str, subject_hash: &str) -> String {
@@ -70,6 +138,18 @@ mod tests {
         ];
         assert_eq!(script_args(&limits, 5, 1), ["5", "1", "1", "10", "1", "10000", "3", "300", "3600000", "0"]);
         assert_eq!(state_key("rl", "anonymous", "burst", "ab12"), "rl:anonymous:burst:ab12");
+    }
+
+    #[test]
+    fn script_name_is_its_sha1() {
+        // FIPS 180 examples, including a two-block message and the 55/56-byte padding edge.
+        assert_eq!(&sha1_hex(b""), b"da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(&sha1_hex(b"abc"), b"a9993e364706816aba3e25717850c26c9cd0d89d");
+        let two_blocks = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+        assert_eq!(&sha1_hex(two_blocks), b"84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+        assert_eq!(&sha1_hex(&[b'a'; 55]), b"c1c8bbdc22796e28c0e15163d20899b65621d65a");
+        assert_eq!(&sha1_hex(&[b'a'; 56]), b"c2db330f6083854c99d4b5bfb6e8f29f201be699");
+        assert_eq!(CHECK_SHA1.len(), 40);
     }
 
     #[test]

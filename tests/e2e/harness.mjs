@@ -1,10 +1,12 @@
 // Shared pieces of the end-to-end tests: the real built Worker (build/index.js and its
 // wasm, made by `worker-build --release`) running in workerd through Miniflare, a real
 // origin server on 127.0.0.1, and helpers to sign JWTs and send raw HTTP.
-import { createHash, createHmac } from "node:crypto";
+import { spawn } from "node:child_process";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import { connect } from "node:net";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Miniflare } from "miniflare";
@@ -106,3 +108,93 @@ export function freshIp() {
 }
 
 export const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+/** A free TCP port on 127.0.0.1 (bound, read, released). */
+export async function freePort() {
+  const server = createServer();
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  const { port } = server.address();
+  await new Promise((ok) => server.close(ok));
+  return port;
+}
+
+/** Waits until `ready()` is true, failing early if `proc` exits. */
+async function until(ready, what, proc, ms = 15_000) {
+  const deadline = Date.now() + ms;
+  while (!(await ready())) {
+    if (proc.exitCode !== null) throw new Error(`${what} exited with ${proc.exitCode}`);
+    if (Date.now() > deadline) throw new Error(`${what} did not come up within ${ms} ms`);
+    await sleep(50);
+  }
+}
+
+function portOpen(port) {
+  return new Promise((ok) => {
+    const s = connect(port, "127.0.0.1", () => { s.destroy(); ok(true); });
+    s.on("error", () => ok(false));
+  });
+}
+
+/** Stops a process this harness started, by its PID, and waits for it to exit. */
+async function stopProcess(proc) {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((ok) => proc.once("exit", ok));
+  proc.kill("SIGTERM");
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** A private redis-server on a free loopback port, no persistence, in a temporary directory. */
+export async function startRedis(port) {
+  port ??= await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), "edge-limiter-redis-"));
+  const args = ["--save", "", "--appendonly", "no", "--port", String(port), "--bind", "127.0.0.1", "--dir", dir];
+  const proc = spawn("redis-server", args, { stdio: ["ignore", "ignore", "inherit"] });
+  await until(() => portOpen(port), "redis-server", proc);
+  return {
+    port,
+    proc,
+    stop: async () => { await stopProcess(proc); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+export const LOCAL_UPSTASH_BIN = path.join(ROOT, "local-upstash/target/release/local-upstash");
+
+/**
+ * local-upstash (this repository's Upstash REST server) in front of redis-server on
+ * `redisPort`, with a generated token. `command(...args)` sends one command over REST.
+ */
+export async function startLocalUpstash(redisPort, { port, token, fault } = {}) {
+  if (!existsSync(LOCAL_UPSTASH_BIN)) throw new Error(`${LOCAL_UPSTASH_BIN} is missing: scripts/test builds it`);
+  port ??= await freePort();
+  token ??= "e2e-" + randomBytes(16).toString("hex");
+  const args = ["--listen", `127.0.0.1:${port}`, "--redis", `127.0.0.1:${redisPort}`, "--token", token];
+  if (fault) args.push("--fault", fault);
+  const proc = spawn(LOCAL_UPSTASH_BIN, args, { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  proc.stdout.on("data", (d) => { out += d; });
+  await until(() => out.includes("local-upstash listening on"), "local-upstash", proc);
+  const url = `http://127.0.0.1:${port}`;
+  const command = async (...cmd) => {
+    const r = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${token}` }, body: JSON.stringify(cmd) });
+    const body = await r.json();
+    if (body.error) throw new Error(`${cmd[0]}: ${body.error}`);
+    return body.result;
+  };
+  const setFault = async (mode) => {
+    const r = await fetch(`${url}/__fault`, { method: "POST", headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ mode }) });
+    if (!r.ok) throw new Error(`fault ${mode}: ${r.status}`);
+  };
+  return { url, port, token, proc, command, setFault, stop: () => stopProcess(proc) };
+}
+
+/** Redis's own count of script calls (`INFO commandstats`), failed ones included. */
+export async function scriptCalls(upstash) {
+  const info = await upstash.command("INFO", "commandstats");
+  const stat = (name) => {
+    const m = new RegExp(`^cmdstat_${name}:calls=(\\d+)(?:.*failed_calls=(\\d+))?`, "m").exec(info);
+    return { calls: m ? Number(m[1]) : 0, failed: m && m[2] ? Number(m[2]) : 0 };
+  };
+  return { evalsha: stat("evalsha"), eval: stat("eval") };
+}

@@ -1,0 +1,349 @@
+//! The Upstash store: a small, typed client of the Upstash Redis REST API, doing one thing,
+//! the check-and-consume script, in one HTTP round trip per request.
+//!
+//! The protocol (request bodies, reply decoding, the EVALSHA-then-EVAL rule) is pure and
+//! tested natively. The one impure part, a [`Transport`] that POSTs a body and returns the
+//! status and text, is `worker::Fetch` with an `AbortSignal` timeout in the Worker
+//! (`FetchTransport`, wasm only).
+
+use serde_json::Value;
+
+use super::script::{decode_reply, script_args, state_key, CHECK_LUA, CHECK_SHA1};
+use super::{Backend, CheckRequest, Store, StoreError};
+use crate::core::algorithm::Decision;
+
+/// Where the database is and how to get in: `UPSTASH_REDIS_REST_URL` and
+/// `UPSTASH_REDIS_REST_TOKEN`, the names the Upstash console and its own clients use.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: it never reaches a log through a `{:?}`.
+        f.debug_struct("Endpoint").field("url", &self.url).field("token", &"<redacted>").finish()
+    }
+}
+
+impl Endpoint {
+    /// Reads the two settings. Neither set: `Ok(None)`, the Worker runs on memory. One set
+    /// without the other, or a URL that is not http(s): an error saying which.
+    pub fn from_settings(url: Option<&str>, token: Option<&str>) -> Result<Option<Endpoint>, String> {
+        let url = url.map(str::trim).filter(|s| !s.is_empty());
+        let token = token.map(str::trim).filter(|s| !s.is_empty());
+        match (url, token) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("UPSTASH_REDIS_REST_URL is set but UPSTASH_REDIS_REST_TOKEN is not \
+                                    (set it with `wrangler secret put UPSTASH_REDIS_REST_TOKEN`)"
+                .into()),
+            (None, Some(_)) => Err("UPSTASH_REDIS_REST_TOKEN is set but UPSTASH_REDIS_REST_URL is not".into()),
+            (Some(url), Some(token)) => {
+                let lower = url.to_ascii_lowercase();
+                if !(lower.starts_with("https://") || lower.starts_with("http://")) || url.len() <= "http://".len() {
+                    return Err(format!(
+                        "UPSTASH_REDIS_REST_URL must be an http(s) URL such as https://<name>.upstash.io, not {url:?}"
+                    ));
+                }
+                if token.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                    return Err("UPSTASH_REDIS_REST_TOKEN contains spaces or control characters".into());
+                }
+                Ok(Some(Endpoint { url: url.trim_end_matches('/').to_string(), token: token.to_string() }))
+            }
+        }
+    }
+
+    /// The `Authorization` field value.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+}
+
+/// Sends one command body to the REST endpoint and returns the HTTP status and body text,
+/// or the failure that kept it from getting them (timeout, network).
+#[allow(async_fn_in_trait)] // one thread per isolate: no `Send` bound is wanted.
+pub trait Transport {
+    async fn post(&self, body: String) -> Result<(u16, String), StoreError>;
+}
+
+/// `["EVALSHA", sha, numkeys, keys..., args...]` (or EVAL with the script text), as the JSON
+/// array the REST API takes in a POST to its root.
+pub fn script_body(script_or_sha: (&str, &str), keys: &[String], args: &[String]) -> String {
+    let (verb, script) = script_or_sha;
+    let mut command: Vec<Value> = Vec::with_capacity(3 + keys.len() + args.len());
+    command.push(verb.into());
+    command.push(script.into());
+    command.push(keys.len().to_string().into());
+    command.extend(keys.iter().map(|k| Value::from(k.as_str())));
+    command.extend(args.iter().map(|a| Value::from(a.as_str())));
+    Value::Array(command).to_string()
+}
+
+/// Longest piece of a server's message kept for a log line.
+const MESSAGE_LIMIT: usize = 200;
+
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(MESSAGE_LIMIT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = if end < text.len() { "…" } else { "" };
+    format!("{}{more}", text[..end].trim())
+}
+
+/// Reads the answer to a script call: `{"result": [integers]}` with 200, or
+/// `{"error": "..."}` with 400 for a Redis error, 401 for a bad token, 5xx for trouble.
+pub fn read_script_reply(status: u16, body: &str) -> Result<Vec<i64>, StoreError> {
+    if status == 401 || status == 403 {
+        return Err(StoreError::Unauthorized);
+    }
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error")).map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string));
+    if status >= 500 || !(200..300).contains(&status) && status != 400 {
+        let message = error.unwrap_or_else(|| clip(body));
+        return Err(StoreError::Server { status, message: clip(&message) });
+    }
+    if let Some(message) = error {
+        return Err(if message.starts_with("NOSCRIPT") {
+            StoreError::ScriptMissing
+        } else {
+            StoreError::Command(clip(&message))
+        });
+    }
+    let Some(parsed) = parsed else {
+        return Err(StoreError::Malformed(format!("not JSON: {:?}", clip(body))));
+    };
+    if status == 400 {
+        return Err(StoreError::Malformed(format!("400 without an error field: {}", clip(body))));
+    }
+    let items = parsed
+        .get("result")
+        .and_then(Value::as_array)
+        .ok_or_else(|| StoreError::Malformed(format!("no result array in {}", clip(body))))?;
+    items
+        .iter()
+        .map(|item| item.as_i64().ok_or_else(|| StoreError::Malformed(format!("{item} is not an integer"))))
+        .collect()
+}
+
+/// The store: every limit of the caller's tier checked and consumed by one script call.
+pub struct UpstashStore<T> {
+    transport: T,
+    key_prefix: String,
+}
+
+impl<T: Transport> UpstashStore<T> {
+    pub fn new(transport: T, key_prefix: &str) -> UpstashStore<T> {
+        UpstashStore { transport, key_prefix: key_prefix.to_string() }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// EVALSHA; if Redis has lost the script (restart, flush, failover), EVAL with the same
+    /// keys and arguments, which also loads it, so the next request is an EVALSHA again.
+    async fn run_script(&self, keys: &[String], args: &[String]) -> Result<Vec<i64>, StoreError> {
+        let (status, body) = self.transport.post(script_body(("EVALSHA", CHECK_SHA1), keys, args)).await?;
+        match read_script_reply(status, &body) {
+            Err(StoreError::ScriptMissing) => {
+                let (status, body) = self.transport.post(script_body(("EVAL", CHECK_LUA), keys, args)).await?;
+                read_script_reply(status, &body)
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: Transport> Store for UpstashStore<T> {
+    async fn check(&self, r: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError> {
+        let keys: Vec<String> =
+            r.limit_names.iter().map(|name| state_key(&self.key_prefix, r.tier, name, r.subject_hash)).collect();
+        let args = script_args(r.limits, r.now, r.cost);
+        let reply = self.run_script(&keys, &args).await?;
+        let decision = decode_reply(&reply, r.limits.len(), r.cost).map_err(|e| StoreError::Malformed(e.0))?;
+        Ok((decision, Backend::Upstash))
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use fetch::FetchTransport;
+
+#[cfg(target_arch = "wasm32")]
+mod fetch {
+    use super::{Endpoint, StoreError, Transport};
+    use worker::{AbortSignal, Fetch, Headers, Method, Request, RequestInit};
+
+    /// `worker::Fetch` to the REST endpoint, aborted by an `AbortSignal` after the policy's
+    /// `store.timeout`, reading the body included.
+    pub struct FetchTransport {
+        pub endpoint: Endpoint,
+        pub timeout_ms: u64,
+    }
+
+    impl FetchTransport {
+        fn request(&self, body: String) -> worker::Result<Request> {
+            let headers = Headers::new();
+            headers.set("Authorization", &self.endpoint.bearer())?;
+            headers.set("Content-Type", "application/json")?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+            Request::new_with_init(&self.endpoint.url, &init)
+        }
+    }
+
+    impl Transport for FetchTransport {
+        async fn post(&self, body: String) -> Result<(u16, String), StoreError> {
+            let request = self.request(body).map_err(|e| StoreError::Network(format!("bad request: {e}")))?;
+            let ms = u32::try_from(self.timeout_ms).unwrap_or(u32::MAX);
+            let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(ms));
+            let failed = |e: worker::Error| {
+                if signal.aborted() {
+                    StoreError::Timeout { after_ms: self.timeout_ms }
+                } else {
+                    StoreError::Network(e.to_string())
+                }
+            };
+            let mut response = Fetch::Request(request).send_with_signal(&signal).await.map_err(failed)?;
+            let status = response.status_code();
+            let text = response.text().await.map_err(failed)?;
+            Ok((status, text))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::algorithm::{Algorithm, Outcome};
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    /// Runs a future that never waits on real I/O (the transports below answer at once).
+    fn run<F: Future>(f: F) -> F::Output {
+        let mut f = pin!(f);
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("a test transport never waits"),
+        }
+    }
+
+    /// Answers each POST with the next canned reply and records the bodies.
+    struct Canned {
+        replies: RefCell<Vec<Result<(u16, String), StoreError>>>,
+        sent: RefCell<Vec<String>>,
+    }
+
+    impl Canned {
+        fn new(mut replies: Vec<Result<(u16, &str), StoreError>>) -> Canned {
+            replies.reverse();
+            let replies = replies.into_iter().map(|r| r.map(|(s, b)| (s, b.to_string()))).collect();
+            Canned { replies: RefCell::new(replies), sent: RefCell::new(Vec::new()) }
+        }
+    }
+
+    impl Transport for Canned {
+        async fn post(&self, body: String) -> Result<(u16, String), StoreError> {
+            self.sent.borrow_mut().push(body);
+            self.replies.borrow_mut().pop().expect("no reply left")
+        }
+    }
+
+    fn limits() -> [Algorithm; 1] {
+        [Algorithm::fixed_window(5, 60_000).unwrap()]
+    }
+
+    fn check(store: &UpstashStore<Canned>) -> Result<(Decision, Backend), StoreError> {
+        let limits = limits();
+        let names = ["minute".to_string()];
+        let r = CheckRequest { tier: "anon", limits: &limits, limit_names: &names, subject_hash: "ab", now: 1_000, cost: 1 };
+        run(store.check(&r))
+    }
+
+    const ALLOWED: &str = r#"{"result":[0,1,0,4,59000,0]}"#;
+
+    #[test]
+    fn settings_are_both_or_neither() {
+        assert_eq!(Endpoint::from_settings(None, Some(" ")), Ok(None));
+        let e = Endpoint::from_settings(Some("https://x.upstash.io/"), Some("t0k")).unwrap().unwrap();
+        assert_eq!((e.url.as_str(), e.bearer().as_str()), ("https://x.upstash.io", "Bearer t0k"));
+        assert!(!format!("{e:?}").contains("t0k"), "Debug hides the token");
+        assert!(Endpoint::from_settings(Some("https://x"), None).unwrap_err().contains("UPSTASH_REDIS_REST_TOKEN"));
+        assert!(Endpoint::from_settings(None, Some("t")).unwrap_err().contains("UPSTASH_REDIS_REST_URL"));
+        assert!(Endpoint::from_settings(Some("x.upstash.io"), Some("t")).unwrap_err().contains("http(s)"));
+        assert!(Endpoint::from_settings(Some("https://x"), Some("a b")).is_err());
+    }
+
+    #[test]
+    fn bodies_are_json_command_arrays() {
+        let body = script_body(("EVALSHA", "abc"), &["k1".into(), "k\"2".into()], &["1".into()]);
+        assert_eq!(body, r#"["EVALSHA","abc","2","k1","k\"2","1"]"#);
+    }
+
+    #[test]
+    fn replies_are_told_apart() {
+        assert_eq!(read_script_reply(200, r#"{"result":[0,1,2]}"#), Ok(vec![0, 1, 2]));
+        assert_eq!(read_script_reply(401, r#"{"error":"Unauthorized"}"#), Err(StoreError::Unauthorized));
+        assert_eq!(read_script_reply(403, ""), Err(StoreError::Unauthorized));
+        let noscript = r#"{"error":"NOSCRIPT No matching script. Please use EVAL."}"#;
+        assert_eq!(read_script_reply(400, noscript), Err(StoreError::ScriptMissing));
+        assert_eq!(
+            read_script_reply(400, r#"{"error":"ERR wrong number of arguments"}"#),
+            Err(StoreError::Command("ERR wrong number of arguments".into()))
+        );
+        assert_eq!(
+            read_script_reply(500, r#"{"error":"injected"}"#),
+            Err(StoreError::Server { status: 500, message: "injected".into() })
+        );
+        assert!(matches!(read_script_reply(502, "<html>bad gateway</html>"), Err(StoreError::Server { status: 502, .. })));
+        assert!(matches!(read_script_reply(302, ""), Err(StoreError::Server { status: 302, .. })));
+        for garbage in ["", "<html>", "{\"result\":\"OK\"}", "{\"result\":[1,\"x\"]}", "{\"result\":[1.5]}", "[1,2]"] {
+            assert!(matches!(read_script_reply(200, garbage), Err(StoreError::Malformed(_))), "{garbage}");
+        }
+        assert!(matches!(read_script_reply(400, "{}"), Err(StoreError::Malformed(_))));
+        let long = "x".repeat(10_000);
+        match read_script_reply(503, &long) {
+            Err(StoreError::Server { message, .. }) => assert!(message.len() < 300),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn steady_state_is_one_evalsha() {
+        let store = UpstashStore::new(Canned::new(vec![Ok((200, ALLOWED))]), "rl");
+        let (decision, backend) = check(&store).unwrap();
+        assert_eq!((decision.outcome, decision.remaining(), backend), (Outcome::Allowed, 4, Backend::Upstash));
+        let sent = store.transport().sent.borrow();
+        assert_eq!(sent.len(), 1);
+        let command: Vec<String> = serde_json::from_str(&sent[0]).unwrap();
+        assert_eq!(command[..4], ["EVALSHA", CHECK_SHA1, "1", "rl:anon:minute:ab"]);
+        assert_eq!(command[4..], ["1000", "1", "2", "5", "60000", "0"]);
+    }
+
+    #[test]
+    fn noscript_is_answered_with_eval_of_the_same_call() {
+        let noscript = r#"{"error":"NOSCRIPT No matching script. Please use EVAL."}"#;
+        let store = UpstashStore::new(Canned::new(vec![Ok((400, noscript)), Ok((200, ALLOWED))]), "rl");
+        assert_eq!(check(&store).unwrap().1, Backend::Upstash);
+        let sent = store.transport().sent.borrow();
+        let first: Vec<String> = serde_json::from_str(&sent[0]).unwrap();
+        let second: Vec<String> = serde_json::from_str(&sent[1]).unwrap();
+        assert_eq!((first[0].as_str(), second[0].as_str(), second[1].as_str()), ("EVALSHA", "EVAL", CHECK_LUA));
+        assert_eq!(first[2..], second[2..], "same keys and arguments");
+    }
+
+    #[test]
+    fn failures_pass_through_typed() {
+        let noscript = r#"{"error":"NOSCRIPT No matching script."}"#;
+        let twice = UpstashStore::new(Canned::new(vec![Ok((400, noscript)), Ok((400, noscript))]), "rl");
+        assert_eq!(check(&twice).unwrap_err(), StoreError::ScriptMissing);
+        let timeout = UpstashStore::new(Canned::new(vec![Err(StoreError::Timeout { after_ms: 300 })]), "rl");
+        assert_eq!(check(&timeout).unwrap_err().class(), "timeout");
+        let short = UpstashStore::new(Canned::new(vec![Ok((200, r#"{"result":[0,1]}"#))]), "rl");
+        assert!(matches!(check(&short).unwrap_err(), StoreError::Malformed(_)));
+        assert_eq!(timeout.transport().sent.borrow().len(), 1, "a timeout is not retried");
+    }
+}

@@ -1,0 +1,147 @@
+// The Upstash store end to end: two instances of the real Worker (two workerd processes,
+// through Miniflare) share one local-upstash in front of one real redis-server, as two
+// Cloudflare locations share one Upstash database.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import {
+  startWorker, startOrigin, startRedis, startLocalUpstash, scriptCalls, parseRateLimit, freshIp,
+} from "./harness.mjs";
+
+// Buckets that do not refill during a test: capacity 100, one unit back per day.
+const POLICY = {
+  key_prefix: "e2e",
+  tiers: {
+    anonymous: { limits: { quota: { token_bucket: { capacity: 100, refill: "1/day" } } } },
+    // Three limits; the binding one (100) is neither the first nor the same kind.
+    triple: {
+      limits: {
+        burst: { token_bucket: { capacity: 400, refill: "1/day" } },
+        fixed: { fixed_window: "250/day" },
+        sliding: { sliding_window: "100/day" },
+      },
+    },
+  },
+  routes: [{ path: "/triple", use_tier: "triple" }],
+  // The test is about atomicity, not latency: a slow moment on a 2-core machine must not
+  // turn an Upstash answer into a memory fallback.
+  store: { timeout: "10s" },
+};
+
+let redis, upstash, origin, workers;
+before(async () => {
+  redis = await startRedis();
+  upstash = await startLocalUpstash(redis.port);
+  origin = await startOrigin();
+  const vars = {
+    POLICY: JSON.stringify(POLICY),
+    ORIGIN_URL: origin.url,
+    UPSTASH_REDIS_REST_URL: upstash.url,
+    UPSTASH_REDIS_REST_TOKEN: upstash.token,
+  };
+  workers = [await startWorker(vars), await startWorker(vars)];
+});
+after(async () => {
+  for (const w of workers ?? []) await w.stop();
+  await origin?.stop();
+  await upstash?.stop();
+  await redis?.stop();
+});
+
+/** `clients` concurrent clients, each sending `each` requests in turn, alternating Workers. */
+async function hammer(path, ip, clients = 64, each = 4) {
+  const seen = { allowed: 0, denied: 0, other: [], backends: new Set() };
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      for (let i = 0; i < each; i++) {
+        const r = await fetch(workers[(c + i) % 2].url + path, { headers: { "CF-Connecting-IP": ip } });
+        await r.arrayBuffer();
+        seen.backends.add(r.headers.get("x-limiter-backend"));
+        if (r.status === 200) seen.allowed++;
+        else if (r.status === 429) seen.denied++;
+        else seen.other.push(r.status);
+      }
+    }),
+  );
+  return seen;
+}
+
+test("decisions come from Upstash; keys are namespaced digests with a TTL no longer than the refill", async () => {
+  const ip = freshIp();
+  const r = await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get("x-limiter-backend"), "upstash");
+  assert.equal(parseRateLimit(r.headers.get("ratelimit")).quota.r, 99);
+  // The other Worker sees the same bucket.
+  const r2 = await fetch(workers[1].url + "/x", { headers: { "CF-Connecting-IP": ip } });
+  assert.equal(parseRateLimit(r2.headers.get("ratelimit")).quota.r, 98);
+  const keys = await upstash.command("KEYS", "*");
+  assert.equal(keys.length, 1, JSON.stringify(keys));
+  assert.match(keys[0], /^e2e:anonymous:quota:[0-9a-f]{32}$/);
+  assert.ok(!keys.some((k) => k.includes(ip)), "no raw IP in Redis");
+  const ttl = await upstash.command("PTTL", keys[0]);
+  // Two units used, one back per day: whole again in at most two days.
+  assert.ok(ttl > 0 && ttl <= 2 * 86_400_000, `TTL ${ttl}`);
+  await upstash.command("FLUSHALL");
+});
+
+test("two Workers, 64 concurrent clients, one key, capacity 100: exactly 100 allowed, five runs", async () => {
+  for (let run = 1; run <= 5; run++) {
+    const seen = await hammer("/x", freshIp());
+    assert.deepEqual([...seen.backends], ["upstash"], `run ${run}`);
+    assert.deepEqual(seen.other, [], `run ${run}`);
+    assert.equal(seen.allowed, 100, `run ${run}: ${seen.allowed} allowed`);
+    assert.equal(seen.denied, 64 * 4 - 100, `run ${run}`);
+  }
+});
+
+test("the same with three limits on the tier: exactly 100 allowed, five runs, all-or-nothing", async () => {
+  for (let run = 1; run <= 5; run++) {
+    const ip = freshIp();
+    const seen = await hammer("/triple", ip);
+    assert.deepEqual([...seen.backends], ["upstash"], `run ${run}`);
+    assert.deepEqual(seen.other, [], `run ${run}`);
+    assert.equal(seen.allowed, 100, `run ${run}: ${seen.allowed} allowed`);
+    // Denied requests consumed nothing from the limits that had room.
+    const r = await fetch(workers[run % 2].url + "/triple", { headers: { "CF-Connecting-IP": ip } });
+    const rl = parseRateLimit(r.headers.get("ratelimit"));
+    assert.equal(r.status, 429);
+    assert.deepEqual([rl.burst.r, rl.fixed.r, rl.sliding.r], [300, 150, 0], `run ${run}`);
+  }
+});
+
+test("INFO commandstats: one script call per request in steady state", async () => {
+  const ip = freshIp();
+  await (await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } })).arrayBuffer();
+  const before = await scriptCalls(upstash);
+  const seen = await hammer("/x", freshIp(), 16, 10);
+  const after = await scriptCalls(upstash);
+  const requests = 16 * 10;
+  assert.equal(seen.allowed + seen.denied, requests);
+  console.log(`# commandstats over ${requests} requests: EVALSHA +${after.evalsha.calls - before.evalsha.calls}, EVAL +${after.eval.calls - before.eval.calls}`);
+  assert.equal(after.evalsha.calls - before.evalsha.calls, requests, "one EVALSHA per request");
+  assert.equal(after.evalsha.failed - before.evalsha.failed, 0, "no NOSCRIPT");
+  assert.equal(after.eval.calls - before.eval.calls, 0, "no EVAL");
+});
+
+test("NOSCRIPT: after SCRIPT FLUSH the next request sends EVAL and carries on", async () => {
+  const ip = freshIp();
+  const send = async () => {
+    const r = await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } });
+    await r.arrayBuffer();
+    return r;
+  };
+  await send();
+  await upstash.command("SCRIPT", "FLUSH");
+  const before = await scriptCalls(upstash);
+  const r = await send();
+  const mid = await scriptCalls(upstash);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get("x-limiter-backend"), "upstash");
+  assert.equal(parseRateLimit(r.headers.get("ratelimit")).quota.r, 98, "the bucket survived the flush");
+  assert.equal(mid.evalsha.calls - before.evalsha.calls, 1, "one EVALSHA, answered NOSCRIPT");
+  assert.equal(mid.eval.calls - before.eval.calls, 1, "then one EVAL");
+  await send();
+  const last = await scriptCalls(upstash);
+  assert.equal(last.eval.calls - mid.eval.calls, 0, "EVAL loaded it: back to EVALSHA alone");
+  assert.equal(last.evalsha.calls - mid.evalsha.calls, 1);
+});
