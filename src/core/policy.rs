@@ -115,7 +115,7 @@ pub enum FailMode {
     Memory,
     /// Let every request through while the store is failing.
     Open,
-    /// Answer 503 while the store is failing.
+    /// Refuse requests (429 `store-unavailable`, with Retry-After) while the store is failing.
     Closed,
 }
 
