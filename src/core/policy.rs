@@ -228,7 +228,8 @@ impl fmt::Display for PolicyErrors {
 
 impl std::error::Error for PolicyErrors {}
 
-const DEFAULT_STORE: StoreSettings = StoreSettings {
+/// The store settings of a policy that names none.
+pub const DEFAULT_STORE: StoreSettings = StoreSettings {
     on_failure: FailMode::Memory,
     timeout_ms: 300,
     breaker_failures: 3,

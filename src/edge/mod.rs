@@ -16,14 +16,13 @@ use worker::{console_error, console_log, Env, Headers, Request, Response, Result
 use crate::core::algorithm::Algorithm;
 use crate::core::decision::{prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
 use crate::core::identity::{identify, subject_hash, IdentityError, RequestFacts};
-use crate::core::policy::{FailMode, Plan, Policy};
-use crate::store::hybrid::Hybrid;
-use crate::store::memory::MemoryStore;
+use crate::core::policy::{Plan, Policy, DEFAULT_STORE};
+use crate::store::hybrid::{Hybrid, Note};
 use crate::store::upstash::{Endpoint, FetchTransport, UpstashStore};
 use crate::store::{Backend, CheckRequest};
 
-/// Response field naming the backend that decided: `upstash`, `memory` (no Upstash
-/// configured), `memory-fallback` (Upstash failed), `fail-open` or `fail-closed`.
+/// Response field naming the backend that decided (`store::Backend::as_str`): `upstash`,
+/// `memory`, `memory-fallback`, `deny-cache`, `fail-open` or `fail-closed`.
 pub const BACKEND_HEADER: &str = "X-Limiter-Backend";
 
 /// Where allowed requests go.
@@ -52,9 +51,6 @@ struct Isolate {
     allowed: Cell<u64>,
     denied: Cell<u64>,
     logged_secret_missing: Cell<bool>,
-    /// The class of the store failure last logged; cleared by a success, so a failure is
-    /// logged when it starts or changes, not on every request.
-    logged_failure: Cell<Option<&'static str>>,
 }
 
 thread_local! {
@@ -107,12 +103,11 @@ fn isolate(env: &Env) -> Rc<Isolate> {
                     names: t.limits.iter().map(|l| l.name.clone()).collect(),
                 })
                 .collect();
-            let memory = MemoryStore::new(p.store.memory_max_keys);
-            (tiers, Hybrid::new(upstash(env, p), memory, p.store.on_failure))
+            (tiers, Hybrid::new(upstash(env, p), &p.store))
         }
         Err(e) => {
             console_error!("edge-limiter: the policy is invalid, every request will get a 500 until it is fixed: {e}");
-            (Vec::new(), Hybrid::new(None, MemoryStore::new(1), FailMode::Memory))
+            (Vec::new(), Hybrid::new(None, &DEFAULT_STORE))
         }
     };
     let origin = match env_text(env, "ORIGIN_URL") {
@@ -129,7 +124,6 @@ fn isolate(env: &Env) -> Rc<Isolate> {
         allowed: Cell::new(0),
         denied: Cell::new(0),
         logged_secret_missing: Cell::new(false),
-        logged_failure: Cell::new(None),
     });
     ISOLATE.with(|i| *i.borrow_mut() = Some(iso.clone()));
     iso
@@ -185,16 +179,10 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         cost,
     };
     let verdict = iso.store.check(&request).await;
-    match &verdict.failure {
-        Some(e) if iso.logged_failure.get() != Some(e.class()) => {
-            iso.logged_failure.set(Some(e.class()));
-            console_error!("edge-limiter: store failure ({}), deciding by on_failure ({}): {e}", e.class(), verdict.backend.as_str());
-        }
-        Some(_) => {}
-        None => {
-            if let Some(class) = iso.logged_failure.take() {
-                console_log!("edge-limiter: Upstash answers again (after {class})");
-            }
+    for note in &verdict.notes {
+        match note {
+            Note::Error(m) => console_error!("edge-limiter: {m}"),
+            Note::Info(m) => console_log!("edge-limiter: {m}"),
         }
     }
     let backend = verdict.backend;

@@ -1,34 +1,84 @@
-//! Upstash first, the isolate's memory when Upstash fails: the store the Worker uses.
-//! A failure never reaches the client as an error; the policy's `store.on_failure` says what
-//! happens instead, and the answer names the backend that decided.
+//! The store the Worker uses: the deny cache, then Upstash behind a circuit breaker, then the
+//! policy's `store.on_failure` when Upstash fails or the breaker is open. A store failure never
+//! reaches the client as an error, and every answer names the backend that decided.
+//!
+//! ```text
+//! check ─► deny cache hit? ────────────────────────────► denied, no store call
+//!       ─► breaker open? ──────────────────────────────► on_failure, no store call
+//!       ─► Upstash (one EVALSHA) ─ ok ─────────────────► its decision (denials cached)
+//!                                  └ failure ──────────► on_failure (memory / open / closed)
+//! ```
 
 use std::cell::Cell;
 
+use super::breaker::{Admission, Breaker, Transition};
+use super::deny_cache::DenyCache;
 use super::memory::MemoryStore;
 use super::{Backend, CheckRequest, Store, StoreError};
 use crate::core::algorithm::Decision;
-use crate::core::policy::FailMode;
+use crate::core::policy::{FailMode, StoreSettings};
+
+/// A line for the Worker's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    Error(String),
+    Info(String),
+}
 
 /// What the hybrid could say about one check.
 #[derive(Debug)]
 pub struct Verdict {
-    /// `Err` only under `on_failure: closed` while the primary is failing.
+    /// `Err` only under `on_failure: closed` while Upstash is failing.
     pub decision: Result<Decision, StoreError>,
     pub backend: Backend,
-    /// The primary's failure, when there was one (for logs and the dashboard).
-    pub failure: Option<StoreError>,
+    /// What is worth logging about this check: at most a few lines per outage, never one
+    /// per request.
+    pub notes: Vec<Note>,
+}
+
+/// Counters since the isolate started, for the dashboard and the tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub store_calls: u64,
+    pub store_failures: u64,
+    /// Checks decided without calling Upstash because the breaker was open.
+    pub skipped: u64,
 }
 
 pub struct Hybrid<P> {
     primary: Option<P>,
     memory: MemoryStore,
     on_failure: FailMode,
-    failures: Cell<u64>,
+    breaker: Breaker,
+    denials: Option<DenyCache>,
+    counts: Cell<Counts>,
+    /// Failure classes already logged in the current outage (bit per class).
+    logged: Cell<u8>,
+}
+
+fn class_bit(e: &StoreError) -> u8 {
+    1 << match e {
+        StoreError::Unauthorized => 0,
+        StoreError::Server { .. } => 1,
+        StoreError::Timeout { .. } => 2,
+        StoreError::Network(_) => 3,
+        StoreError::Malformed(_) => 4,
+        StoreError::ScriptMissing => 5,
+        StoreError::Command(_) => 6,
+    }
 }
 
 impl<P: Store> Hybrid<P> {
-    pub fn new(primary: Option<P>, memory: MemoryStore, on_failure: FailMode) -> Hybrid<P> {
-        Hybrid { primary, memory, on_failure, failures: Cell::new(0) }
+    pub fn new(primary: Option<P>, settings: &StoreSettings) -> Hybrid<P> {
+        Hybrid {
+            primary,
+            memory: MemoryStore::new(settings.memory_max_keys),
+            on_failure: settings.on_failure,
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown_ms),
+            denials: settings.deny_cache.then(|| DenyCache::new(settings.memory_max_keys)),
+            counts: Cell::new(Counts::default()),
+            logged: Cell::new(0),
+        }
     }
 
     pub fn has_primary(&self) -> bool {
@@ -39,33 +89,98 @@ impl<P: Store> Hybrid<P> {
         &self.memory
     }
 
-    /// Checks with failed primary calls so far in this isolate.
-    pub fn failures(&self) -> u64 {
-        self.failures.get()
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    pub fn deny_cache(&self) -> Option<&DenyCache> {
+        self.denials.as_ref()
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counts)) {
+        let mut c = self.counts.get();
+        f(&mut c);
+        self.counts.set(c);
     }
 
     pub async fn check(&self, r: &CheckRequest<'_>) -> Verdict {
         let Some(primary) = &self.primary else {
-            return Verdict { decision: Ok(self.memory.check_now(r)), backend: Backend::Memory, failure: None };
+            let decision = Ok(self.memory.check_now(r));
+            return Verdict { decision, backend: Backend::Memory, notes: Vec::new() };
         };
-        let error = match primary.check(r).await {
-            Ok((decision, backend)) => return Verdict { decision: Ok(decision), backend, failure: None },
-            Err(e) => e,
+        let cache_key = self.denials.as_ref().map(|_| format!("{}:{}", r.tier, r.subject_hash));
+        if let (Some(cache), Some(key)) = (&self.denials, &cache_key) {
+            if let Some(decision) = cache.lookup(key, r.now, r.cost) {
+                return Verdict { decision: Ok(decision), backend: Backend::DenyCache, notes: Vec::new() };
+            }
+        }
+        if self.breaker.admit(r.now) == Admission::Skip {
+            self.count(|c| c.skipped += 1);
+            return self.on_failure(r, None, Vec::new());
+        }
+        self.count(|c| c.store_calls += 1);
+        match primary.check(r).await {
+            Ok((decision, backend)) => {
+                let mut notes = Vec::new();
+                if let Some(Transition::Recovered { since }) = self.breaker.record_success() {
+                    self.logged.set(0);
+                    let down = r.now.saturating_sub(since);
+                    notes.push(Note::Info(format!("Upstash answers again after {down} ms of failures; circuit closed")));
+                }
+                if let (Some(cache), Some(key)) = (&self.denials, &cache_key) {
+                    cache.remember(key, r.now, &decision);
+                }
+                Verdict { decision: Ok(decision), backend, notes }
+            }
+            Err(error) => {
+                self.count(|c| c.store_failures += 1);
+                let mut notes = Vec::new();
+                if self.logged.get() & class_bit(&error) == 0 {
+                    self.logged.set(self.logged.get() | class_bit(&error));
+                    let kind = if error == StoreError::Unauthorized { "configuration error" } else { "store failure" };
+                    notes.push(Note::Error(format!("{kind} ({}): {error}", error.class())));
+                }
+                if let Some(Transition::Tripped { failures }) = self.breaker.record_failure(r.now) {
+                    notes.push(Note::Error(format!(
+                        "circuit open after {failures} failures in a row: no Upstash calls for {} ms, then one probe; \
+                         meanwhile on_failure decides ({})",
+                        self.breaker.cooldown_ms(),
+                        self.fallback_backend().as_str()
+                    )));
+                }
+                self.on_failure(r, Some(error), notes)
+            }
+        }
+    }
+
+    fn fallback_backend(&self) -> Backend {
+        match self.on_failure {
+            FailMode::Memory => Backend::Fallback,
+            FailMode::Open => Backend::FailOpen,
+            FailMode::Closed => Backend::FailClosed,
+        }
+    }
+
+    fn on_failure(&self, r: &CheckRequest<'_>, error: Option<StoreError>, notes: Vec<Note>) -> Verdict {
+        let backend = self.fallback_backend();
+        let decision = match self.on_failure {
+            FailMode::Memory => Ok(self.memory.check_now(r)),
+            FailMode::Open => Ok(Decision::unlimited(r.cost)),
+            FailMode::Closed => Err(error.unwrap_or(StoreError::Network("circuit open".into()))),
         };
-        self.failures.set(self.failures.get() + 1);
-        let (decision, backend) = match self.on_failure {
-            FailMode::Memory => (Ok(self.memory.check_now(r)), Backend::Fallback),
-            FailMode::Open => (Ok(Decision::unlimited(r.cost)), Backend::FailOpen),
-            FailMode::Closed => (Err(error.clone()), Backend::FailClosed),
-        };
-        Verdict { decision, backend, failure: Some(error) }
+        Verdict { decision, backend, notes }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::algorithm::Algorithm;
+    use crate::core::algorithm::{Algorithm, Outcome};
+    use std::cell::RefCell;
     use std::future::Future;
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
@@ -77,48 +192,140 @@ mod tests {
         }
     }
 
-    /// A primary that is down: the hybrid's own logic is what is under test here; the real
-    /// Upstash path is tested end to end against local-upstash and redis-server.
-    struct Down;
-    impl Store for Down {
-        async fn check(&self, _: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError> {
-            Err(StoreError::Timeout { after_ms: 5 })
+    /// A primary whose health the test switches; when healthy it is a real engine (a memory
+    /// store of its own), so its answers are real decisions. The Upstash path itself is tested
+    /// end to end against local-upstash and redis-server.
+    struct Switchable {
+        engine: MemoryStore,
+        failing: RefCell<Option<StoreError>>,
+        calls: Cell<u32>,
+    }
+
+    impl Switchable {
+        fn new() -> Switchable {
+            Switchable { engine: MemoryStore::new(100), failing: RefCell::new(None), calls: Cell::new(0) }
         }
     }
 
-    fn verdicts(mode: FailMode, n: usize) -> Vec<Verdict> {
-        let hybrid = Hybrid::new(Some(Down), MemoryStore::new(10), mode);
-        let limits = [Algorithm::fixed_window(2, 60_000).unwrap()];
-        let names = ["m".to_string()];
-        let r = CheckRequest { tier: "t", limits: &limits, limit_names: &names, subject_hash: "s", now: 0, cost: 1 };
-        let out = (0..n).map(|_| run(hybrid.check(&r))).collect();
-        assert_eq!(hybrid.failures(), n as u64);
-        out
+    impl Store for &Switchable {
+        async fn check(&self, r: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError> {
+            self.calls.set(self.calls.get() + 1);
+            match self.failing.borrow().clone() {
+                Some(e) => Err(e),
+                None => Ok((self.engine.check_now(r), Backend::Upstash)),
+            }
+        }
+    }
+
+    fn settings(on_failure: FailMode, deny_cache: bool) -> StoreSettings {
+        StoreSettings {
+            on_failure,
+            timeout_ms: 100,
+            breaker_failures: 3,
+            breaker_cooldown_ms: 1_000,
+            memory_max_keys: 100,
+            deny_cache,
+        }
+    }
+
+    struct Rig {
+        limits: [Algorithm; 1],
+        names: [String; 1],
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            Rig { limits: [Algorithm::fixed_window(2, 60_000).unwrap()], names: ["m".into()] }
+        }
+        fn req(&self, subject: &'static str, now: u64) -> CheckRequest<'_> {
+            CheckRequest { tier: "t", limits: &self.limits, limit_names: &self.names, subject_hash: subject, now, cost: 1 }
+        }
     }
 
     #[test]
-    fn memory_fallback_still_limits() {
-        let v = verdicts(FailMode::Memory, 3);
-        let allowed: Vec<bool> = v.iter().map(|v| v.decision.as_ref().unwrap().allowed()).collect();
-        assert_eq!(allowed, [true, true, false]);
-        assert!(v.iter().all(|v| v.backend == Backend::Fallback && v.failure.is_some()));
+    fn memory_fallback_still_limits_and_the_breaker_stops_the_calls() {
+        let primary = Switchable::new();
+        *primary.failing.borrow_mut() = Some(StoreError::Timeout { after_ms: 100 });
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, true));
+        let rig = Rig::new();
+        let verdicts: Vec<Verdict> = (0..10).map(|i| run(hybrid.check(&rig.req("s", i)))).collect();
+        let allowed: Vec<bool> = verdicts.iter().map(|v| v.decision.as_ref().unwrap().allowed()).collect();
+        assert_eq!(allowed, [true, true, false, false, false, false, false, false, false, false]);
+        assert!(verdicts.iter().all(|v| v.backend == Backend::Fallback));
+        assert_eq!(primary.calls.get(), 3, "three failures, then the breaker is open");
+        assert_eq!(hybrid.counts(), Counts { store_calls: 3, store_failures: 3, skipped: 7 });
+        let notes: Vec<&Note> = verdicts.iter().flat_map(|v| &v.notes).collect();
+        assert_eq!(notes.len(), 2, "the failure once, the trip once: {notes:?}");
+        assert!(matches!(notes[0], Note::Error(m) if m.contains("timeout")));
+        assert!(matches!(notes[1], Note::Error(m) if m.contains("circuit open after 3")));
+    }
+
+    #[test]
+    fn one_probe_after_the_cooldown_and_recovery_is_logged_once() {
+        let primary = Switchable::new();
+        *primary.failing.borrow_mut() = Some(StoreError::Server { status: 500, message: "x".into() });
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, false));
+        let rig = Rig::new();
+        for i in 0..3 {
+            run(hybrid.check(&rig.req("a", i)));
+        }
+        // Still failing at the first probe: open again, and no new log line for the same class.
+        let v = run(hybrid.check(&rig.req("b", 1_002)));
+        assert_eq!((v.backend, v.notes.len(), primary.calls.get()), (Backend::Fallback, 0, 4));
+        assert_eq!(run(hybrid.check(&rig.req("b", 1_500))).backend, Backend::Fallback);
+        assert_eq!(primary.calls.get(), 4);
+        *primary.failing.borrow_mut() = None;
+        let v = run(hybrid.check(&rig.req("c", 2_002)));
+        assert_eq!(v.backend, Backend::Upstash);
+        assert!(matches!(&v.notes[..], [Note::Info(m)] if m.contains("after 2002 ms")), "{:?}", v.notes);
+        assert_eq!(run(hybrid.check(&rig.req("c", 2_003))).notes, vec![]);
+        assert_eq!(hybrid.breaker().trips(), 1);
+    }
+
+    #[test]
+    fn unauthorized_is_logged_as_a_configuration_error() {
+        let primary = Switchable::new();
+        *primary.failing.borrow_mut() = Some(StoreError::Unauthorized);
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, false));
+        let v = run(hybrid.check(&Rig::new().req("a", 0)));
+        assert!(matches!(&v.notes[..], [Note::Error(m)] if m.starts_with("configuration error (unauthorized)")));
+    }
+
+    #[test]
+    fn denials_are_served_from_the_deny_cache_without_store_calls() {
+        let primary = Switchable::new();
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, true));
+        let rig = Rig::new();
+        let backends: Vec<Backend> = (0..50).map(|i| run(hybrid.check(&rig.req("s", i))).backend).collect();
+        assert_eq!(backends[..3], [Backend::Upstash; 3], "two allowed, one denied by the store");
+        assert!(backends[3..].iter().all(|b| *b == Backend::DenyCache));
+        assert_eq!(primary.calls.get(), 3);
+        assert_eq!(hybrid.deny_cache().unwrap().hits(), 47);
+        let cached = run(hybrid.check(&rig.req("s", 30_000))).decision.unwrap();
+        assert_eq!((cached.outcome, cached.retry_after_ms()), (Outcome::Denied, 30_000), "aged");
+        // Past the retry time the store is asked again.
+        assert_eq!(run(hybrid.check(&rig.req("s", 60_000))).backend, Backend::Upstash);
     }
 
     #[test]
     fn open_lets_through_and_closed_refuses() {
-        assert!(verdicts(FailMode::Open, 3).iter().all(|v| v.decision.as_ref().unwrap().allowed()));
-        let closed = verdicts(FailMode::Closed, 1);
-        assert_eq!(closed[0].decision.as_ref().unwrap_err().class(), "timeout");
-        assert_eq!(closed[0].backend.as_str(), "fail-closed");
+        for (mode, backend) in [(FailMode::Open, Backend::FailOpen), (FailMode::Closed, Backend::FailClosed)] {
+            let primary = Switchable::new();
+            *primary.failing.borrow_mut() = Some(StoreError::Malformed("x".into()));
+            let hybrid = Hybrid::new(Some(&primary), &settings(mode, true));
+            let rig = Rig::new();
+            for i in 0..6 {
+                let v = run(hybrid.check(&rig.req("s", i)));
+                assert_eq!(v.backend, backend);
+                assert_eq!(v.decision.is_ok(), mode == FailMode::Open, "{mode:?}");
+            }
+        }
     }
 
     #[test]
     fn no_primary_is_plain_memory() {
-        let hybrid: Hybrid<Down> = Hybrid::new(None, MemoryStore::new(10), FailMode::Closed);
-        let limits = [Algorithm::fixed_window(1, 1_000).unwrap()];
-        let names = ["m".to_string()];
-        let r = CheckRequest { tier: "t", limits: &limits, limit_names: &names, subject_hash: "s", now: 0, cost: 1 };
-        let v = run(hybrid.check(&r));
-        assert_eq!((v.backend, v.failure), (Backend::Memory, None));
+        let hybrid: Hybrid<&Switchable> = Hybrid::new(None, &settings(FailMode::Closed, true));
+        let v = run(hybrid.check(&Rig::new().req("s", 0)));
+        assert_eq!((v.backend, v.notes.len()), (Backend::Memory, 0));
     }
 }

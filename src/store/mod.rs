@@ -3,6 +3,8 @@
 //! runs the Lua twin of it (`check.lua`) in one script call, and the hybrid puts the two
 //! together: Upstash first, the isolate's memory when Upstash fails.
 
+pub mod breaker;
+pub mod deny_cache;
 pub mod hybrid;
 pub mod memory;
 pub mod script;
@@ -21,6 +23,8 @@ pub enum Backend {
     Memory,
     /// The isolate's memory decided, because Upstash failed (policy `on_failure: memory`).
     Fallback,
+    /// The deny cache decided: Upstash said earlier that this subject is denied until later.
+    DenyCache,
     /// Nobody decided: Upstash failed and the policy says `on_failure: open`.
     FailOpen,
     /// Nobody decided: Upstash failed and the policy says `on_failure: closed`.
@@ -33,6 +37,7 @@ impl Backend {
             Backend::Upstash => "upstash",
             Backend::Memory => "memory",
             Backend::Fallback => "memory-fallback",
+            Backend::DenyCache => "deny-cache",
             Backend::FailOpen => "fail-open",
             Backend::FailClosed => "fail-closed",
         }

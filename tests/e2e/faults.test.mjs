@@ -1,0 +1,248 @@
+// Store faults, end to end: the real Worker in workerd, local-upstash in front of a real
+// redis-server, all on 127.0.0.1. For each fault, two steady streams of requests run before,
+// during and after it: a "steady" caller well within its limits (to measure latency and the
+// return to Upstash) and a "hammer" caller far past its limit (to show limiting goes on).
+// Every scenario is bounded in time and stops the processes it started.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import {
+  ROOT, startWorker, startOrigin, startRedis, startLocalUpstash, scriptCalls, freshIp, sleep,
+} from "./harness.mjs";
+
+const STEADY_KEY = "e2e-steady-" + randomBytes(8).toString("hex");
+const sha256 = (s) => createHash("sha256").update(s).digest("hex");
+const TIMEOUT_MS = 200;
+const COOLDOWN_MS = 1000;
+
+const POLICY = {
+  key_prefix: "faults",
+  tiers: {
+    anonymous: { limits: { burst: { token_bucket: { capacity: 5, refill: "5/s" } } } },
+    steady: { limits: { burst: { token_bucket: { capacity: 1000, refill: "1000/s" } } } },
+    slow: { limits: { burst: { token_bucket: { capacity: 5, refill: "1/min" } } } },
+  },
+  identity: { api_key: { header: "X-API-Key", keys: { [sha256(STEADY_KEY)]: "steady" } } },
+  routes: [{ path: "/slow", use_tier: "slow" }],
+  store: { timeout: `${TIMEOUT_MS}ms`, breaker_failures: 3, breaker_cooldown: `${COOLDOWN_MS}ms` },
+};
+
+const origin = await startOrigin();
+after(() => origin.stop());
+
+/** Redis, local-upstash and one Worker on them, for one scenario. */
+async function rig() {
+  const redis = await startRedis();
+  const upstash = await startLocalUpstash(redis.port);
+  const worker = await startWorker({
+    POLICY: JSON.stringify(POLICY),
+    ORIGIN_URL: origin.url,
+    UPSTASH_REDIS_REST_URL: upstash.url,
+    UPSTASH_REDIS_REST_TOKEN: upstash.token,
+  });
+  const r = { redis, upstash, worker };
+  r.stop = async () => { await r.worker.stop(); await r.upstash.stop(); await r.redis.stop(); };
+  return r;
+}
+
+/** Sends requests one after another until `stop.now`, recording each. */
+async function stream(url, headers, stop, log) {
+  while (!stop.now) {
+    const start = performance.now();
+    let status, backend;
+    try {
+      const r = await fetch(url, { headers });
+      await r.arrayBuffer();
+      status = r.status;
+      backend = r.headers.get("x-limiter-backend");
+    } catch (e) {
+      status = 0; // the Worker itself did not answer: counted as a failure below
+      backend = String(e);
+    }
+    log.push({ at: Date.now(), ms: performance.now() - start, status, backend });
+    await sleep(10);
+  }
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+const rows = [];
+let denyCache = null;
+
+/**
+ * Runs one fault: 1.5 s healthy, `inject()`, 2.5 s of fault, `heal()`, then until the steady
+ * caller is answered by Upstash again (at most 6 s), then 0.5 s more.
+ */
+async function scenario(name, expectedClass, inject, heal) {
+  const r = await rig();
+  try {
+    const stop = { now: false };
+    const steady = [], hammer = [];
+    const streams = Promise.all([
+      stream(`${r.worker.url}/s`, { "X-API-Key": STEADY_KEY, "CF-Connecting-IP": freshIp() }, stop, steady),
+      stream(`${r.worker.url}/h`, { "CF-Connecting-IP": freshIp() }, stop, hammer),
+    ]);
+    await sleep(1500);
+    const faultAt = Date.now();
+    await inject(r);
+    await sleep(2500);
+    const healAt = Date.now();
+    await heal(r);
+    let backAt = null;
+    for (const deadline = Date.now() + 6000; Date.now() < deadline && backAt === null; await sleep(20)) {
+      backAt = steady.find((x) => x.at > healAt && x.backend === "upstash")?.at ?? null;
+    }
+    await sleep(500);
+    stop.now = true;
+    await streams;
+
+    const all = [...steady, ...hammer];
+    const during = (log) => log.filter((x) => x.at > faultAt && x.at <= healAt);
+    const baseline = median(steady.filter((x) => x.at <= faultAt).map((x) => x.ms));
+    const worst = Math.max(...during(steady).map((x) => x.ms));
+    const hammerDuring = during(hammer);
+    const row = {
+      fault: name,
+      sent: all.length,
+      fivexx: all.filter((x) => x.status >= 500 || x.status === 0).length,
+      limitedDuring: hammerDuring.filter((x) => x.status === 429).length,
+      allowedDuring: hammerDuring.filter((x) => x.status === 200).length,
+      hammerDuring: hammerDuring.length,
+      addedMs: Math.round(worst - baseline),
+      // Requests that waited on Upstash during the fault: with the breaker, only the first
+      // failures and one probe per cool-down do.
+      waited: during(all).filter((x) => x.ms >= TIMEOUT_MS / 2).length,
+      baselineMs: baseline.toFixed(1),
+      backMs: backAt === null ? null : backAt - healAt,
+      backends: [...new Set(during(all).map((x) => x.backend))].sort().join(" "),
+    };
+    rows.push(row);
+    console.log(`# ${JSON.stringify(row)}`);
+    const logs = r.worker.logs.join("");
+
+    assert.equal(row.fivexx, 0, `${name}: no 5xx and no failed request`);
+    assert.ok(steady.filter((x) => x.at <= faultAt).every((x) => x.backend === "upstash"), `${name}: Upstash before the fault`);
+    assert.ok(row.limitedDuring > 0, `${name}: the hammering caller is still limited during the fault`);
+    // Memory buckets: 5 to start plus 5/s over 2.5 s. Upstash's own bucket may add its rest.
+    assert.ok(row.allowedDuring <= 5 + 5 * 3 + 5, `${name}: ${row.allowedDuring} allowed during the fault`);
+    // Requests already on their way when the fault began may still have been answered by Upstash.
+    const settled = during(steady).filter((x) => x.at > faultAt + 300);
+    assert.ok(settled.every((x) => x.backend === "memory-fallback"), `${name}: memory decides during the fault`);
+    // The slow fault holds replies for 1 s: a request that waited for one would show it.
+    assert.ok(worst < 900, `${name}: the timeout cut the wait (worst ${worst} ms)`);
+    if (name.startsWith("replies delayed")) {
+      // 3 failures to trip, then at most one probe per second of fault, on two streams.
+      assert.ok(row.waited >= 3 && row.waited <= 10, `${name}: ${row.waited} requests waited on Upstash`);
+    }
+    assert.notEqual(row.backMs, null, `${name}: back on Upstash after healing`);
+    const classLines = logs.split("\n").filter((l) => l.includes(`(${expectedClass})`));
+    assert.equal(classLines.length, 1, `${name}: the failure logged once, with its class:\n${logs}`);
+    assert.equal(logs.match(/circuit open after/g)?.length, 1, `${name}: one trip logged`);
+    assert.match(logs, /Upstash answers again after \d+ ms/, `${name}: the recovery logged`);
+    return { logs };
+  } finally {
+    await r.stop();
+  }
+}
+
+test("local-upstash killed mid-run, then restarted", () =>
+  scenario(
+    "local-upstash process killed, restarted",
+    "network",
+    async (r) => { r.upstash.proc.kill("SIGKILL"); await r.upstash.stop(); },
+    async (r) => { r.upstash = await startLocalUpstash(r.redis.port, { port: r.upstash.port, token: r.upstash.token }); },
+  ));
+
+test("replies delayed past the timeout", () =>
+  scenario(`replies delayed 1 s (timeout ${TIMEOUT_MS} ms)`, "timeout", (r) => r.upstash.setFault("delay:1000"), (r) => r.upstash.setFault("none")));
+
+test("500 replies", () =>
+  scenario("HTTP 500 replies", "server-error", (r) => r.upstash.setFault("error500"), (r) => r.upstash.setFault("none")));
+
+test("garbage instead of JSON", () =>
+  scenario("garbage instead of JSON", "malformed-reply", (r) => r.upstash.setFault("garbage"), (r) => r.upstash.setFault("none")));
+
+test("401 replies, logged as a configuration error", async () => {
+  const { logs } = await scenario("HTTP 401 (token refused)", "unauthorized", (r) => r.upstash.setFault("unauthorized"), (r) => r.upstash.setFault("none"));
+  assert.match(logs, /configuration error \(unauthorized\).*UPSTASH_REDIS_REST_TOKEN/);
+});
+
+test("redis-server killed behind a live local-upstash, then restarted", () =>
+  scenario(
+    "redis-server killed, restarted (empty)",
+    "server-error",
+    async (r) => { r.redis.proc.kill("SIGKILL"); await r.redis.stop(); },
+    async (r) => { r.redis = await startRedis(r.redis.port); },
+  ));
+
+test("a wrong token: every request still served from memory, one configuration error logged", async () => {
+  const redis = await startRedis();
+  const upstash = await startLocalUpstash(redis.port);
+  const worker = await startWorker({
+    POLICY: JSON.stringify(POLICY),
+    ORIGIN_URL: origin.url,
+    UPSTASH_REDIS_REST_URL: upstash.url,
+    UPSTASH_REDIS_REST_TOKEN: "wrong-" + randomBytes(8).toString("hex"),
+  });
+  try {
+    const ip = freshIp();
+    const statuses = [];
+    for (let i = 0; i < 12; i++) {
+      const res = await fetch(`${worker.url}/x`, { headers: { "CF-Connecting-IP": ip } });
+      await res.arrayBuffer();
+      statuses.push(`${res.status} ${res.headers.get("x-limiter-backend")}`);
+    }
+    assert.deepEqual(statuses, [...Array(5).fill("200 memory-fallback"), ...Array(7).fill("429 memory-fallback")]);
+    const logs = worker.logs.join("");
+    assert.equal(logs.match(/configuration error \(unauthorized\)/g)?.length, 1, logs);
+    assert.ok(!logs.includes(upstash.token), "the token is never logged");
+  } finally {
+    await worker.stop();
+    await upstash.stop();
+    await redis.stop();
+  }
+});
+
+test("deny cache: a subject hammering past its limit costs no store calls", async () => {
+  const r = await rig();
+  try {
+    // One request from someone else first, so the script is loaded (its EVAL is not counted).
+    await (await fetch(`${r.worker.url}/slow`, { headers: { "CF-Connecting-IP": freshIp() } })).arrayBuffer();
+    const ip = freshIp();
+    const before = await scriptCalls(r.upstash);
+    const backends = {};
+    for (let i = 0; i < 100; i++) {
+      const res = await fetch(`${r.worker.url}/slow`, { headers: { "CF-Connecting-IP": ip } });
+      await res.arrayBuffer();
+      const key = `${res.status} ${res.headers.get("x-limiter-backend")}`;
+      backends[key] = (backends[key] ?? 0) + 1;
+    }
+    const afterCalls = await scriptCalls(r.upstash);
+    const calls = afterCalls.evalsha.calls - before.evalsha.calls + afterCalls.eval.calls - before.eval.calls;
+    console.log(`# deny cache: 100 requests, capacity 5, refill 1/min: ${JSON.stringify(backends)}; script calls ${calls}`);
+    denyCache = { requests: 100, backends, calls };
+    assert.deepEqual(backends, { "200 upstash": 5, "429 upstash": 1, "429 deny-cache": 94 });
+    assert.equal(calls, 6, "5 allowed + the first denial; the other 94 denials cost nothing");
+  } finally {
+    await r.stop();
+  }
+});
+
+after(() => {
+  // The table for README, also left in build/fault-table.md.
+  const lines = [
+    "| fault | requests sent | 5xx seen | hammering caller during the fault: denied / allowed | worst added latency during the fault | requests that waited on Upstash during the fault | back on Upstash after healing |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+    ...rows.map((x) =>
+      `| ${x.fault} | ${x.sent} | ${x.fivexx} | ${x.limitedDuring} / ${x.allowedDuring} | ${x.addedMs} ms (baseline ${x.baselineMs} ms) | ${x.waited} | ${x.backMs === null ? "never" : x.backMs + " ms"} |`),
+  ];
+  if (denyCache) {
+    const d = denyCache;
+    lines.push("", `Deny cache: ${d.requests} requests from one caller past a limit of 5 (refill 1/min): ${JSON.stringify(d.backends)}; Redis script calls (INFO commandstats): ${d.calls}.`);
+  }
+  const text = lines.join("\n");
+  console.log(text.split("\n").map((l) => `# ${l}`).join("\n"));
+  mkdirSync(path.join(ROOT, "build"), { recursive: true });
+  writeFileSync(path.join(ROOT, "build/fault-table.md"), text + "\n");
+});
