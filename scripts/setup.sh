@@ -56,6 +56,17 @@ else
   apt_install redis-server
 fi
 
+# Only the tests need a browser (the dashboard test drives Debian's Chromium with
+# playwright-core); scripts/test sets NEED_BROWSER=1.
+if [ -n "${NEED_BROWSER:-}" ]; then
+  if command -v chromium >/dev/null; then
+    say "chromium: present"
+  else
+    say "chromium: installing (apt; a large package, once)"
+    apt_install chromium
+  fi
+fi
+
 # worker-build uses these instead of downloading its own tools (it cannot reach them here).
 export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen"
 export ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild"

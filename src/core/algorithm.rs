@@ -98,6 +98,15 @@ impl Algorithm {
         }
     }
 
+    /// The window as the policy wrote it (for a sliding window, without the extra slot
+    /// [`Algorithm::window_ms`] counts).
+    pub fn written_window_ms(&self) -> Millis {
+        match self {
+            Algorithm::SlidingWindow(w) => w.window_ms,
+            other => other.window_ms(),
+        }
+    }
+
     /// The refill rate of a bucket (None for windows).
     pub fn refill(&self) -> Option<Rate> {
         match self {

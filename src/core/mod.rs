@@ -1,8 +1,10 @@
 //! The pure core: policy, bucket arithmetic, decisions and identity. Nothing here touches
 //! the `worker` crate, the network or a clock, so all of it is tested natively.
 
+pub mod admin;
 pub mod algorithm;
 pub mod decision;
+pub mod describe;
 pub mod identity;
 pub mod policy;
 pub mod rate;

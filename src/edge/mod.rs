@@ -6,6 +6,8 @@
 //! Nothing on this path may panic: a panic poisons the isolate and turns every later
 //! request into an opaque 500. Errors become problem+json answers instead.
 
+mod admin;
+mod dashboard;
 mod proxy;
 
 use std::cell::{Cell, RefCell};
@@ -44,6 +46,12 @@ struct TierLimits {
 /// What one isolate keeps between requests. Read from the environment once.
 struct Isolate {
     policy: std::result::Result<Policy, String>,
+    /// The policy as written (for the admin API).
+    policy_text: String,
+    /// Where the dashboard and admin API live (`DASHBOARD_PATH`), or `None` when off.
+    dashboard_prefix: Option<String>,
+    admin_token: Option<String>,
+    started_at: u64,
     tiers: Vec<TierLimits>,
     origin: Origin,
     jwt_secret: Option<Vec<u8>>,
@@ -86,13 +94,11 @@ fn isolate(env: &Env) -> Rc<Isolate> {
     if let Some(iso) = ISOLATE.with(|i| i.borrow().clone()) {
         return iso;
     }
-    let policy = match env_text(env, "POLICY") {
-        Some(text) => Policy::parse(&text).map_err(|e| e.to_string()),
-        None => {
-            console_log!("edge-limiter: no POLICY set; running the built-in example policy");
-            Policy::parse(crate::core::policy::EXAMPLE_POLICY).map_err(|e| e.to_string())
-        }
-    };
+    let policy_text = env_text(env, "POLICY").unwrap_or_else(|| {
+        console_log!("edge-limiter: no POLICY set; running the built-in example policy");
+        crate::core::policy::EXAMPLE_POLICY.to_string()
+    });
+    let policy = Policy::parse(&policy_text).map_err(|e| e.to_string());
     let (tiers, store) = match &policy {
         Ok(p) => {
             let tiers = p
@@ -117,6 +123,10 @@ fn isolate(env: &Env) -> Rc<Isolate> {
     };
     let iso = Rc::new(Isolate {
         policy,
+        policy_text,
+        dashboard_prefix: dashboard::prefix(env_text(env, "DASHBOARD_PATH").as_deref()),
+        admin_token: env_text(env, "ADMIN_TOKEN"),
+        started_at: js_sys::Date::now() as u64,
         tiers,
         origin,
         jwt_secret: env_text(env, "JWT_SECRET").map(String::into_bytes),
@@ -131,6 +141,19 @@ fn isolate(env: &Env) -> Rc<Isolate> {
 
 pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let iso = isolate(&env);
+    let path = req.path();
+    if let Some(prefix) = &iso.dashboard_prefix {
+        // Exact prefix match on the decoded-once path the runtime gives: `..` is already
+        // resolved, and `%2F` stays three characters, so neither reaches these pages.
+        if let Some(rest) = path.strip_prefix(prefix.as_str()) {
+            return dashboard::serve(req, &env, &iso, rest).await;
+        }
+        if path == prefix.trim_end_matches('/') {
+            let headers = Headers::new();
+            headers.set("Location", prefix)?;
+            return Ok(Response::empty()?.with_status(308).with_headers(headers));
+        }
+    }
     let policy = match &iso.policy {
         Ok(p) => p,
         Err(e) => {
@@ -163,7 +186,6 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         }
     };
     let method = req.method().to_string();
-    let path = req.path();
     let (tier_id, cost) = match policy.plan(&method, &path, caller.tier) {
         Plan::Exempt => return proxy::forward(req, &iso.origin, &[]).await,
         Plan::Check { tier, cost } => (tier, cost),

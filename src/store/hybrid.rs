@@ -9,13 +9,13 @@
 //!                                  └ failure ──────────► on_failure (memory / open / closed)
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
-use super::breaker::{Admission, Breaker, Transition};
+use super::breaker::{Admission, Breaker, BreakerState, Transition};
 use super::deny_cache::DenyCache;
 use super::memory::MemoryStore;
 use super::{Backend, CheckRequest, Store, StoreError};
-use crate::core::algorithm::Decision;
+use crate::core::algorithm::{Decision, Millis};
 use crate::core::policy::{FailMode, StoreSettings};
 
 /// A line for the Worker's log.
@@ -54,6 +54,8 @@ pub struct Hybrid<P> {
     counts: Cell<Counts>,
     /// Failure classes already logged in the current outage (bit per class).
     logged: Cell<u8>,
+    /// The last failure: when, its class, and what was seen.
+    last_failure: RefCell<Option<(Millis, StoreError)>>,
 }
 
 fn class_bit(e: &StoreError) -> u8 {
@@ -78,6 +80,7 @@ impl<P: Store> Hybrid<P> {
             denials: settings.deny_cache.then(|| DenyCache::new(settings.memory_max_keys)),
             counts: Cell::new(Counts::default()),
             logged: Cell::new(0),
+            last_failure: RefCell::new(None),
         }
     }
 
@@ -95,6 +98,11 @@ impl<P: Store> Hybrid<P> {
 
     pub fn deny_cache(&self) -> Option<&DenyCache> {
         self.denials.as_ref()
+    }
+
+    /// When Upstash last failed, and how.
+    pub fn last_failure(&self) -> Option<(Millis, StoreError)> {
+        self.last_failure.borrow().clone()
     }
 
     pub fn counts(&self) -> Counts {
@@ -138,6 +146,7 @@ impl<P: Store> Hybrid<P> {
             }
             Err(error) => {
                 self.count(|c| c.store_failures += 1);
+                *self.last_failure.borrow_mut() = Some((r.now, error.clone()));
                 let mut notes = Vec::new();
                 if self.logged.get() & class_bit(&error) == 0 {
                     self.logged.set(self.logged.get() | class_bit(&error));
@@ -154,6 +163,34 @@ impl<P: Store> Hybrid<P> {
                 }
                 self.on_failure(r, Some(error), notes)
             }
+        }
+    }
+
+    /// A subject's state without consuming anything (a check of cost 0), from the store that
+    /// holds it: Upstash while it answers, else this isolate's memory.
+    pub async fn inspect(&self, r: &CheckRequest<'_>) -> (Decision, Backend) {
+        let peek = CheckRequest { cost: 0, ..*r };
+        match &self.primary {
+            Some(primary) if matches!(self.breaker.state(), BreakerState::Closed { .. }) => match primary.check(&peek).await {
+                Ok(answer) => answer,
+                Err(_) => (self.memory.check_now(&peek), Backend::Fallback),
+            },
+            Some(_) => (self.memory.check_now(&peek), Backend::Fallback),
+            None => (self.memory.check_now(&peek), Backend::Memory),
+        }
+    }
+
+    /// Makes a subject's buckets full again everywhere this isolate can reach: Upstash, its
+    /// memory buckets and its deny cache. Other isolates' memory and deny caches are not
+    /// reached; they matter only while Upstash is failing or until the cached retry time.
+    pub async fn reset(&self, r: &CheckRequest<'_>) -> Result<(), StoreError> {
+        self.memory.reset_now(r);
+        if let Some(cache) = &self.denials {
+            cache.forget(&format!("{}:{}", r.tier, r.subject_hash));
+        }
+        match &self.primary {
+            Some(primary) => primary.reset(r).await,
+            None => Ok(()),
         }
     }
 
@@ -214,6 +251,11 @@ mod tests {
                 Some(e) => Err(e),
                 None => Ok((self.engine.check_now(r), Backend::Upstash)),
             }
+        }
+
+        async fn reset(&self, r: &CheckRequest<'_>) -> Result<(), StoreError> {
+            self.engine.reset_now(r);
+            Ok(())
         }
     }
 
@@ -305,6 +347,25 @@ mod tests {
         assert_eq!((cached.outcome, cached.retry_after_ms()), (Outcome::Denied, 30_000), "aged");
         // Past the retry time the store is asked again.
         assert_eq!(run(hybrid.check(&rig.req("s", 60_000))).backend, Backend::Upstash);
+    }
+
+    #[test]
+    fn inspect_consumes_nothing_and_reset_clears_store_and_deny_cache() {
+        let primary = Switchable::new();
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, true));
+        let rig = Rig::new();
+        for i in 0..3 {
+            run(hybrid.check(&rig.req("s", i)));
+        }
+        for _ in 0..3 {
+            let (d, backend) = run(hybrid.inspect(&rig.req("s", 10)));
+            assert_eq!((d.remaining(), backend), (0, Backend::Upstash));
+        }
+        assert_eq!(run(hybrid.check(&rig.req("s", 11))).backend, Backend::DenyCache);
+        run(hybrid.reset(&rig.req("s", 12))).unwrap();
+        let v = run(hybrid.check(&rig.req("s", 13)));
+        assert_eq!((v.backend, v.decision.unwrap().allowed()), (Backend::Upstash, true));
+        assert_eq!(run(hybrid.inspect(&rig.req("s", 14))).0.remaining(), 1);
     }
 
     #[test]

@@ -35,9 +35,14 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// Forgets one subject of one tier.
+    pub fn reset_now(&self, r: &CheckRequest) {
+        self.entries.borrow_mut().remove(&entry_key(r));
+    }
+
     /// Checks and consumes, synchronously: nothing else runs in the isolate meanwhile.
     pub fn check_now(&self, r: &CheckRequest) -> Decision {
-        let key = format!("{}:{}", r.tier, r.subject_hash);
+        let key = entry_key(r);
         let use_no = {
             let mut uses = self.uses.borrow_mut();
             *uses += 1;
@@ -60,6 +65,10 @@ impl MemoryStore {
     }
 }
 
+fn entry_key(r: &CheckRequest) -> String {
+    format!("{}:{}", r.tier, r.subject_hash)
+}
+
 /// Drops expired entries; if that frees too little, the least recently used tenth too.
 fn evict(entries: &mut HashMap<String, Entry>, now: Millis, max_keys: usize) {
     entries.retain(|_, e| e.expires_at > now);
@@ -76,6 +85,11 @@ fn evict(entries: &mut HashMap<String, Entry>, now: Millis, max_keys: usize) {
 impl Store for MemoryStore {
     async fn check(&self, request: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError> {
         Ok((self.check_now(request), Backend::Memory))
+    }
+
+    async fn reset(&self, request: &CheckRequest<'_>) -> Result<(), StoreError> {
+        self.reset_now(request);
+        Ok(())
     }
 }
 

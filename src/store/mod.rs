@@ -113,4 +113,7 @@ impl fmt::Display for StoreError {
 #[allow(async_fn_in_trait)] // Workers run one thread per isolate: no `Send` bound is wanted.
 pub trait Store {
     async fn check(&self, request: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError>;
+
+    /// Forgets the subject's state for these limits: its buckets are full again.
+    async fn reset(&self, request: &CheckRequest<'_>) -> Result<(), StoreError>;
 }

@@ -92,9 +92,9 @@ fn clip(text: &str) -> String {
     format!("{}{more}", text[..end].trim())
 }
 
-/// Reads the answer to a script call: `{"result": [integers]}` with 200, or
-/// `{"error": "..."}` with 400 for a Redis error, 401 for a bad token, 5xx for trouble.
-pub fn read_script_reply(status: u16, body: &str) -> Result<Vec<i64>, StoreError> {
+/// Reads the answer to one command: `{"result": ...}` with 200, or `{"error": "..."}` with
+/// 400 for a Redis error, 401 for a bad token, 5xx for trouble.
+pub fn read_reply(status: u16, body: &str) -> Result<Value, StoreError> {
     if status == 401 || status == 403 {
         return Err(StoreError::Unauthorized);
     }
@@ -117,10 +117,18 @@ pub fn read_script_reply(status: u16, body: &str) -> Result<Vec<i64>, StoreError
     if status == 400 {
         return Err(StoreError::Malformed(format!("400 without an error field: {}", clip(body))));
     }
-    let items = parsed
-        .get("result")
-        .and_then(Value::as_array)
-        .ok_or_else(|| StoreError::Malformed(format!("no result array in {}", clip(body))))?;
+    match parsed {
+        Value::Object(mut fields) => {
+            fields.remove("result").ok_or_else(|| StoreError::Malformed(format!("no result in {}", clip(body))))
+        }
+        _ => Err(StoreError::Malformed(format!("not an object: {}", clip(body)))),
+    }
+}
+
+/// Reads the answer to a script call: an array of integers.
+pub fn read_script_reply(status: u16, body: &str) -> Result<Vec<i64>, StoreError> {
+    let result = read_reply(status, body)?;
+    let items = result.as_array().ok_or_else(|| StoreError::Malformed(format!("no result array in {}", clip(body))))?;
     items
         .iter()
         .map(|item| item.as_i64().ok_or_else(|| StoreError::Malformed(format!("{item} is not an integer"))))
@@ -156,10 +164,25 @@ impl<T: Transport> UpstashStore<T> {
     }
 }
 
+impl<T: Transport> UpstashStore<T> {
+    fn keys(&self, r: &CheckRequest<'_>) -> Vec<String> {
+        r.limit_names.iter().map(|name| state_key(&self.key_prefix, r.tier, name, r.subject_hash)).collect()
+    }
+}
+
 impl<T: Transport> Store for UpstashStore<T> {
+    async fn reset(&self, r: &CheckRequest<'_>) -> Result<(), StoreError> {
+        let mut command = vec![Value::from("DEL")];
+        command.extend(self.keys(r).into_iter().map(Value::from));
+        let (status, body) = self.transport.post(Value::Array(command).to_string()).await?;
+        match read_reply(status, &body)? {
+            Value::Number(_) => Ok(()),
+            other => Err(StoreError::Malformed(format!("DEL answered {other}"))),
+        }
+    }
+
     async fn check(&self, r: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError> {
-        let keys: Vec<String> =
-            r.limit_names.iter().map(|name| state_key(&self.key_prefix, r.tier, name, r.subject_hash)).collect();
+        let keys = self.keys(r);
         let args = script_args(r.limits, r.now, r.cost);
         let reply = self.run_script(&keys, &args).await?;
         let decision = decode_reply(&reply, r.limits.len(), r.cost).map_err(|e| StoreError::Malformed(e.0))?;

@@ -1,0 +1,196 @@
+// The dashboard and the admin API against `wrangler dev` (which serves www/ through the
+// assets binding, as a deployment does), plus a headless Chromium (Debian's, driven by
+// playwright-core) that uses the dashboard's "try it" panel.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { ROOT, freePort, freshIp, parseRateLimit, sleep, startWorker } from "./harness.mjs";
+
+const ADMIN_TOKEN = "e2e-admin-" + randomBytes(12).toString("hex");
+const CHROMIUM = "/usr/bin/chromium";
+let dev, base, devLog = "";
+
+before(async () => {
+  const port = await freePort();
+  // wrangler dev runs the [build] command (a no-op cargo build after scripts/test's build).
+  dev = spawn(
+    path.join(ROOT, "node_modules/.bin/wrangler"),
+    ["dev", "--ip", "127.0.0.1", "--port", String(port), "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
+  );
+  dev.stdout.on("data", (d) => { devLog += d; });
+  dev.stderr.on("data", (d) => { devLog += d; });
+  const deadline = Date.now() + 240_000;
+  while (!devLog.includes("Ready on")) {
+    if (dev.exitCode !== null) throw new Error(`wrangler dev exited:\n${devLog}`);
+    if (Date.now() > deadline) throw new Error(`wrangler dev did not start:\n${devLog}`);
+    await sleep(200);
+  }
+  base = `http://127.0.0.1:${port}`;
+});
+
+after(async () => {
+  if (dev && dev.exitCode === null) {
+    const exited = new Promise((ok) => dev.once("exit", ok));
+    dev.kill("SIGTERM");
+    const timer = setTimeout(() => dev.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+});
+
+const admin = (route, { token = ADMIN_TOKEN, method = "GET" } = {}) =>
+  fetch(`${base}/__limiter/admin/${route}`, { method, headers: token ? { Authorization: `Bearer ${token}` } : {} });
+
+test("the dashboard's files are served under /__limiter/ only, and never limited", async () => {
+  for (const file of ["", "docs.html", "app.js", "style.css"]) {
+    const r = await fetch(`${base}/__limiter/${file}`);
+    assert.equal(r.status, 200, file);
+    assert.equal(r.headers.get("x-limiter-backend"), null, `${file}: not limited`);
+    await r.arrayBuffer();
+  }
+  // At the root the same names are ordinary, limited requests to the origin.
+  const root = await fetch(`${base}/app.js`, { headers: { "CF-Connecting-IP": freshIp() } });
+  assert.equal(root.headers.get("x-limiter-backend"), "memory");
+  assert.ok(!(await root.text()).includes("try-form"));
+  const bare = await fetch(`${base}/__limiter`, { redirect: "manual" });
+  assert.equal(bare.status, 308);
+  assert.equal(bare.headers.get("location"), "/__limiter/");
+  // 40 dashboard requests from one address: more than the anonymous burst, none refused.
+  const ip = freshIp();
+  for (let i = 0; i < 40; i++) {
+    const r = await fetch(`${base}/__limiter/status.json`, { headers: { "CF-Connecting-IP": ip } });
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+  }
+  const status = await (await fetch(`${base}/__limiter/status.json`)).json();
+  assert.equal(status.store.primary, "memory");
+  assert.equal(status.policy.tiers[0].name, "anonymous");
+  assert.ok(!JSON.stringify(status).includes("24fdfedfe3f3458e"), "no key digest in the public status");
+});
+
+test("admin API: no token and a wrong token get 401, the right one gets answers; no CORS", async () => {
+  for (const token of [null, "wrong-" + randomBytes(6).toString("hex"), ADMIN_TOKEN.slice(0, -1)]) {
+    const r = await admin("health", { token });
+    assert.equal(r.status, 401, `token ${token}`);
+    assert.equal(r.headers.get("www-authenticate"), "Bearer");
+    assert.equal((await r.json()).type, "/__limiter/docs.html#admin");
+  }
+  const health = await admin("health");
+  assert.equal(health.status, 200);
+  assert.equal(health.headers.get("access-control-allow-origin"), null);
+  const h = await health.json();
+  assert.equal(h.store.breaker.state, "closed");
+  const policy = await (await admin("policy")).json();
+  assert.equal(policy.policy.key_prefix, "rl");
+  assert.equal(policy.described.tiers.length, 3);
+  const preflight = await fetch(`${base}/__limiter/admin/health`, { method: "OPTIONS", headers: { Origin: "https://evil.example" } });
+  assert.equal(preflight.headers.get("access-control-allow-origin"), null);
+  assert.equal((await admin("health", { method: "POST" })).status, 405);
+  assert.equal((await admin("nothing-here")).status, 404);
+  const bad = await admin("subject?ip=not-an-ip");
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).detail, /^ip: /);
+});
+
+test("admin API: inspect reports what the last response said, and reset lets a denied subject pass", async () => {
+  const ip = freshIp();
+  const send = () => fetch(`${base}/x`, { headers: { "CF-Connecting-IP": ip } });
+  let last;
+  for (let i = 0; i < 4; i++) {
+    last = await send();
+    await last.arrayBuffer();
+  }
+  const said = parseRateLimit(last.headers.get("ratelimit"));
+  const state = await (await admin(`subject?ip=${ip}`)).json();
+  const byName = Object.fromEntries(state.limits.map((l) => [l.name, l]));
+  assert.equal(state.tier, "anonymous");
+  assert.equal(byName.hourly.remaining, said.hourly.r, "the sliding window cannot have moved");
+  // The burst refills 1/s: the inspection a moment later may show one more.
+  assert.ok(byName.burst.remaining >= said.burst.r && byName.burst.remaining <= said.burst.r + 1, JSON.stringify(state));
+  const again = await (await admin(`subject?ip=${ip}`)).json();
+  assert.equal(again.limits.find((l) => l.name === "hourly").remaining, said.hourly.r, "inspection consumes nothing");
+
+  let denied;
+  for (let i = 0; i < 15 && !denied; i++) {
+    const r = await send();
+    await r.arrayBuffer();
+    if (r.status === 429) denied = r;
+  }
+  assert.ok(denied, "the subject is denied");
+  const reset = await admin(`reset?ip=${ip}`, { method: "POST" });
+  assert.equal(reset.status, 200);
+  assert.equal((await reset.json()).reset, true);
+  const passes = await send();
+  assert.equal(passes.status, 200, "passes again after the reset");
+  assert.equal(parseRateLimit(passes.headers.get("ratelimit")).burst.r, 9);
+  assert.match(devLog, /admin reset tier=anonymous subject=[0-9a-f]{32}/);
+  assert.ok(!devLog.includes(ADMIN_TOKEN), "the token is never logged");
+  assert.ok(!devLog.includes(`subject=${ip}`), "nor the raw address");
+});
+
+test("without ADMIN_TOKEN the admin API is off", async () => {
+  const w = await startWorker({ ORIGIN_URL: "demo" });
+  try {
+    const r = await fetch(`${w.url}/__limiter/admin/health`, { headers: { Authorization: "Bearer anything" } });
+    assert.equal(r.status, 404);
+    assert.match((await r.json()).detail, /ADMIN_TOKEN/);
+  } finally {
+    await w.stop();
+  }
+});
+
+test("in Chromium: the try-it panel fires a burst past the anonymous capacity and shows the denials", async () => {
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/test installs Debian's chromium`);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1000, height: 1400 } });
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(`${base}/__limiter/`);
+    await page.waitForFunction(() => document.getElementById("store-primary").textContent !== "…");
+    assert.equal(await page.textContent("#store-primary"), "isolate memory");
+    assert.match(await page.textContent("#policy-tiers"), /up to 10 requests at once, refilled at 1\/s/);
+
+    await page.selectOption("#credential", "");
+    await page.fill("#count", "25");
+    await page.click("#fire");
+    await page.waitForFunction(() => document.body.dataset.tried === "25", null, { timeout: 60_000 });
+
+    const allowed = Number(await page.textContent("#tried-allowed"));
+    const denied = Number(await page.textContent("#tried-denied"));
+    assert.equal(allowed + denied, 25);
+    assert.ok(allowed >= 1 && allowed <= 10 + 3, `allowed ${allowed}`); // 10 burst + the 1/s refill while firing
+    assert.ok(denied >= 12, `denied ${denied}`);
+    assert.match(await page.textContent("#last-headers"), /HTTP 429[\s\S]*ratelimit: "burst";r=0/);
+    // The chart has drawn the denied line (its red) and the allowed line (its green).
+    const colours = await page.evaluate(() => {
+      const c = document.getElementById("chart");
+      const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let red = 0, green = 0;
+      for (let i = 0; i < data.length; i += 4) {
+        if (data[i] > 180 && data[i + 1] < 80 && data[i + 2] < 80) red++;
+        if (data[i] < 60 && data[i + 1] > 100 && data[i + 2] < 90) green++;
+      }
+      return { red, green };
+    });
+    assert.ok(colours.red > 100 && colours.green > 100, JSON.stringify(colours));
+    // The live counts (refreshed after the burst) include the denials.
+    await page.waitForFunction((n) => Number(document.getElementById("live-denied").textContent) >= n, denied);
+    mkdirSync(path.join(ROOT, "build"), { recursive: true });
+    const shot = path.join(ROOT, "build/dashboard.png");
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`# screenshot: ${shot} (allowed ${allowed}, denied ${denied})`);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});

@@ -1,0 +1,151 @@
+// The dashboard: live state from status.json, the active policy in plain words, and a
+// "try it" panel that fires requests at this limiter and charts what it answers.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const text = (el, value) => { el.textContent = value; };
+
+function el(tag, content) {
+  const node = document.createElement(tag);
+  if (content !== undefined) node.textContent = content;
+  return node;
+}
+
+// ---- live state -------------------------------------------------------------------------
+
+let policyShown = false;
+
+async function refresh() {
+  let status;
+  try {
+    const r = await fetch("status.json", { cache: "no-store" });
+    status = await r.json();
+  } catch (e) {
+    text($("store-primary"), "unreachable");
+    return;
+  }
+  const s = status.store;
+  text($("store-primary"), s.primary === "upstash" ? "Upstash" : "isolate memory");
+  text($("breaker-state"), s.breaker.state + (s.breaker.trips ? ` (${s.breaker.trips} trips)` : ""));
+  text($("live-allowed"), status.requests.allowed);
+  text($("live-denied"), status.requests.denied);
+  text($("store-calls"), `${s.calls} / ${s.failures}`);
+  text($("deny-hits"), s.deny_cache ? s.deny_cache.hits : "off");
+  text($("last-failure"), s.last_failure ? `Last store failure: ${s.last_failure.class}, ${Math.round(s.last_failure.ago_ms / 1000)} s ago.` : "");
+  if (!policyShown) {
+    showPolicy(status.policy);
+    policyShown = true;
+  }
+}
+
+function showPolicy(p) {
+  const tiers = $("policy-tiers");
+  tiers.replaceChildren();
+  if (p.error) {
+    tiers.append(el("p", `The policy is invalid: ${p.error}`));
+    return;
+  }
+  const table = el("table");
+  const head = el("tr");
+  for (const h of ["Tier", "Limits (all must have room)"]) head.append(el("th", h));
+  table.append(head);
+  for (const t of p.tiers) {
+    const row = el("tr");
+    const name = el("td");
+    name.append(el("b", t.name));
+    if (t.description) name.append(el("div", t.description));
+    const limits = el("td");
+    const list = el("ul");
+    for (const l of t.limits) list.append(el("li", `${l.name}: ${l.words}`));
+    limits.append(list);
+    row.append(name, limits);
+    table.append(row);
+  }
+  tiers.append(table);
+  $("policy-routes").replaceChildren(...(p.routes.length ? p.routes.map((r) => el("li", r.words)) : [el("li", "none: every request costs 1 against the caller's tier")]));
+  $("policy-identity").replaceChildren(...p.identity.map((line) => el("li", line)));
+  const st = p.store;
+  text($("policy-store"), `If Upstash fails or takes longer than ${st.timeout_ms} ms: on_failure = ${st.on_failure}. ` +
+    `After ${st.breaker_failures} failures in a row the circuit opens for ${st.breaker_cooldown_ms / 1000} s. ` +
+    `Deny cache: ${st.deny_cache ? "on" : "off"}.`);
+}
+
+// ---- try it -----------------------------------------------------------------------------
+
+const points = []; // { t (ms since start), allowed (cumulative), denied (cumulative) }
+
+function draw() {
+  const canvas = $("chart");
+  const ctx = canvas.getContext("2d");
+  const { width: w, height: h } = canvas;
+  const pad = 30;
+  ctx.clearRect(0, 0, w, h);
+  ctx.strokeStyle = "#d0d7de";
+  ctx.strokeRect(pad, 10, w - pad - 10, h - pad - 10);
+  if (!points.length) return;
+  const tMax = Math.max(points[points.length - 1].t, 1);
+  const last = points[points.length - 1];
+  const yMax = Math.max(last.allowed, last.denied, 1);
+  const x = (t) => pad + (t / tMax) * (w - pad - 10);
+  const y = (v) => h - pad - (v / yMax) * (h - pad - 20);
+  for (const [key, color] of [["allowed", "#1a7f37"], ["denied", "#cf222e"]]) {
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.moveTo(x(0), y(0));
+    for (const p of points) ctx.lineTo(x(p.t), y(p[key]));
+    ctx.stroke();
+    ctx.fillStyle = color;
+    ctx.fillText(`${key} ${last[key]}`, x(last.t) - 60, y(last[key]) - 6);
+  }
+  ctx.fillStyle = "#57606a";
+  ctx.fillText("0", pad - 12, h - pad);
+  ctx.fillText(String(yMax), 4, 18);
+  ctx.fillText(`${(tMax / 1000).toFixed(1)} s`, w - 50, h - 10);
+}
+
+const SHOWN = ["ratelimit", "ratelimit-policy", "retry-after", "x-limiter-backend", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"];
+
+async function fire(event) {
+  event.preventDefault();
+  const button = $("fire");
+  button.disabled = true;
+  const choice = $("credential").value;
+  const key = choice === "custom" ? $("custom-key").value : choice;
+  const headers = key ? { "X-API-Key": key } : {};
+  const n = Math.min(Math.max(Number($("count").value) || 1, 1), 500);
+  const path = $("path").value.startsWith("/") ? $("path").value : "/" + $("path").value;
+  let allowed = 0, denied = 0, other = 0;
+  points.length = 0;
+  const start = performance.now();
+  for (let i = 0; i < n; i++) {
+    let r;
+    try {
+      r = await fetch(path, { headers, cache: "no-store" });
+      await r.arrayBuffer();
+    } catch (e) {
+      other++;
+      continue;
+    }
+    if (r.status === 429) denied++;
+    else if (r.ok) allowed++;
+    else other++;
+    points.push({ t: performance.now() - start, allowed, denied });
+    text($("tried-allowed"), allowed);
+    text($("tried-denied"), denied);
+    text($("tried-other"), other);
+    const lines = [`HTTP ${r.status}`];
+    for (const name of SHOWN) if (r.headers.has(name)) lines.push(`${name}: ${r.headers.get(name)}`);
+    text($("last-headers"), lines.join("\n"));
+    draw();
+  }
+  button.disabled = false;
+  document.body.dataset.tried = String(n);
+  refresh();
+}
+
+$("credential").addEventListener("change", () => { $("custom-key-label").hidden = $("credential").value !== "custom"; });
+$("try-form").addEventListener("submit", fire);
+draw();
+refresh();
+setInterval(refresh, 2000);
