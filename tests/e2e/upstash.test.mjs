@@ -29,6 +29,7 @@ const POLICY = {
   store: { timeout: "10s", deny_cache: false },
 };
 
+const ADMIN_TOKEN = "e2e-admin-" + Math.random().toString(36).slice(2);
 let redis, upstash, origin, workers;
 before(async () => {
   redis = await startRedis();
@@ -39,6 +40,7 @@ before(async () => {
     ORIGIN_URL: origin.url,
     UPSTASH_REDIS_REST_URL: upstash.url,
     UPSTASH_REDIS_REST_TOKEN: upstash.token,
+    ADMIN_TOKEN,
   };
   workers = [await startWorker(vars), await startWorker(vars)];
 });
@@ -146,4 +148,26 @@ test("NOSCRIPT: after SCRIPT FLUSH the next request sends EVAL and carries on", 
   const last = await scriptCalls(upstash);
   assert.equal(last.eval.calls - mid.eval.calls, 0, "EVAL loaded it: back to EVALSHA alone");
   assert.equal(last.evalsha.calls - mid.evalsha.calls, 1);
+});
+
+test("admin API on Upstash: inspect reads Redis (from either Worker), reset deletes the keys", async () => {
+  const ip = freshIp();
+  const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+  let last;
+  for (let i = 0; i < 3; i++) {
+    last = await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } });
+    await last.arrayBuffer();
+  }
+  const said = parseRateLimit(last.headers.get("ratelimit")).quota.r;
+  // Asked of the other Worker: the state is in Redis, not in the first Worker's memory.
+  const state = await (await fetch(`${workers[1].url}/__limiter/admin/subject?ip=${ip}`, { headers: auth })).json();
+  assert.equal(state.backend, "upstash");
+  assert.equal(state.limits[0].remaining, said);
+  assert.equal(said, 97);
+  const reset = await fetch(`${workers[1].url}/__limiter/admin/reset?ip=${ip}`, { method: "POST", headers: auth });
+  assert.equal(reset.status, 200);
+  const keys = await upstash.command("KEYS", `e2e:anonymous:quota:${state.subject_hash}`);
+  assert.deepEqual(keys, [], "the key is gone from Redis");
+  const after = await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } });
+  assert.equal(parseRateLimit(after.headers.get("ratelimit")).quota.r, 99, "full again");
 });
