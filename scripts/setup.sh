@@ -56,6 +56,16 @@ else
   apt_install redis-server
 fi
 
+# Only the benchmark needs wrk; scripts/bench sets NEED_WRK=1.
+if [ -n "${NEED_WRK:-}" ]; then
+  if command -v wrk >/dev/null; then
+    say "wrk: present"
+  else
+    say "wrk: installing (apt)"
+    apt_install wrk
+  fi
+fi
+
 # Only the tests need a browser (the dashboard test drives Debian's Chromium with
 # playwright-core); scripts/test sets NEED_BROWSER=1.
 if [ -n "${NEED_BROWSER:-}" ]; then

@@ -1,0 +1,15 @@
+//! The floor of the benchmark: a Rust Worker that forwards every request to `ORIGIN_URL`
+//! and returns the origin's answer, with no identity, no limits and no store.
+
+use worker::{event, Context, Env, Fetch, Request, RequestInit, Response, Result};
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let origin = env.var("ORIGIN_URL")?.to_string();
+    let url = req.url()?;
+    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let target = format!("{}{}{query}", origin.trim_end_matches('/'), url.path());
+    let mut init = RequestInit::new();
+    init.with_method(req.method()).with_headers(req.headers().clone());
+    Fetch::Request(Request::new_with_init(&target, &init)?).send().await
+}
