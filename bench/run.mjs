@@ -126,8 +126,10 @@ async function startWorker(config) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+// BENCH_CASES=3,3p runs only those cases (for experiments); the table needs them all.
+const only = process.env.BENCH_CASES?.split(",");
 const results = {};
-for (const c of CASES) {
+for (const c of CASES.filter((c) => !only || only.includes(c.id))) {
   const w = await startWorker(WORKERS[c.worker]);
   await wrk(w.url, c.lua, 1); // warm-up: JIT, connections, the script loaded in Redis
   const runs = [];
@@ -154,6 +156,7 @@ for (const c of CASES) {
     (x.errors.length ? `, socket errors: ${x.errors.join("; ")}` : ""));
 }
 origin.close();
+if (only) process.exit(0);
 
 // ---- the table ----------------------------------------------------------------------------
 const floor = results["1"];
