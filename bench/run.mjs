@@ -36,12 +36,14 @@ const POLICY = JSON.stringify({
 const upstash = { UPSTASH_REDIS_REST_URL: LU_URL, UPSTASH_REDIS_REST_TOKEN: LU_TOKEN };
 const WORKERS = {
   bare: { script: path.join(ROOT, "bench/bare/build/index.js"), wasm: true, bindings: { ORIGIN_URL } },
+  bare429: { script: path.join(ROOT, "bench/bare/build/index.js"), wasm: true, bindings: { ORIGIN_URL, ANSWER_429: "1" } },
   memory: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY } },
   upstash: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY, ...upstash } },
   peer: { script: path.join(ROOT, "build/peer/worker.js"), wasm: false, bindings: { ORIGIN_URL, CAPACITY: "10", REFILL_PER_S: "1", ...upstash } },
 };
 const CASES = [
   { id: "1", name: "bare Rust Worker, forwards only (the floor)", worker: "bare", lua: "unique.lua" },
+  { id: "1b", name: "bare Rust Worker answering a fixed 429, no subrequest", worker: "bare429", lua: "one.lua" },
   { id: "2", name: "edge-limiter, memory store", worker: "memory", lua: "unique.lua" },
   { id: "3", name: "edge-limiter, local Upstash, a new subject per request (all allowed)", worker: "upstash", lua: "unique.lua", peer: "3p" },
   { id: "4", name: "edge-limiter, local Upstash, one subject far past its limit", worker: "upstash", lua: "one.lua", peer: "4p" },
@@ -115,7 +117,7 @@ async function startWorker(config) {
     try {
       const r = await fetch(`${url}/bench`, { headers: { "CF-Connecting-IP": "10.254.0.1" } });
       await r.arrayBuffer();
-      if (r.status === 200) break;
+      if (r.status < 500) break; // any answer but an error: the fixed-429 case never says 200
     } catch { /* not yet */ }
     await sleep(5);
   }
