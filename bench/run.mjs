@@ -166,8 +166,10 @@ const f = (v, d = 0) => v.toFixed(d);
 const rows = CASES.map((c) => {
   const x = results[c.id];
   const peer = c.peer ? results[c.peer] : null;
-  const vsPeer = peer ? `${f(x.rps / peer.rps, 2)}× / ${f(x.cpuPer1k / peer.cpuPer1k, 2)}×` : "";
-  return `| ${c.id} | ${c.name} | ${f(x.rps)} (${f(x.rps / floor.rps, 2)}×) | ${f(x.p50, 2)} | ${f(x.p99, 2)} | ${f(x.tripsPerReq, 3)} / ${f(x.scriptsPerReq, 3)} | ${f(x.cpuPer1k, 3)} (${f(x.cpuPer1k / floor.cpuPer1k, 2)}×) | ${f(x.denied * 100, 1)} % | ${vsPeer} |`;
+  const vsPeer = peer
+    ? `${f(x.rps / peer.rps, 2)}× / ${f(x.p50 / peer.p50, 2)}× / ${f(x.p99 / peer.p99, 2)}× / ${f(x.cpuPer1k / peer.cpuPer1k, 2)}×`
+    : "";
+  return `| ${c.id} | ${c.name} | ${f(x.rps)} (${f(x.rps / floor.rps, 2)}×) | ${f(x.p50, 2)} (${f(x.p50 / floor.p50, 2)}×) | ${f(x.p99, 2)} (${f(x.p99 / floor.p99, 2)}×) | ${f(x.tripsPerReq, 3)} / ${f(x.scriptsPerReq, 3)} | ${f(x.cpuPer1k, 3)} (${f(x.cpuPer1k / floor.cpuPer1k, 2)}×) | ${f(x.denied * 100, 1)} % | ${vsPeer} |`;
 });
 const size = (file) => {
   const bytes = readFileSync(file);
@@ -177,7 +179,7 @@ const lines = [
   `Machine: ${execFileSync("nproc").toString().trim()} cores, ${execFileSync("uname", ["-sr"]).toString().trim()}; ` +
     `wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${RUNS} runs per case, medians; workerd through Miniflare, one instance per case; ${new Date().toISOString().slice(0, 10)}.`,
   "",
-  "| case | what | requests/s (× floor) | p50 ms | p99 ms | store calls per request: HTTP round trips / Redis script calls | workerd CPU s per 1,000 requests (× floor) | denied | × peer: throughput / CPU |",
+  "| case | what | requests/s (× floor) | p50 ms (× floor) | p99 ms (× floor) | store calls per request: HTTP round trips / Redis script calls | workerd CPU s per 1,000 requests (× floor) | denied | × peer: throughput / p50 / p99 / CPU |",
   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ...rows,
   "",
@@ -187,6 +189,7 @@ const lines = [
     `Peer bundle: ${size(path.join(ROOT, "build/peer/worker.js"))}.`,
 ];
 const text = lines.join("\n");
+writeFileSync(path.join(ROOT, "build/bench.json"), JSON.stringify(results, null, 1));
 console.log("\n" + text);
 mkdirSync(path.join(ROOT, "build"), { recursive: true });
 writeFileSync(path.join(ROOT, "build/bench.md"), text + "\n");
