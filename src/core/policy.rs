@@ -558,9 +558,12 @@ impl Parser {
             Some(Value::Object(keys)) => {
                 let mut out = Vec::new();
                 let mut ok = true;
-                for (digest, tier) in keys {
-                    let epath = join(&kpath, digest);
-                    let d = parse_digest(digest).or_else(|| {
+                for (n, (digest, tier)) in keys.iter().enumerate() {
+                    // An entry that is not a digest may be a raw key pasted by mistake: the
+                    // error names it by position, never by its text.
+                    let d = parse_digest(digest);
+                    let epath = if d.is_some() { join(&kpath, digest) } else { format!("{kpath}[entry {}]", n + 1) };
+                    let d = d.or_else(|| {
                         self.fail(&epath, "not a SHA-256 digest: write the key's digest as 64 hex digits (sha256sum), never the key itself")
                     });
                     match (d, self.tier_ref(tier, &epath, tiers)) {
@@ -883,7 +886,7 @@ mod tests {
             ("tiers.z.limitz", "unknown field"),
             ("tiers.z.limits", "missing"),
             ("identity.client_ip.ipv6_prefix", "out of range"),
-            ("identity.api_key.keys.abc", "not a SHA-256 digest"),
+            ("identity.api_key.keys[entry 2]", "not a SHA-256 digest"),
             ("routes[0].path", "must start with /"),
             ("routes[0].cost", "expected a whole number"),
             ("routes[1]", "exempt rule takes no cost"),

@@ -1,0 +1,221 @@
+// Abuse cases against the real Worker (release wasm in workerd through Miniflare), and a scan
+// for secrets: no token, key or raw IP may appear in logs, response fields, error bodies or
+// Redis, whatever is sent.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import {
+  startWorker, startOrigin, startRedis, startLocalUpstash, signJwt, nowS, freshIp, parseRateLimit, JWT_SECRET,
+} from "./harness.mjs";
+
+const sha256 = (s) => createHash("sha256").update(s).digest("hex");
+const API_KEY = "abuse-key-" + randomBytes(12).toString("hex");
+const ADMIN_TOKEN = "abuse-admin-" + randomBytes(12).toString("hex");
+
+const POLICY = {
+  key_prefix: "abuse",
+  tiers: {
+    anonymous: { limits: { burst: { token_bucket: { capacity: 3, refill: "1/h" } } } },
+    member: { limits: { burst: { token_bucket: { capacity: 5, refill: "1/h" } } } },
+  },
+  identity: {
+    api_key: { header: "X-API-Key", keys: { [sha256(API_KEY)]: "member" } },
+    jwt: { tier_claim: "tier", default_tier: "member" },
+  },
+  store: { memory_max_keys: 200 },
+};
+
+let origin, memoryWorker;
+const seen = []; // every response's fields and body, for the secrets scan
+async function send(worker, path, headers = {}, init = {}) {
+  const r = await fetch(worker.url + path, { headers, ...init, redirect: "manual" });
+  const body = await r.text();
+  // The limiter's own answers (refusals, admin, status), not the origin's echo of the request.
+  if (!r.headers.get("x-origin")) seen.push(JSON.stringify([...r.headers]) + body);
+  return { status: r.status, headers: r.headers, body };
+}
+
+before(async () => {
+  origin = await startOrigin();
+  memoryWorker = await startWorker({ POLICY: JSON.stringify(POLICY), ORIGIN_URL: origin.url, JWT_SECRET, ADMIN_TOKEN });
+});
+after(async () => {
+  await memoryWorker?.stop();
+  await origin?.stop();
+});
+
+test("a flood of distinct subjects: the memory store stays within its bound and evicts the oldest", async () => {
+  const first = freshIp();
+  const statuses = [];
+  for (let i = 0; i < 4; i++) statuses.push((await send(memoryWorker, "/f", { "CF-Connecting-IP": first })).status);
+  assert.deepEqual(statuses, [200, 200, 200, 429]);
+  // 1,000 other subjects, 16 at a time: five times the bound.
+  const ips = Array.from({ length: 1000 }, (_, i) => `203.0.${113 + (i >> 8)}.${i & 255}`);
+  for (let i = 0; i < ips.length; i += 16) {
+    const batch = ips.slice(i, i + 16).map((ip) => fetch(`${memoryWorker.url}/f`, { headers: { "CF-Connecting-IP": ip } }).then((r) => r.arrayBuffer()));
+    await Promise.all(batch);
+  }
+  const status = await (await fetch(`${memoryWorker.url}/__limiter/status.json`)).json();
+  assert.ok(status.store.memory_keys <= 200, `memory keys ${status.store.memory_keys}`);
+  assert.ok(status.store.memory_keys > 0);
+  // The first subject was the least recently used: its state is gone, its bucket is full.
+  const again = await send(memoryWorker, "/f", { "CF-Connecting-IP": first });
+  assert.equal(again.status, 200);
+  assert.equal(parseRateLimit(again.headers.get("ratelimit")).burst.r, 2);
+});
+
+test("a 1 MB subject (API key, JWT subject) gets a clear 4xx, never a 5xx, and the Worker goes on", async () => {
+  const mb = "k".repeat(1024 * 1024);
+  const sub = signJwt({ sub: "s".repeat(1024 * 1024), exp: nowS() + 60 });
+  for (const headers of [{ "X-API-Key": mb }, { Authorization: `Bearer ${sub}` }, { "X-API-Key": "k".repeat(64 * 1024) }]) {
+    let status;
+    try {
+      status = (await send(memoryWorker, "/big-subject", headers)).status;
+    } catch (e) {
+      status = `connection refused the request: ${e.cause?.code ?? e}`;
+    }
+    // The runtime may refuse an oversized header section itself (431); what reaches the Worker
+    // is an unknown key (401). Either way: a 4xx or a refused request, never a 5xx.
+    assert.ok(typeof status === "string" || (status >= 400 && status < 500), `status ${status}`);
+  }
+  assert.equal((await send(memoryWorker, "/after", { "CF-Connecting-IP": freshIp() })).status, 200);
+});
+
+test("JWTs with alg none, a changed algorithm, a wrong key or an expiry in the past are refused", async () => {
+  const claims = { sub: "mallory", tier: "member", exp: nowS() + 60 };
+  const none = signJwt(claims, { header: { alg: "none", typ: "JWT" } }).split(".").slice(0, 2).join(".") + ".";
+  const tokens = {
+    "alg none": none,
+    "alg HS512 in the header": signJwt(claims, { header: { alg: "HS512", typ: "JWT" } }),
+    "alg RS256 in the header": signJwt(claims, { header: { alg: "RS256", typ: "JWT" } }),
+    "signed with another key": signJwt(claims, { secret: "not-the-secret" }),
+    "expired": signJwt({ ...claims, exp: nowS() - 3600 }),
+  };
+  for (const [what, token] of Object.entries(tokens)) {
+    const r = await send(memoryWorker, "/jwt", { Authorization: `Bearer ${token}` });
+    assert.equal(r.status, 401, what);
+    assert.equal(r.headers.get("www-authenticate"), "Bearer", what);
+    assert.ok(!r.body.includes(token), `${what}: the token is not echoed`);
+  }
+  const good = await send(memoryWorker, "/jwt", { Authorization: `Bearer ${signJwt(claims)}` });
+  assert.equal(good.status, 200);
+});
+
+test("a key table entry that is not a SHA-256 digest: the policy is refused, naming the entry", async () => {
+  const bad = { ...POLICY, identity: { api_key: { keys: { "my-secret-key": "member" } } } };
+  const w = await startWorker({ POLICY: JSON.stringify(bad), ORIGIN_URL: origin.url });
+  try {
+    const r = await send(w, "/x", { "CF-Connecting-IP": freshIp() });
+    assert.equal(r.status, 500);
+    const problem = JSON.parse(r.body);
+    // Named by position: a raw key pasted by mistake is not repeated to whoever asks.
+    assert.match(problem.detail, /`identity\.api_key\.keys\[entry 1\]`: not a SHA-256 digest/);
+    assert.ok(!r.body.includes("my-secret-key"));
+    assert.ok(!w.logs.join("").includes("my-secret-key"), "nor logged");
+  } finally {
+    await w.stop();
+  }
+});
+
+test("requests with no client IP share one limited bucket, never an unlimited one", async () => {
+  // No CF-Connecting-IP, and an X-Forwarded-For the policy does not trust.
+  const statuses = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await send(memoryWorker, "/no-ip", { "X-Forwarded-For": `198.18.0.${i}` });
+    statuses.push(r.status);
+  }
+  assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+});
+
+test("encoded slashes, dot segments and case tricks never reach the dashboard or admin API unauthenticated", async () => {
+  const tricks = [
+    "/__limiter%2Fadmin/health",
+    "/__limiter%2fadmin%2fhealth",
+    "/%5F%5Flimiter/admin/health",
+    "/__LIMITER/admin/health",
+    "/x/..%2F__limiter/admin/health",
+    "/x/%2E%2E/__limiter/admin/health",
+    "//__limiter/admin/health",
+    "/__limiter/admin/../admin/health",
+    "/__limiter/./admin/health",
+    "/__limiter/admin/health%00",
+  ];
+  for (const path of tricks) {
+    const ip = freshIp();
+    const r = await send(memoryWorker, path, { "CF-Connecting-IP": ip });
+    assert.ok(r.status < 500, `${path}: ${r.status}`);
+    if (r.headers.get("x-limiter-backend")) {
+      // It went to the origin as an ordinary, limited request.
+      assert.ok(r.status === 200 || r.status === 429, `${path}: ${r.status}`);
+    } else {
+      // It is the admin API (the runtime normalised it): the token is required.
+      assert.ok([401, 404].includes(r.status), `${path}: ${r.status} ${r.body}`);
+      assert.ok(!r.body.includes('"breaker"'), `${path}: no admin data`);
+    }
+  }
+});
+
+test("secrets never leak: logs, response fields, error bodies and Redis are scanned", async () => {
+  const redis = await startRedis();
+  const upstash = await startLocalUpstash(redis.port);
+  const w = await startWorker({
+    POLICY: JSON.stringify(POLICY),
+    ORIGIN_URL: origin.url,
+    JWT_SECRET,
+    ADMIN_TOKEN,
+    UPSTASH_REDIS_REST_URL: upstash.url,
+    UPSTASH_REDIS_REST_TOKEN: upstash.token,
+  });
+  const ips = ["198.51.100.77", "2001:db8:abcd:12::5"];
+  const jwt = signJwt({ sub: "user-secret-subject-42", exp: nowS() + 60 });
+  try {
+    for (let i = 0; i < 7; i++) {
+      await send(w, "/s", { "CF-Connecting-IP": ips[0] });
+      await send(w, "/s", { "CF-Connecting-IP": ips[1] });
+      await send(w, "/s", { "X-API-Key": API_KEY });
+      await send(w, "/s", { Authorization: `Bearer ${jwt}` });
+    }
+    await send(w, "/s", { "X-API-Key": API_KEY + "-wrong" });
+    await send(w, "/s", { Authorization: `Bearer ${jwt}x` });
+    await send(w, "/__limiter/admin/health", { Authorization: `Bearer ${ADMIN_TOKEN}-wrong` });
+    await send(w, `/__limiter/admin/subject?ip=${ips[0]}`, { Authorization: `Bearer ${ADMIN_TOKEN}` });
+    await send(w, `/__limiter/admin/reset?key=${API_KEY}`, { Authorization: `Bearer ${ADMIN_TOKEN}` }, { method: "POST" });
+    await send(w, "/__limiter/admin/health", { Authorization: `Bearer ${ADMIN_TOKEN}` });
+    await send(w, "/__limiter/status.json");
+    // A failure too, so that failure logs are scanned: the token refused for a while.
+    await upstash.setFault("unauthorized");
+    await send(w, "/s", { "CF-Connecting-IP": "198.51.100.78" }); // not held by the deny cache
+    await upstash.setFault("none");
+
+    const keys = await upstash.command("KEYS", "*");
+    assert.ok(keys.length >= 3, `keys ${keys}`);
+    const values = [];
+    for (const k of keys) values.push(String(await upstash.command("GET", k)));
+    const places = {
+      logs: w.logs.join("") + memoryWorker.logs.join(""),
+      "response fields and bodies": seen.join("\n"),
+      "Redis keys and values": keys.join("\n") + values.join("\n"),
+    };
+    const secrets = {
+      "API key": API_KEY,
+      "admin token": ADMIN_TOKEN,
+      "JWT secret": JWT_SECRET,
+      "a JWT": jwt,
+      "JWT subject": "user-secret-subject-42",
+      "Upstash token": upstash.token,
+      "IPv4 address": ips[0],
+      "the other IPv4 address": "198.51.100.78",
+      "IPv6 address": "2001:db8:abcd:12",
+    };
+    for (const [place, text] of Object.entries(places)) {
+      for (const [what, secret] of Object.entries(secrets)) {
+        assert.ok(!text.includes(secret), `${what} found in ${place}`);
+      }
+    }
+    assert.match(places.logs, /configuration error \(unauthorized\)/, "the failure was logged (and scanned)");
+  } finally {
+    await w.stop();
+    await upstash.stop();
+    await redis.stop();
+  }
+});
