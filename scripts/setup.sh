@@ -66,6 +66,22 @@ if [ -n "${NEED_WRK:-}" ]; then
   fi
 fi
 
+# Fuzzing needs nightly Rust and cargo-fuzz; scripts/fuzz (and so scripts/test) sets NEED_FUZZ=1.
+if [ -n "${NEED_FUZZ:-}" ]; then
+  if rustup toolchain list | grep -q '^nightly'; then
+    say "nightly Rust (for cargo fuzz): present"
+  else
+    say "nightly Rust (for cargo fuzz): installing (rustup, minimal profile)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if cargo fuzz --version >/dev/null 2>&1; then
+    say "cargo-fuzz: present"
+  else
+    say "cargo-fuzz: installing (a few minutes on 2 cores)"
+    cargo install cargo-fuzz --locked
+  fi
+fi
+
 # Only the tests need a browser (the dashboard test drives Debian's Chromium with
 # playwright-core); scripts/test sets NEED_BROWSER=1.
 if [ -n "${NEED_BROWSER:-}" ]; then

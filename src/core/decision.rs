@@ -74,7 +74,8 @@ pub fn too_many_requests(tier: &Tier, decision: &Decision, style: HeaderStyle, h
             None,
         ),
         _ => {
-            let secs = ceil_secs(decision.retry_after_ms() + jitter_ms).max(1);
+            // Saturating: a decision decoded from a store reply may carry any number.
+            let secs = ceil_secs(decision.retry_after_ms().saturating_add(jitter_ms)).max(1);
             headers.push(("Retry-After", secs.to_string()));
             (
                 format!("Limit \"{limit_name}\" of tier \"{}\" is used up. Retry in {secs} s.", tier.name),
@@ -235,6 +236,18 @@ mod tests {
         // Jitter only lengthens the wait.
         let jittered = too_many_requests(&t, &d, BOTH, false, 600);
         assert_eq!(header(&jittered.headers, "Retry-After"), Some("3"));
+    }
+
+    /// Found by the `headers` fuzz target: a retry time near `u64::MAX` (from a hostile store
+    /// reply) plus jitter overflowed.
+    #[test]
+    fn a_huge_retry_time_does_not_overflow() {
+        use crate::core::algorithm::{LimitStatus, Outcome};
+        let t = tier();
+        let status = LimitStatus { outcome: Outcome::Denied, remaining: 0, reset_ms: u64::MAX, retry_after_ms: u64::MAX };
+        let d = Decision::from_parts(Outcome::Denied, 0, 1, &[status, status]).unwrap();
+        let r = too_many_requests(&t, &d, BOTH, false, 250);
+        assert_eq!(header(&r.headers, "Retry-After"), Some(u64::MAX.div_ceil(1000).to_string().as_str()));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Pure, so it is tested natively and against a real `redis-server` (tests/lua_twin.rs).
 
 use crate::core::algorithm::{Algorithm, Decision, LimitStatus, Millis, Outcome};
+use crate::core::rate::MAX_EXACT;
 
 /// The Lua source, sent as EVALSHA of [`CHECK_SHA1`] (EVAL when Redis answers NOSCRIPT).
 pub const CHECK_LUA: &str = include_str!("check.lua");
@@ -110,7 +111,13 @@ pub fn decode_reply(reply: &[i64], limits: usize, cost: u64) -> Result<Decision,
     if reply.len() != 2 + 4 * limits {
         return Err(MalformedReply(format!("expected {} numbers, got {}", 2 + 4 * limits, reply.len())));
     }
-    let nonneg = |v: i64| u64::try_from(v).map_err(|_| MalformedReply(format!("negative value {v}")));
+    // The script computes with doubles and never exceeds 2^53: anything outside 0..=2^53 is
+    // not its answer.
+    let nonneg = |v: i64| match u64::try_from(v) {
+        Ok(n) if n <= MAX_EXACT => Ok(n),
+        Ok(n) => Err(MalformedReply(format!("value {n} is beyond what the script can compute"))),
+        Err(_) => Err(MalformedReply(format!("negative value {v}"))),
+    };
     let mut statuses = Vec::with_capacity(limits);
     for chunk in reply[2..].chunks(4) {
         statuses.push(LimitStatus {
@@ -161,5 +168,7 @@ mod tests {
         assert!(decode_reply(&[0, 0, 0, 5, 1, 0], 1, 1).is_err(), "binding is 1-based");
         assert!(decode_reply(&[7, 1, 0, 5, 1, 0], 1, 1).is_err(), "unknown outcome");
         assert!(decode_reply(&[0, 1, 0, -5, 1, 0], 1, 1).is_err(), "negative");
+        assert!(decode_reply(&[1, 1, 1, 0, 1, i64::MAX], 1, 1).is_err(), "beyond 2^53");
+        assert!(decode_reply(&[1, 1, 1, 0, 1, 1 << 53], 1, 1).is_ok(), "2^53 itself is fine");
     }
 }
