@@ -49,21 +49,21 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
-if command -v redis-server >/dev/null; then
-  say "redis-server: present"
-else
-  say "redis-server: installing (apt)"
-  apt_install redis-server
-fi
+# need_apt COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing.
+need_apt() {
+  if command -v "$1" >/dev/null; then
+    say "$1: present"
+  else
+    say "$1: installing (apt package $2)"
+    apt_install "$2"
+  fi
+}
+
+need_apt redis-server redis-server
 
 # Only the benchmark needs wrk; scripts/bench sets NEED_WRK=1.
 if [ -n "${NEED_WRK:-}" ]; then
-  if command -v wrk >/dev/null; then
-    say "wrk: present"
-  else
-    say "wrk: installing (apt)"
-    apt_install wrk
-  fi
+  need_apt wrk wrk
 fi
 
 # Fuzzing needs nightly Rust and cargo-fuzz; scripts/fuzz (and so scripts/test) sets NEED_FUZZ=1.
@@ -85,12 +85,7 @@ fi
 # Only the tests need a browser (the dashboard test drives Debian's Chromium with
 # playwright-core); scripts/test sets NEED_BROWSER=1.
 if [ -n "${NEED_BROWSER:-}" ]; then
-  if command -v chromium >/dev/null; then
-    say "chromium: present"
-  else
-    say "chromium: installing (apt; a large package, once)"
-    apt_install chromium
-  fi
+  need_apt chromium chromium
 fi
 
 # worker-build uses these instead of downloading its own tools (it cannot reach them here).

@@ -16,7 +16,6 @@ use crate::core::admin::{authorized, subject_from_query, subject_state};
 use crate::core::decision::problem;
 use crate::core::describe::describe;
 use crate::core::identity::subject_hash;
-use crate::store::CheckRequest;
 
 fn error(status: u16, title: &str, detail: &str) -> Result<Response> {
     let mut r = problem(status, title, detail, "admin");
@@ -56,16 +55,8 @@ pub(super) async fn handle(req: Request, iso: &Isolate, route: &str, now: u64) -
                 Ok(s) => s,
                 Err(e) => return error(400, "Bad Request", &e),
             };
-            let (tier, limits) = (&policy.tiers[subject.tier], &iso.tiers[subject.tier]);
             let hash = subject_hash(&subject.subject);
-            let request = CheckRequest {
-                tier: &tier.name,
-                limits: &limits.algorithms,
-                limit_names: &limits.names,
-                subject_hash: &hash,
-                now,
-                cost: 0,
-            };
+            let (tier, request) = iso.check_request(policy, subject.tier, &hash, now, 0);
             if route == "reset" {
                 console_log!("edge-limiter: admin reset tier={} subject={hash}", tier.name);
                 return match iso.store.reset(&request).await {

@@ -18,7 +18,7 @@ use worker::{console_error, console_log, Env, Headers, Request, Response, Result
 use crate::core::algorithm::Algorithm;
 use crate::core::decision::{prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
 use crate::core::identity::{identify, subject_hash, IdentityError, RequestFacts};
-use crate::core::policy::{Plan, Policy, DEFAULT_STORE};
+use crate::core::policy::{Plan, Policy, Tier, TierId, DEFAULT_STORE};
 use crate::store::hybrid::{Hybrid, Note};
 use crate::store::upstash::{Endpoint, FetchTransport, UpstashStore};
 use crate::store::{Backend, CheckRequest};
@@ -59,6 +59,22 @@ struct Isolate {
     allowed: Cell<u64>,
     denied: Cell<u64>,
     logged_secret_missing: Cell<bool>,
+}
+
+impl Isolate {
+    /// A check of `cost` units against the limits of tier `tier_id`, for one subject digest.
+    fn check_request<'a>(&'a self, policy: &'a Policy, tier_id: TierId, hash: &'a str, now: u64, cost: u64) -> (&'a Tier, CheckRequest<'a>) {
+        let (tier, limits) = (&policy.tiers[tier_id], &self.tiers[tier_id]);
+        let request = CheckRequest {
+            tier: &tier.name,
+            limits: &limits.algorithms,
+            limit_names: &limits.names,
+            subject_hash: hash,
+            now,
+            cost,
+        };
+        (tier, request)
+    }
 }
 
 thread_local! {
@@ -190,16 +206,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         Plan::Exempt => return proxy::forward(req, &iso.origin, &[]).await,
         Plan::Check { tier, cost } => (tier, cost),
     };
-    let (tier, limits) = (&policy.tiers[tier_id], &iso.tiers[tier_id]);
     let hash = subject_hash(&caller.subject);
-    let request = CheckRequest {
-        tier: &tier.name,
-        limits: &limits.algorithms,
-        limit_names: &limits.names,
-        subject_hash: &hash,
-        now,
-        cost,
-    };
+    let (tier, request) = iso.check_request(policy, tier_id, &hash, now, cost);
     let verdict = iso.store.check(&request).await;
     for note in &verdict.notes {
         match note {

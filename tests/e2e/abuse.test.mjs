@@ -5,7 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import {
-  startWorker, startOrigin, startRedis, startLocalUpstash, signJwt, nowS, freshIp, parseRateLimit, JWT_SECRET,
+  startWorker, startOrigin, startStack, signJwt, nowS, freshIp, parseRateLimit, JWT_SECRET,
 } from "./harness.mjs";
 
 const sha256 = (s) => createHash("sha256").update(s).digest("hex");
@@ -156,16 +156,8 @@ test("encoded slashes, dot segments and case tricks never reach the dashboard or
 });
 
 test("secrets never leak: logs, response fields, error bodies and Redis are scanned", async () => {
-  const redis = await startRedis();
-  const upstash = await startLocalUpstash(redis.port);
-  const w = await startWorker({
-    POLICY: JSON.stringify(POLICY),
-    ORIGIN_URL: origin.url,
-    JWT_SECRET,
-    ADMIN_TOKEN,
-    UPSTASH_REDIS_REST_URL: upstash.url,
-    UPSTASH_REDIS_REST_TOKEN: upstash.token,
-  });
+  const stack = await startStack({ POLICY: JSON.stringify(POLICY), ORIGIN_URL: origin.url, JWT_SECRET, ADMIN_TOKEN });
+  const { upstash, worker: w } = stack;
   const ips = ["198.51.100.77", "2001:db8:abcd:12::5"];
   const jwt = signJwt({ sub: "user-secret-subject-42", exp: nowS() + 60 });
   try {
@@ -214,8 +206,6 @@ test("secrets never leak: logs, response fields, error bodies and Redis are scan
     }
     assert.match(places.logs, /configuration error \(unauthorized\)/, "the failure was logged (and scanned)");
   } finally {
-    await w.stop();
-    await upstash.stop();
-    await redis.stop();
+    await stack.stop();
   }
 });

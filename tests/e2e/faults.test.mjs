@@ -9,7 +9,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import {
-  ROOT, startWorker, startOrigin, startRedis, startLocalUpstash, scriptCalls, freshIp, sleep,
+  ROOT, startOrigin, startRedis, startLocalUpstash, startStack, scriptCalls, freshIp, sleep,
 } from "./harness.mjs";
 
 const STEADY_KEY = "e2e-steady-" + randomBytes(8).toString("hex");
@@ -33,19 +33,7 @@ const origin = await startOrigin();
 after(() => origin.stop());
 
 /** Redis, local-upstash and one Worker on them, for one scenario. */
-async function rig() {
-  const redis = await startRedis();
-  const upstash = await startLocalUpstash(redis.port);
-  const worker = await startWorker({
-    POLICY: JSON.stringify(POLICY),
-    ORIGIN_URL: origin.url,
-    UPSTASH_REDIS_REST_URL: upstash.url,
-    UPSTASH_REDIS_REST_TOKEN: upstash.token,
-  });
-  const r = { redis, upstash, worker };
-  r.stop = async () => { await r.worker.stop(); await r.upstash.stop(); await r.redis.stop(); };
-  return r;
-}
+const rig = (options) => startStack({ POLICY: JSON.stringify(POLICY), ORIGIN_URL: origin.url }, options);
 
 /** Sends requests one after another until `stop.now`, recording each. */
 async function stream(url, headers, stop, log) {
@@ -177,14 +165,8 @@ test("redis-server killed behind a live local-upstash, then restarted", () =>
   ));
 
 test("a wrong token: every request still served from memory, one configuration error logged", async () => {
-  const redis = await startRedis();
-  const upstash = await startLocalUpstash(redis.port);
-  const worker = await startWorker({
-    POLICY: JSON.stringify(POLICY),
-    ORIGIN_URL: origin.url,
-    UPSTASH_REDIS_REST_URL: upstash.url,
-    UPSTASH_REDIS_REST_TOKEN: "wrong-" + randomBytes(8).toString("hex"),
-  });
+  const stack = await rig({ token: "wrong-" + randomBytes(8).toString("hex") });
+  const { upstash, worker } = stack;
   try {
     const ip = freshIp();
     const statuses = [];
@@ -198,9 +180,7 @@ test("a wrong token: every request still served from memory, one configuration e
     assert.equal(logs.match(/configuration error \(unauthorized\)/g)?.length, 1, logs);
     assert.ok(!logs.includes(upstash.token), "the token is never logged");
   } finally {
-    await worker.stop();
-    await upstash.stop();
-    await redis.stop();
+    await stack.stop();
   }
 });
 

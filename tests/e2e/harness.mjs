@@ -198,3 +198,25 @@ export async function scriptCalls(upstash) {
   };
   return { evalsha: stat("evalsha"), eval: stat("eval") };
 }
+
+/**
+ * A private redis-server, local-upstash in front of it, and the Worker (with `vars`) pointed
+ * at them; `token` overrides the token the Worker is given. `stop()` stops whatever the
+ * stack's fields hold then, so a test may replace a process it killed.
+ */
+export async function startStack(vars, { token } = {}) {
+  const redis = await startRedis();
+  const upstash = await startLocalUpstash(redis.port);
+  const worker = await startWorker({
+    ...vars,
+    UPSTASH_REDIS_REST_URL: upstash.url,
+    UPSTASH_REDIS_REST_TOKEN: token ?? upstash.token,
+  });
+  const stack = { redis, upstash, worker };
+  stack.stop = async () => {
+    await stack.worker.stop();
+    await stack.upstash.stop();
+    await stack.redis.stop();
+  };
+  return stack;
+}
