@@ -130,33 +130,47 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 // BENCH_CASES=3,3p runs only those cases (for experiments); the table needs them all.
 const only = process.env.BENCH_CASES?.split(",");
-const results = {};
-for (const c of CASES.filter((c) => !only || only.includes(c.id))) {
-  const w = await startWorker(WORKERS[c.worker]);
-  await wrk(w.url, c.lua, 1); // warm-up: JIT, connections, the script loaded in Redis
-  const runs = [];
-  for (let i = 0; i < RUNS; i++) {
+// Every case's Worker is started first; then the cases run in interleaved rounds (each round
+// runs every case once), so that a slow minute of the machine hits all cases alike and the
+// ratios within a round stay fair. Medians are taken over the rounds.
+const chosen = CASES.filter((c) => !only || only.includes(c.id));
+const workers = {};
+for (const c of chosen) {
+  workers[c.id] = await startWorker(WORKERS[c.worker]);
+  await wrk(workers[c.id].url, c.lua, 1); // warm-up: JIT, connections, the script loaded in Redis
+}
+const runs = Object.fromEntries(chosen.map((c) => [c.id, []]));
+for (let round = 1; round <= RUNS; round++) {
+  for (const c of chosen) {
+    const w = workers[c.id];
     const [cpu0, calls0] = [workerdCpu(w.pid), await storeCalls()];
     const r = await wrk(w.url, c.lua, SECONDS);
     const [cpu1, calls1] = [workerdCpu(w.pid), await storeCalls()];
-    runs.push({
+    runs[c.id].push({
       ...r,
       cpuPer1k: ((cpu1 - cpu0) / r.requests) * 1000,
       tripsPerReq: (calls1.trips - calls0.trips - 1) / r.requests, // less storeCalls' own INFO
       scriptsPerReq: (calls1.scripts - calls0.scripts) / r.requests,
     });
   }
-  await w.stop();
-  const pick = (k) => median(runs.map((r) => r[k]));
+  console.log(`round ${round} of ${RUNS} done`);
+}
+for (const w of Object.values(workers)) await w.stop();
+const results = {};
+for (const c of chosen) {
+  const pick = (k) => median(runs[c.id].map((r) => r[k]));
   results[c.id] = {
-    ...c, firstMs: w.firstMs, rps: pick("rps"), p50: pick("p50"), p99: pick("p99"), cpuPer1k: pick("cpuPer1k"),
-    tripsPerReq: pick("tripsPerReq"), scriptsPerReq: pick("scriptsPerReq"), denied: pick("non2xx") / pick("requests"), errors: runs.map((r) => r.errors).filter(Boolean),
+    ...c, firstMs: workers[c.id].firstMs, rps: pick("rps"), p50: pick("p50"), p99: pick("p99"), cpuPer1k: pick("cpuPer1k"),
+    tripsPerReq: pick("tripsPerReq"), scriptsPerReq: pick("scriptsPerReq"), denied: pick("non2xx") / pick("requests"),
+    errors: runs[c.id].map((r) => r.errors).filter(Boolean),
   };
   const x = results[c.id];
   console.log(`case ${c.id}: ${x.rps.toFixed(0)} req/s, p50 ${x.p50.toFixed(2)} ms, p99 ${x.p99.toFixed(2)} ms, ` +
     `${x.tripsPerReq.toFixed(3)} store round trips/req, ${x.scriptsPerReq.toFixed(3)} script calls/req, ${x.cpuPer1k.toFixed(3)} CPU s/1000 req, ${(x.denied * 100).toFixed(1)}% denied` +
     (x.errors.length ? `, socket errors: ${x.errors.join("; ")}` : ""));
 }
+/** The same ratio in each round, to show how far the machine's noise moves it. */
+const perRound = (a, b, k) => runs[a].map((r, i) => (r[k] / runs[b][i][k]).toFixed(2)).join(", ");
 origin.close();
 if (only) process.exit(0);
 
@@ -177,12 +191,14 @@ const size = (file) => {
 };
 const lines = [
   `Machine: ${execFileSync("nproc").toString().trim()} cores, ${execFileSync("uname", ["-sr"]).toString().trim()}; ` +
-    `wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${RUNS} runs per case, medians; workerd through Miniflare, one instance per case; ${new Date().toISOString().slice(0, 10)}.`,
+    `wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, each case once per round, ${RUNS} interleaved rounds, medians; workerd through Miniflare, one instance per case; ${new Date().toISOString().slice(0, 10)}.`,
   "",
   "| case | what | requests/s (× floor) | p50 ms (× floor) | p99 ms (× floor) | store calls per request: HTTP round trips / Redis script calls | workerd CPU s per 1,000 requests (× floor) | denied | × peer: throughput / p50 / p99 / CPU |",
   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ...rows,
   "",
+  `Per round (throughput ratio; CPU ratio): memory store / floor ${perRound("2", "1", "rps")}; ${perRound("2", "1", "cpuPer1k")}. ` +
+    `Case 3 / peer ${perRound("3", "3p", "rps")}; ${perRound("3", "3p", "cpuPer1k")}. Case 4 / peer ${perRound("4", "4p", "rps")}; ${perRound("4", "4p", "cpuPer1k")}.`,
   `Time from process start to the first served request: bare ${f(results["1"].firstMs)} ms, limiter (memory) ${f(results["2"].firstMs)} ms, ` +
     `limiter (Upstash) ${f(results["3"].firstMs)} ms, peer ${f(results["3p"].firstMs)} ms.`,
   `Wasm: limiter ${size(path.join(ROOT, "build/index_bg.wasm"))}; bare forwarder ${size(path.join(ROOT, "bench/bare/build/index_bg.wasm"))}. ` +
