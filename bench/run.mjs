@@ -37,6 +37,8 @@ const upstash = { UPSTASH_REDIS_REST_URL: LU_URL, UPSTASH_REDIS_REST_TOKEN: LU_T
 const WORKERS = {
   bare: { script: path.join(ROOT, "bench/bare/build/index.js"), wasm: true, bindings: { ORIGIN_URL } },
   bare429: { script: path.join(ROOT, "bench/bare/build/index.js"), wasm: true, bindings: { ORIGIN_URL, ANSWER_429: "1" } },
+  bareJs: { script: path.join(ROOT, "bench/bare-js/worker.js"), wasm: false, bindings: { ORIGIN_URL } },
+  bareJs429: { script: path.join(ROOT, "bench/bare-js/worker.js"), wasm: false, bindings: { ORIGIN_URL, ANSWER_429: "1" } },
   memory: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY } },
   upstash: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY, ...upstash } },
   peer: { script: path.join(ROOT, "build/peer/worker.js"), wasm: false, bindings: { ORIGIN_URL, CAPACITY: "10", REFILL_PER_S: "1", ...upstash } },
@@ -44,6 +46,8 @@ const WORKERS = {
 const CASES = [
   { id: "1", name: "bare Rust Worker, forwards only (the floor)", worker: "bare", lua: "unique.lua" },
   { id: "1b", name: "bare Rust Worker answering a fixed 429, no subrequest", worker: "bare429", lua: "one.lua" },
+  { id: "1j", name: "bare JavaScript Worker, forwards only", worker: "bareJs", lua: "unique.lua" },
+  { id: "1jb", name: "bare JavaScript Worker answering a fixed 429", worker: "bareJs429", lua: "one.lua" },
   { id: "2", name: "edge-limiter, memory store", worker: "memory", lua: "unique.lua" },
   { id: "3", name: "edge-limiter, local Upstash, a new subject per request (all allowed)", worker: "upstash", lua: "unique.lua", peer: "3p" },
   { id: "4", name: "edge-limiter, local Upstash, one subject far past its limit", worker: "upstash", lua: "one.lua", peer: "4p" },
@@ -198,7 +202,10 @@ const lines = [
   ...rows,
   "",
   `Per round (throughput ratio; CPU ratio): memory store / floor ${perRound("2", "1", "rps")}; ${perRound("2", "1", "cpuPer1k")}. ` +
-    `Case 3 / peer ${perRound("3", "3p", "rps")}; ${perRound("3", "3p", "cpuPer1k")}. Case 4 / peer ${perRound("4", "4p", "rps")}; ${perRound("4", "4p", "cpuPer1k")}.`,
+    `Case 3 / peer ${perRound("3", "3p", "rps")}; ${perRound("3", "3p", "cpuPer1k")}. Case 4 / peer ${perRound("4", "4p", "rps")}; ${perRound("4", "4p", "cpuPer1k")}. ` +
+    `Rust floor / JavaScript floor: forwarding ${perRound("1", "1j", "rps")}; ${perRound("1", "1j", "cpuPer1k")}, fixed 429 ${perRound("1b", "1jb", "rps")}; ${perRound("1b", "1jb", "cpuPer1k")}.`,
+  `Added by the limiter over the floor of its own language, CPU ms per request: case 3 ${f(results["3"].cpuPer1k - results["1"].cpuPer1k, 3)} ` +
+    `against the peer's ${f(results["3p"].cpuPer1k - results["1j"].cpuPer1k, 3)}; case 4 ${f(results["4"].cpuPer1k - results["1b"].cpuPer1k, 3)} against ${f(results["4p"].cpuPer1k - results["1jb"].cpuPer1k, 3)}.`,
   `Time from process start to the first served request: bare ${f(results["1"].firstMs)} ms, limiter (memory) ${f(results["2"].firstMs)} ms, ` +
     `limiter (Upstash) ${f(results["3"].firstMs)} ms, peer ${f(results["3p"].firstMs)} ms.`,
   `Wasm: limiter ${size(path.join(ROOT, "build/index_bg.wasm"))}; bare forwarder ${size(path.join(ROOT, "bench/bare/build/index_bg.wasm"))}. ` +
