@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::algorithm::Algorithm;
-use super::policy::{FailMode, Policy, RouteAction};
+use super::policy::{Policy, RouteAction};
 use super::rate::{format_duration, Rate};
 
 /// A span as people say it: "10s", "1h", "1day".
@@ -104,17 +104,12 @@ pub fn describe(policy: &Policy) -> Value {
         ));
     }
     let s = &policy.store;
-    let on_failure = match s.on_failure {
-        FailMode::Memory => "memory",
-        FailMode::Open => "open",
-        FailMode::Closed => "closed",
-    };
     json!({
         "tiers": tiers,
         "routes": routes,
         "identity": identity,
         "store": {
-            "on_failure": on_failure,
+            "on_failure": s.on_failure.as_str(),
             "timeout_ms": s.timeout_ms,
             "breaker_failures": s.breaker_failures,
             "breaker_cooldown_ms": s.breaker_cooldown_ms,

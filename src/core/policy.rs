@@ -119,6 +119,17 @@ pub enum FailMode {
     Closed,
 }
 
+impl FailMode {
+    /// The name the policy writes it with.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailMode::Memory => "memory",
+            FailMode::Open => "open",
+            FailMode::Closed => "closed",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreSettings {
     pub on_failure: FailMode,

@@ -55,7 +55,7 @@ pub(super) fn status(iso: &Isolate, now: u64, private: bool) -> Value {
         "requests": { "allowed": iso.allowed.get(), "denied": iso.denied.get() },
         "store": {
             "primary": if store.has_primary() { "upstash" } else { "memory" },
-            "on_failure": match on_failure { FailMode::Memory => "memory", FailMode::Open => "open", FailMode::Closed => "closed" },
+            "on_failure": on_failure.as_str(),
             "breaker": { "state": state, "failures_in_a_row": failures_in_a_row, "trips": breaker.trips(), "reopens_in_ms": reopens_in_ms },
             "calls": counts.store_calls,
             "failures": counts.store_failures,

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use worker::{console_error, console_log, Env, Headers, Request, Response, Result};
 
 use crate::core::algorithm::Algorithm;
-use crate::core::decision::{prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
+use crate::core::decision::{ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
 use crate::core::identity::{identify, subject_hash, IdentityError, RequestFacts};
 use crate::core::policy::{Plan, Policy, Tier, TierId, DEFAULT_STORE};
 use crate::store::hybrid::{Hybrid, Note};
@@ -236,10 +236,6 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let mut added = rate_limit_headers(tier, &decision, policy.headers);
     added.push((BACKEND_HEADER, backend.as_str().to_string()));
     proxy::forward(req, &iso.origin, &added).await
-}
-
-fn ceil_secs(ms: u64) -> u64 {
-    ms.div_ceil(1000)
 }
 
 /// Up to 250 ms, so clients denied together do not all come back in the same instant.

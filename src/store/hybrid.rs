@@ -120,7 +120,7 @@ impl<P: Store> Hybrid<P> {
             let decision = Ok(self.memory.check_now(r));
             return Verdict { decision, backend: Backend::Memory, notes: Vec::new() };
         };
-        let cache_key = self.denials.as_ref().map(|_| format!("{}:{}", r.tier, r.subject_hash));
+        let cache_key = self.denials.as_ref().map(|_| r.subject_key());
         if let (Some(cache), Some(key)) = (&self.denials, &cache_key) {
             if let Some(decision) = cache.lookup(key, r.now, r.cost) {
                 return Verdict { decision: Ok(decision), backend: Backend::DenyCache, notes: Vec::new() };
@@ -186,7 +186,7 @@ impl<P: Store> Hybrid<P> {
     pub async fn reset(&self, r: &CheckRequest<'_>) -> Result<(), StoreError> {
         self.memory.reset_now(r);
         if let Some(cache) = &self.denials {
-            cache.forget(&format!("{}:{}", r.tier, r.subject_hash));
+            cache.forget(&r.subject_key());
         }
         match &self.primary {
             Some(primary) => primary.reset(r).await,
@@ -218,16 +218,7 @@ mod tests {
     use super::*;
     use crate::core::algorithm::{Algorithm, Outcome};
     use std::cell::RefCell;
-    use std::future::Future;
-    use std::pin::pin;
-    use std::task::{Context, Poll, Waker};
-
-    fn run<F: Future>(f: F) -> F::Output {
-        match pin!(f).as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("never waits"),
-        }
-    }
+    use crate::store::run_ready as run;
 
     /// A primary whose health the test switches; when healthy it is a real engine (a memory
     /// store of its own), so its answers are real decisions. The Upstash path itself is tested

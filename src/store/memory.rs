@@ -37,12 +37,12 @@ impl MemoryStore {
 
     /// Forgets one subject of one tier.
     pub fn reset_now(&self, r: &CheckRequest) {
-        self.entries.borrow_mut().remove(&entry_key(r));
+        self.entries.borrow_mut().remove(&r.subject_key());
     }
 
     /// Checks and consumes, synchronously: nothing else runs in the isolate meanwhile.
     pub fn check_now(&self, r: &CheckRequest) -> Decision {
-        let key = entry_key(r);
+        let key = r.subject_key();
         let use_no = {
             let mut uses = self.uses.borrow_mut();
             *uses += 1;
@@ -63,10 +63,6 @@ impl MemoryStore {
         entry.last_used = use_no;
         decision
     }
-}
-
-fn entry_key(r: &CheckRequest) -> String {
-    format!("{}:{}", r.tier, r.subject_hash)
 }
 
 /// Drops expired entries; if that frees too little, the least recently used tenth too.

@@ -57,6 +57,14 @@ pub struct CheckRequest<'a> {
     pub cost: u64,
 }
 
+impl CheckRequest<'_> {
+    /// The subject within its tier, `<tier>:<subject digest>`: the key of the memory store
+    /// and of the deny cache.
+    pub fn subject_key(&self) -> String {
+        format!("{}:{}", self.tier, self.subject_hash)
+    }
+}
+
 /// A store failure, told apart so the caller can log it once with its cause and fall back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
@@ -106,6 +114,16 @@ impl fmt::Display for StoreError {
             StoreError::ScriptMissing => write!(f, "Redis does not know the check script, even after EVAL"),
             StoreError::Command(m) => write!(f, "Redis refused the check script: {m}"),
         }
+    }
+}
+
+/// Runs a future that never waits on real I/O (the test doubles answer at once).
+#[cfg(test)]
+pub(crate) fn run_ready<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    match std::pin::pin!(f).as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("a test double never waits"),
     }
 }
 

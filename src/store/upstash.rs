@@ -241,18 +241,7 @@ mod tests {
     use super::*;
     use crate::core::algorithm::{Algorithm, Outcome};
     use std::cell::RefCell;
-    use std::future::Future;
-    use std::pin::pin;
-    use std::task::{Context, Poll, Waker};
-
-    /// Runs a future that never waits on real I/O (the transports below answer at once).
-    fn run<F: Future>(f: F) -> F::Output {
-        let mut f = pin!(f);
-        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("a test transport never waits"),
-        }
-    }
+    use crate::store::run_ready as run;
 
     /// Answers each POST with the next canned reply and records the bodies.
     struct Canned {
