@@ -6,6 +6,7 @@ pub mod algorithm;
 pub mod decision;
 pub mod describe;
 pub mod identity;
+pub mod path;
 pub mod policy;
 pub mod rate;
 
