@@ -61,6 +61,8 @@ pub enum PathError {
     EncodedBackslash,
     /// `%3B`.
     EncodedSemicolon,
+    /// `%25` followed by two hex digits (`%252e`): an escape once more decoded.
+    DoubleEncoded,
     /// A raw `\`.
     Backslash,
     /// A raw or encoded control character: `%00`-`%1F`, `%7F`.
@@ -94,6 +96,9 @@ impl fmt::Display for PathError {
             }
             PathError::EncodedSemicolon => {
                 "an encoded semicolon (%3B) is ambiguous: origins disagree on whether it starts segment parameters"
+            }
+            PathError::DoubleEncoded => {
+                "an encoded percent sign followed by hex digits (%25XX) is ambiguous: origins that decode twice read an escape"
             }
             PathError::Backslash => {
                 "a backslash in the path is ambiguous: some origins read it as a path separator"
@@ -186,6 +191,11 @@ fn forward_path(raw: &str, merge_slashes: bool, dots: Dots) -> Result<String, Pa
         out.push('/');
         push_segment(segment, &mut out)?;
         let written = &out[start + 1..];
+        // `%252e`: one decode gives `%2e`, a second `.`. Origins that decode twice read an
+        // escape where others read a name. Checked on the output, so it stays a fixed point.
+        if written.as_bytes().windows(5).any(|w| w.starts_with(b"%25") && hex_value(w[3]).is_some() && hex_value(w[4]).is_some()) {
+            return Err(PathError::DoubleEncoded);
+        }
         let name = written.split(';').next().unwrap_or(written);
         let dot = match name {
             "." => Some(false),
@@ -424,6 +434,12 @@ mod tests {
         ("/\u{20ac}/\u{1F600}", DEFAULT, Ok("/%E2%82%AC/%F0%9F%98%80")),
         ("/a\"<>`{}^", DEFAULT, Ok("/a%22%3C%3E%60%7B%7D%5E")),
         ("/a%3fb%23c%25", DEFAULT, Ok("/a%3Fb%23c%25")),
+        ("/health/%252e%252e/search", DEFAULT, Err(DoubleEncoded)),
+        ("/a%252F", DEFAULT, Err(DoubleEncoded)),
+        ("/100%25", DEFAULT, Ok("/100%25")),
+        ("/100%25x", DEFAULT, Ok("/100%25x")),
+        ("/100%25%41", DEFAULT, Ok("/100%25A")),
+        ("/100%25%41B", DEFAULT, Err(DoubleEncoded)),
         ("/a|b[c]!$&'()*+,=:@;x", DEFAULT, Ok("/a|b[c]!$&'()*+,=:@;x")),
         ("/a?b", DEFAULT, Err(QueryOrFragment)),
         ("/a#b", DEFAULT, Err(QueryOrFragment)),
