@@ -15,15 +15,32 @@ function el(tag, content) {
 
 let policyShown = false;
 
+// In front of a real origin, status.json needs the admin token. It is kept for this tab
+// only (sessionStorage), and sent to this limiter alone.
+function adminHeaders() {
+  const token = sessionStorage.getItem("admin-token");
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 async function refresh() {
   let status;
   try {
-    const r = await fetch("status.json", { cache: "no-store" });
+    const r = await fetch("status.json", { cache: "no-store", headers: adminHeaders() });
+    if (r.status === 401 || r.status === 404 || r.status === 429) {
+      $("token-form").hidden = false;
+      const p = await r.json().catch(() => ({}));
+      text($("token-why"), p.detail || `HTTP ${r.status}`);
+      text($("store-primary"), "needs the admin token");
+      return;
+    }
+    $("token-form").hidden = true;
     status = await r.json();
   } catch (e) {
     text($("store-primary"), "unreachable");
     return;
   }
+  // The demo keys are keys only in front of the demo origin: offered only there.
+  for (const option of document.querySelectorAll("option.demo-only")) option.hidden = option.disabled = !status.demo_keys;
   const s = status.store;
   text($("store-primary"), s.primary === "upstash" ? "Upstash" : "isolate memory");
   text($("breaker-state"), s.breaker.state + (s.breaker.trips ? ` (${s.breaker.trips} trips)` : ""));
@@ -146,6 +163,12 @@ async function fire(event) {
 
 $("credential").addEventListener("change", () => { $("custom-key-label").hidden = $("credential").value !== "custom"; });
 $("try-form").addEventListener("submit", fire);
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("admin-token", $("admin-token").value.trim());
+  $("admin-token").value = "";
+  refresh();
+});
 draw();
 refresh();
 setInterval(refresh, 2000);

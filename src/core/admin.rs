@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::algorithm::Decision;
-use super::identity::{constant_time_eq, identify, RequestFacts};
+use super::identity::{constant_time_eq, hex, identify, RequestFacts, UNKNOWN_ADDRESS};
 use super::policy::{Policy, Tier, TierId};
 
 /// True when `authorization` is `Bearer <ADMIN_TOKEN>`. Both sides are hashed first, so the
@@ -29,24 +29,37 @@ pub struct SubjectRef {
     pub subject: String,
 }
 
-/// Reads `ip=`, `key=` or `sub=` (exactly one) and an optional `tier=` from query pairs, and
-/// names the subject exactly as a request with that credential would be named.
-pub fn subject_from_query(policy: &Policy, pairs: &[(String, String)]) -> Result<SubjectRef, String> {
+/// Where an admin call's fields came from. A raw API key is a secret: it may come in a
+/// request body, never in a URL, where logs and browser history keep it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldSource {
+    Query,
+    Body,
+}
+
+/// Reads `ip=`, `key=` (body only), `key_digest=` or `sub=` (exactly one) and an optional
+/// `tier=`, and names the subject exactly as a request with that credential would be named.
+pub fn subject_from_fields(policy: &Policy, pairs: &[(String, String)], source: FieldSource) -> Result<SubjectRef, String> {
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if source == FieldSource::Query && get("key").is_some() {
+        return Err("key: a raw API key never goes in a URL; send key_digest=<SHA-256 hex of the key>, \
+                    or POST a JSON body {\"key\": \"...\"}"
+            .into());
+    }
     let tier = match get("tier") {
         Some(name) => Some(policy.tier_id(name).ok_or_else(|| format!("tier: no tier named {name:?} in the policy"))?),
         None => None,
     };
-    let given: Vec<&str> = ["ip", "key", "sub"].into_iter().filter(|k| get(k).is_some()).collect();
+    let given: Vec<&str> = ["ip", "key", "key_digest", "sub"].into_iter().filter(|k| get(k).is_some()).collect();
     if given.len() != 1 {
-        return Err("give exactly one of ip=<address>, key=<API key> or sub=<JWT subject>".into());
+        return Err("give exactly one of ip=<address>, key_digest=<SHA-256 hex> (or key in a JSON body) or sub=<JWT subject>".into());
     }
     let facts = RequestFacts { client_ip: None, forwarded_for: None, api_key: None, authorization: None, now_s: 0 };
     let (caller_tier, subject) = match given[0] {
         "ip" => {
             let ip = get("ip").unwrap_or_default();
             let c = identify(policy, &RequestFacts { client_ip: Some(ip), ..facts }, None).map_err(|e| format!("ip: {e}"))?;
-            if c.subject == "ip:unknown" {
+            if c.subject == UNKNOWN_ADDRESS {
                 return Err(format!("ip: {ip:?} is not an IP address"));
             }
             (c.tier, c.subject)
@@ -59,6 +72,13 @@ pub fn subject_from_query(policy: &Policy, pairs: &[(String, String)]) -> Result
             let c = identify(policy, &RequestFacts { api_key: Some(key), ..facts }, None).map_err(|e| format!("key: {e}"))?;
             (c.tier, c.subject)
         }
+        "key_digest" => {
+            let keys = policy.identity.api_key.as_ref().ok_or("key_digest: the policy accepts no API keys")?;
+            let text = get("key_digest").unwrap_or_default().to_ascii_lowercase();
+            let known = keys.keys.iter().find(|(digest, _)| hex(digest) == text);
+            let (digest, tier) = known.ok_or("key_digest: no key of the policy has this digest")?;
+            (*tier, format!("key:{}", hex(digest)))
+        }
         _ => {
             let jwt = policy.identity.jwt.as_ref().ok_or("sub: the policy accepts no JWTs")?;
             let sub = get("sub").unwrap_or_default();
@@ -69,6 +89,20 @@ pub fn subject_from_query(policy: &Policy, pairs: &[(String, String)]) -> Result
         }
     };
     Ok(SubjectRef { tier: tier.unwrap_or(caller_tier), subject })
+}
+
+/// The string fields of a JSON object body, as pairs; anything else is an error.
+pub fn body_fields(body: &str) -> Result<Vec<(String, String)>, String> {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k, s)),
+                other => Err(format!("{k}: expected a string, found {other}")),
+            })
+            .collect(),
+        _ => Err("the body must be a JSON object such as {\"key\": \"...\"}".into()),
+    }
 }
 
 /// A subject's state per limit, as the admin API reports it.
@@ -110,6 +144,7 @@ mod tests {
     #[test]
     fn subjects_are_named_as_requests_name_them() {
         let p = Policy::example();
+        let subject_from_query = |p: &Policy, pairs: &[(String, String)]| subject_from_fields(p, pairs, FieldSource::Body);
         let anon = p.tier_id("anonymous").unwrap();
         assert_eq!(
             subject_from_query(&p, &pairs(&[("ip", "203.0.113.9")])),
@@ -119,6 +154,9 @@ mod tests {
         let premium = subject_from_query(&p, &pairs(&[("key", "demo-premium-key")])).unwrap();
         assert_eq!(premium.tier, p.tier_id("premium").unwrap());
         assert!(premium.subject.starts_with("key:") && !premium.subject.contains("demo"));
+        let digest = crate::core::identity::DEMO_KEY_DIGESTS[0];
+        let by_digest = subject_from_query(&p, &pairs(&[("key_digest", digest)])).unwrap();
+        assert_eq!(by_digest, premium, "a digest names the same subject as the key");
         let sub = subject_from_query(&p, &pairs(&[("sub", "u1"), ("tier", "premium")])).unwrap();
         assert_eq!(sub, SubjectRef { tier: p.tier_id("premium").unwrap(), subject: "jwt:u1".into() });
     }
@@ -126,11 +164,16 @@ mod tests {
     #[test]
     fn bad_queries_say_what_is_wrong() {
         let p = Policy::example();
-        let err = |items: &[(&str, &str)]| subject_from_query(&p, &pairs(items)).unwrap_err();
+        let err = |items: &[(&str, &str)]| subject_from_fields(&p, &pairs(items), FieldSource::Query).unwrap_err();
+        assert!(err(&[("key", "demo-premium-key")]).contains("never goes in a URL"));
+        assert!(err(&[("key_digest", "00")]).starts_with("key_digest:"));
+        assert!(body_fields("[1]").is_err() && body_fields(r#"{"key": 1}"#).is_err());
+        assert_eq!(body_fields(r#"{"key": "k"}"#).unwrap(), pairs(&[("key", "k")]));
         assert!(err(&[]).contains("exactly one"));
-        assert!(err(&[("ip", "1.2.3.4"), ("key", "k")]).contains("exactly one"));
+        assert!(err(&[("ip", "1.2.3.4"), ("sub", "k")]).contains("exactly one"));
         assert!(err(&[("ip", "not-an-ip")]).starts_with("ip:"));
-        assert!(err(&[("key", "no-such-key")]).starts_with("key:"));
+        let body_err = subject_from_fields(&p, &pairs(&[("key", "no-such-key")]), FieldSource::Body).unwrap_err();
+        assert!(body_err.starts_with("key:"));
         assert!(err(&[("ip", "1.2.3.4"), ("tier", "gold")]).contains("gold"));
         assert!(err(&[("sub", "")]).starts_with("sub:"));
     }

@@ -106,12 +106,36 @@ pub fn identify(policy: &Policy, facts: &RequestFacts, jwt_secret: Option<&[u8]>
             return Ok(Caller { tier, subject: format!("jwt:{sub}"), kind: CallerKind::Jwt });
         }
     }
-    let subject = match client_network(&id.client_ip, facts) {
-        Some(net) => format!("ip:{net}"),
-        None => "ip:unknown".to_string(),
-    };
-    Ok(Caller { tier: id.anonymous_tier, subject, kind: CallerKind::Anonymous })
+    Ok(Caller { tier: id.anonymous_tier, subject: client_subject(&id.client_ip, facts), kind: CallerKind::Anonymous })
 }
+
+/// The subject of requests with no usable client address: one documented, shared bucket.
+pub const UNKNOWN_ADDRESS: &str = "ip:unknown";
+
+/// The caller's address as a subject (`ip:203.0.113.7`, `ip:2001:db8::/64`), or
+/// [`UNKNOWN_ADDRESS`]: what anonymous callers and failed credentials are counted by.
+pub fn client_subject(rules: &ClientIp, facts: &RequestFacts) -> String {
+    match client_network(rules, facts) {
+        Some(net) => format!("ip:{net}"),
+        None => UNKNOWN_ADDRESS.to_string(),
+    }
+}
+
+/// True when the request carries a credential that this policy judges (its API-key header,
+/// or a bearer token while the policy accepts JWTs): the requests a guesser sends.
+pub fn presents_credential(policy: &Policy, facts: &RequestFacts) -> bool {
+    let id = &policy.identity;
+    (id.api_key.is_some() && facts.api_key.is_some())
+        || (id.jwt.is_some() && facts.authorization.and_then(bearer_token).is_some())
+}
+
+/// The API keys that README and the dashboard publish for trying the limiter locally:
+/// `demo-premium-key` and `demo-authenticated-key`, as SHA-256 digests. They are only keys
+/// in front of the demo origin; anywhere else they are unknown keys (`Policy::drop_keys`).
+pub const DEMO_KEY_DIGESTS: [&str; 2] = [
+    "24fdfedfe3f3458eae8dfd32a021ba503cb73dca09e14591a41821f5f9af91fe",
+    "e480255150c40a53ba4ad6ae9b09089a9399d8fa1feb56a20fc8a084576a0874",
+];
 
 /// `Bearer <token>`, scheme case-insensitive. Other schemes are not ours to judge.
 fn bearer_token(authorization: &str) -> Option<&str> {
@@ -382,6 +406,26 @@ pub(crate) mod tests {
         assert_eq!(identify(&p, &f("Basic dTpw"), Some(SECRET)).unwrap().kind, CallerKind::Anonymous);
         let missing = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, None);
         assert_eq!(missing.unwrap_err(), IdentityError::TokenSecretMissing);
+    }
+
+    #[test]
+    fn the_demo_digests_are_the_published_demo_keys() {
+        for (key, digest) in ["demo-premium-key", "demo-authenticated-key"].iter().zip(DEMO_KEY_DIGESTS) {
+            assert_eq!(hex(&Sha256::digest(key.as_bytes())), digest);
+        }
+    }
+
+    #[test]
+    fn only_credentials_the_policy_judges_count_as_presented() {
+        let mut p = policy();
+        let key = RequestFacts { api_key: Some("k"), ..facts() };
+        let bearer = RequestFacts { authorization: Some("Bearer x.y.z"), ..facts() };
+        let basic = RequestFacts { authorization: Some("Basic dTpw"), ..facts() };
+        assert!(presents_credential(&p, &key) && presents_credential(&p, &bearer));
+        assert!(!presents_credential(&p, &basic) && !presents_credential(&p, &facts()));
+        p.identity.jwt = None;
+        assert!(!presents_credential(&p, &bearer));
+        assert_eq!(client_subject(&p.identity.client_ip, &RequestFacts::default()), UNKNOWN_ADDRESS);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::algorithm::{Algorithm, MAX_LIMITS};
+use super::path::{normalize_prefix, PathOptions};
 use super::rate::{parse_duration_ms, Rate};
 
 /// The policy the Worker runs when none is configured: three tiers and a few routes.
@@ -25,6 +26,8 @@ pub struct Policy {
     pub key_prefix: String,
     pub tiers: Vec<Tier>,
     pub identity: Identity,
+    /// How the origin reads paths, so route rules read them the same way.
+    pub paths: PathOptions,
     /// Route rules, first match wins.
     pub routes: Vec<Route>,
     pub headers: HeaderStyle,
@@ -52,7 +55,19 @@ pub struct Identity {
     pub client_ip: ClientIp,
     pub api_key: Option<ApiKeys>,
     pub jwt: Option<Jwt>,
+    /// What a failed credential (an unknown API key, a bad JWT, a wrong admin token) costs
+    /// the caller's address: limits of their own, keyed by the address like the anonymous
+    /// tier, so guessing is limited like any other abuse. A tier named [`AUTH_FAILURES`].
+    pub auth_failures: Tier,
 }
+
+/// The name of the limits that failed credentials consume from, reserved: no policy tier
+/// may take it, so no caller can be put in it by a claim.
+pub const AUTH_FAILURES: &str = "auth-failures";
+
+/// The `identity.auth_failures` of a policy that names none: ten failures at once, then one
+/// every six minutes.
+const DEFAULT_AUTH_FAILURES: &str = r#"{"failures": {"token_bucket": {"capacity": 10, "refill": "10/h"}}}"#;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClientIp {
@@ -87,7 +102,8 @@ pub struct Jwt {
 pub struct Route {
     /// Upper-case methods; empty means any.
     pub methods: Vec<String>,
-    /// Matches this path and everything below it, segment by segment.
+    /// Matches this path and everything below it, segment by segment. In the form of
+    /// `NormalPath::matched` (`path::normalize_prefix`), so it compares as the origin would.
     pub path_prefix: String,
     /// Caller tiers the rule applies to; empty means all.
     pub tiers: Vec<TierId>,
@@ -170,6 +186,16 @@ impl Policy {
             Ok(p) => p,
             Err(e) => panic!("policy.example.json is invalid: {e}"),
         }
+    }
+
+    /// Removes the API keys whose digests are in `digests`; returns how many there were.
+    /// The Worker drops the published demo keys this way in front of any real origin.
+    pub fn drop_keys(&mut self, digests: &[&str]) -> usize {
+        let Some(api_key) = &mut self.identity.api_key else { return 0 };
+        let before = api_key.keys.len();
+        let dropped: Vec<[u8; 32]> = digests.iter().filter_map(|d| parse_digest(d)).collect();
+        api_key.keys.retain(|(digest, _)| !dropped.contains(digest));
+        before - api_key.keys.len()
     }
 
     pub fn tier_id(&self, name: &str) -> Option<TierId> {
@@ -359,7 +385,7 @@ impl Parser {
     }
 
     fn policy(&mut self, v: &Value) -> Option<Policy> {
-        let known = ["version", "key_prefix", "tiers", "identity", "routes", "headers", "store"];
+        let known = ["version", "key_prefix", "tiers", "identity", "paths", "routes", "headers", "store"];
         let map = self.object(v, "", &known)?;
         if let Some(version) = map.get("version") {
             if version.as_u64() != Some(1) {
@@ -376,9 +402,13 @@ impl Parser {
         };
         let tier_list = tiers.clone().unwrap_or_default();
         let identity = self.identity(map.get("identity").unwrap_or(&Value::Null), "identity", &tier_list);
+        let paths = match map.get("paths") {
+            None => Some(PathOptions::default()),
+            Some(v) => self.paths(v, "paths"),
+        };
         let routes = match map.get("routes") {
             None => Some(Vec::new()),
-            Some(v) => self.routes(v, "routes", &tier_list),
+            Some(v) => self.routes(v, "routes", &tier_list, &paths.unwrap_or_default()),
         };
         let headers = match map.get("headers") {
             None => Some(HeaderStyle { ietf: true, legacy: false }),
@@ -392,6 +422,7 @@ impl Parser {
             key_prefix: key_prefix?,
             tiers: tiers?,
             identity: identity?,
+            paths: paths?,
             routes: routes?,
             headers: headers?,
             store: store?,
@@ -418,7 +449,12 @@ impl Parser {
     }
 
     fn tier(&mut self, name: &str, v: &Value, path: &str) -> Option<Tier> {
-        let name = self.name(name, path, "tier");
+        let name = match self.name(name, path, "tier") {
+            Some(n) if n == AUTH_FAILURES => {
+                self.fail(path, format!("`{AUTH_FAILURES}` is reserved for the limits of identity.auth_failures; pick another tier name"))
+            }
+            other => other,
+        };
         let map = self.object(v, path, &["description", "limits"])?;
         let description = match map.get("description") {
             None => String::new(),
@@ -513,7 +549,7 @@ impl Parser {
         let empty = Map::new();
         let map = match v {
             Value::Null => &empty,
-            _ => self.object(v, path, &["anonymous_tier", "client_ip", "api_key", "jwt"])?,
+            _ => self.object(v, path, &["anonymous_tier", "client_ip", "api_key", "jwt", "auth_failures"])?,
         };
         let anonymous_tier = match map.get("anonymous_tier") {
             Some(t) => self.tier_ref(t, &join(path, "anonymous_tier"), tiers),
@@ -528,7 +564,26 @@ impl Parser {
             None => Some(None),
             Some(v) => self.jwt(v, &join(path, "jwt"), tiers).map(Some),
         };
-        Some(Identity { anonymous_tier: anonymous_tier?, client_ip: client_ip?, api_key: api_key?, jwt: jwt? })
+        let fpath = join(path, "auth_failures");
+        let auth_limits = match map.get("auth_failures") {
+            Some(v) => self.limits(v, &fpath),
+            None => match serde_json::from_str::<Value>(DEFAULT_AUTH_FAILURES) {
+                Ok(v) => self.limits(&v, &fpath),
+                Err(e) => self.fail(&fpath, format!("the built-in default is not JSON: {e}")),
+            },
+        };
+        let auth_failures = auth_limits.map(|limits| Tier {
+            name: AUTH_FAILURES.to_string(),
+            description: "Failed credentials, per client address".to_string(),
+            limits,
+        });
+        Some(Identity {
+            anonymous_tier: anonymous_tier?,
+            client_ip: client_ip?,
+            api_key: api_key?,
+            jwt: jwt?,
+            auth_failures: auth_failures?,
+        })
     }
 
     fn client_ip(&mut self, v: &Value, path: &str) -> Option<ClientIp> {
@@ -621,14 +676,30 @@ impl Parser {
         })
     }
 
-    fn routes(&mut self, v: &Value, path: &str, tiers: &[Tier]) -> Option<Vec<Route>> {
+    fn paths(&mut self, v: &Value, path: &str) -> Option<PathOptions> {
+        let map = self.object(v, path, &["case_insensitive", "ignore_params", "merge_slashes"])?;
+        let mut o = PathOptions::default();
+        let mut ok = true;
+        if let Some(b) = map.get("case_insensitive") {
+            ok &= self.boolean(b, &join(path, "case_insensitive")).map(|b| o.case_insensitive = b).is_some();
+        }
+        if let Some(b) = map.get("ignore_params") {
+            ok &= self.boolean(b, &join(path, "ignore_params")).map(|b| o.ignore_params = b).is_some();
+        }
+        if let Some(b) = map.get("merge_slashes") {
+            ok &= self.boolean(b, &join(path, "merge_slashes")).map(|b| o.merge_slashes = b).is_some();
+        }
+        ok.then_some(o)
+    }
+
+    fn routes(&mut self, v: &Value, path: &str, tiers: &[Tier], paths: &PathOptions) -> Option<Vec<Route>> {
         let Value::Array(items) = v else {
             return self.fail(path, format!("expected an array of route rules, found {}", type_name(v)));
         };
         let mut routes = Vec::new();
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
-            match self.route(item, &format!("{path}[{i}]"), tiers) {
+            match self.route(item, &format!("{path}[{i}]"), tiers, paths) {
                 Some(r) => routes.push(r),
                 None => ok = false,
             }
@@ -636,16 +707,18 @@ impl Parser {
         ok.then_some(routes)
     }
 
-    fn route(&mut self, v: &Value, path: &str, tiers: &[Tier]) -> Option<Route> {
+    fn route(&mut self, v: &Value, path: &str, tiers: &[Tier], paths: &PathOptions) -> Option<Route> {
         let known = ["method", "path", "tiers", "cost", "exempt", "use_tier"];
         let map = self.object(v, path, &known)?;
         let ppath = join(path, "path");
         let path_prefix = match map.get("path") {
             Some(p) => self.string(p, &ppath).and_then(|p| {
-                if p.starts_with('/') && !p.contains(['?', '#', ' ']) {
-                    Some(p.to_string())
-                } else {
-                    self.fail(&ppath, format!("`{p}` is not a path prefix: it must start with / and hold no ?, # or space"))
+                if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+                    return self.fail(&ppath, format!("`{p}` is not a path prefix: it must start with / and hold no ?, # or space"));
+                }
+                match normalize_prefix(p, paths) {
+                    Ok(normal) => Some(normal),
+                    Err(e) => self.fail(&ppath, format!("`{p}`: {e}")),
                 }
             }),
             None => self.fail(&ppath, "missing; the path prefix this rule matches, like \"/api/\""),
@@ -930,6 +1003,54 @@ mod tests {
         assert!(has(&errors(unreachable), "routes[0].cost", "could never pass"));
         let jwt_without_tier = r#"{"tiers": {"anonymous": {"limits": {"b": "10/s"}}}, "identity": {"jwt": {}}}"#;
         assert!(has(&errors(jwt_without_tier), "identity.jwt.default_tier", "no tier named `authenticated`"));
+    }
+
+    #[test]
+    fn failed_credentials_have_limits_of_their_own() {
+        let p = Policy::parse(MINIMAL).unwrap();
+        let f = &p.identity.auth_failures;
+        assert_eq!(f.name, AUTH_FAILURES);
+        assert_eq!(f.limits[0].algorithm, Algorithm::token_bucket(10, Rate::parse("10/h").unwrap()).unwrap());
+        let own = MINIMAL.replace("}}}}", r#"}}}, "identity": {"auth_failures": {"guesses": "3/min"}}}"#);
+        let p = Policy::parse(&own).unwrap();
+        assert_eq!(p.identity.auth_failures.limits[0].name, "guesses");
+        assert_eq!(p.identity.auth_failures.limits[0].algorithm.capacity(), 3);
+        let bad = MINIMAL.replace("}}}}", r#"}}}, "identity": {"auth_failures": {"guesses": "lots"}}}"#);
+        let errs = errors(&bad);
+        assert!(errs.iter().any(|e| e.contains("`identity.auth_failures.guesses`")), "{errs:?}");
+        let reserved = r#"{"tiers": {"anonymous": {"limits": {"b": "1/s"}}, "auth-failures": {"limits": {"b": "1/s"}}}}"#;
+        assert!(has(&errors(reserved), "tiers.auth-failures", "reserved"));
+    }
+
+    #[test]
+    fn route_prefixes_compare_as_the_origin_reads_paths() {
+        let text = r#"{"tiers": {"anonymous": {"limits": {"b": "10/s"}}},
+            "paths": {"case_insensitive": true, "ignore_params": true},
+            "routes": [{"path": "/Health", "exempt": true}, {"path": "/%7Euser/", "cost": 2}]}"#;
+        let p = Policy::parse(text).unwrap();
+        assert!(p.paths.case_insensitive && p.paths.ignore_params && p.paths.merge_slashes);
+        assert_eq!(p.routes[0].path_prefix, "/health");
+        assert_eq!(p.routes[1].path_prefix, "/~user/");
+        let bad = r#"{"tiers": {"anonymous": {"limits": {"b": "10/s"}}}, "paths": {"merge_slashes": 1, "other": true},
+            "routes": [{"path": "/health/..", "exempt": true}, {"path": "/a%2Fb", "exempt": true}]}"#;
+        let errs = errors(bad);
+        for (path, words) in [
+            ("paths.merge_slashes", "true or false"),
+            ("paths.other", "unknown field"),
+            ("routes[0].path", ". or .. segments"),
+            ("routes[1].path", "encoded slash"),
+        ] {
+            assert!(has(&errs, path, words), "no error at `{path}` saying `{words}` in:\n{}", errs.join("\n"));
+        }
+    }
+
+    #[test]
+    fn demo_keys_can_be_dropped() {
+        let mut p = Policy::example();
+        let premium = crate::core::identity::DEMO_KEY_DIGESTS;
+        assert_eq!(p.drop_keys(&premium), 2);
+        assert_eq!(p.identity.api_key.as_ref().unwrap().keys.len(), 0);
+        assert_eq!(p.drop_keys(&premium), 0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The operator's pages under the dashboard prefix (default `/__limiter/`), never limited:
-//! the static files in `www/` through the Workers assets binding, a public `status.json`
-//! (no secrets), and the admin API below `admin/`.
+//! the static files in `www/` through the Workers assets binding, `status.json` (no secrets;
+//! public in front of the demo origin, behind the admin token in front of a real one), and
+//! the admin API below `admin/`.
 
 use serde_json::{json, Value};
 use worker::{Env, Headers, Method, Request, Response, Result};
@@ -53,6 +54,9 @@ pub(super) fn status(iso: &Isolate, now: u64, private: bool) -> Value {
         "now_ms": now,
         "isolate_started_ms": iso.started_at,
         "requests": { "allowed": iso.allowed.get(), "denied": iso.denied.get() },
+        // The published demo keys work only in front of the demo origin; the dashboard
+        // offers them only then.
+        "demo_keys": iso.demo() && iso.policy.is_ok(),
         "store": {
             "primary": if store.has_primary() { "upstash" } else { "memory" },
             "on_failure": on_failure.as_str(),
@@ -80,6 +84,12 @@ pub(super) async fn serve(req: Request, env: &Env, iso: &Isolate, rest: &str) ->
         return refusal(problem(405, "Method Not Allowed", "The dashboard only answers GET.", "method-not-allowed"), None);
     }
     if rest == "status.json" {
+        // Live counts and the policy in words: public only in front of the demo origin.
+        if !iso.demo() {
+            if let Some(refused) = admin::authorize(&req, iso, "status.json (in front of a real origin)", now).await {
+                return refused;
+            }
+        }
         return json_response(200, &status(iso, now, false));
     }
     let Ok(assets) = env.assets("ASSETS") else {

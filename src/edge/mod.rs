@@ -17,8 +17,12 @@ use worker::{console_error, console_log, Env, Headers, Request, Response, Result
 
 use crate::core::algorithm::Algorithm;
 use crate::core::decision::{ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
-use crate::core::identity::{identify, subject_hash, IdentityError, RequestFacts};
-use crate::core::policy::{Plan, Policy, Tier, TierId, DEFAULT_STORE};
+use crate::core::path::{normalize, split_url, NormalPath, PathError, PathOptions};
+use crate::core::identity::{
+    client_subject, identify, presents_credential, subject_hash, IdentityError, RequestFacts, DEMO_KEY_DIGESTS,
+};
+use crate::core::policy::{Plan, Policy, Tier, TierId, DEFAULT_STORE, EXAMPLE_POLICY};
+use crate::store::deny_cache::DenyCache;
 use crate::store::hybrid::{Hybrid, Note};
 use crate::store::upstash::{Endpoint, FetchTransport, UpstashStore};
 use crate::store::{Backend, CheckRequest};
@@ -37,11 +41,35 @@ enum Origin {
     Passthrough,
 }
 
+/// Where a request goes, parsed once: the origin it was sent to (`https://host`), its
+/// normalised path, and its query as sent (`?a=1`, or empty).
+struct Target<'a> {
+    origin: &'a str,
+    path: NormalPath,
+    query: &'a str,
+}
+
 /// A tier's limits laid out once, as the stores take them.
 struct TierLimits {
     algorithms: Vec<Algorithm>,
     names: Vec<String>,
 }
+
+impl TierLimits {
+    fn of(tier: &Tier) -> TierLimits {
+        TierLimits {
+            algorithms: tier.limits.iter().map(|l| l.algorithm).collect(),
+            names: tier.limits.iter().map(|l| l.name.clone()).collect(),
+        }
+    }
+
+    fn request<'a>(&'a self, tier: &'a Tier, hash: &'a str, now: u64, cost: u64) -> CheckRequest<'a> {
+        CheckRequest { tier: &tier.name, limits: &self.algorithms, limit_names: &self.names, subject_hash: hash, now, cost }
+    }
+}
+
+/// Shortest `ADMIN_TOKEN` accepted: a shorter one could be guessed, so the API stays off.
+const MIN_ADMIN_TOKEN: usize = 32;
 
 /// What one isolate keeps between requests. Read from the environment once.
 struct Isolate {
@@ -50,9 +78,15 @@ struct Isolate {
     policy_text: String,
     /// Where the dashboard and admin API live (`DASHBOARD_PATH`), or `None` when off.
     dashboard_prefix: Option<String>,
-    admin_token: Option<String>,
+    /// `Ok(token)` when the admin API is on, else why it is off.
+    admin_token: std::result::Result<String, &'static str>,
     started_at: u64,
     tiers: Vec<TierLimits>,
+    /// The limits of `identity.auth_failures`, laid out like a tier's.
+    auth_limits: TierLimits,
+    /// Addresses that have used up their failed-credential limits, until when: their
+    /// credentials are refused unjudged, so a guesser learns nothing from a right guess.
+    lockouts: DenyCache,
     origin: Origin,
     jwt_secret: Option<Vec<u8>>,
     store: Hybrid<UpstashStore<FetchTransport>>,
@@ -64,16 +98,13 @@ struct Isolate {
 impl Isolate {
     /// A check of `cost` units against the limits of tier `tier_id`, for one subject digest.
     fn check_request<'a>(&'a self, policy: &'a Policy, tier_id: TierId, hash: &'a str, now: u64, cost: u64) -> (&'a Tier, CheckRequest<'a>) {
-        let (tier, limits) = (&policy.tiers[tier_id], &self.tiers[tier_id]);
-        let request = CheckRequest {
-            tier: &tier.name,
-            limits: &limits.algorithms,
-            limit_names: &limits.names,
-            subject_hash: hash,
-            now,
-            cost,
-        };
-        (tier, request)
+        let tier = &policy.tiers[tier_id];
+        (tier, self.tiers[tier_id].request(tier, hash, now, cost))
+    }
+
+    /// The dashboard's data is public only in front of the demo origin.
+    fn demo(&self) -> bool {
+        matches!(self.origin, Origin::Demo)
     }
 }
 
@@ -110,40 +141,64 @@ fn isolate(env: &Env) -> Rc<Isolate> {
     if let Some(iso) = ISOLATE.with(|i| i.borrow().clone()) {
         return iso;
     }
-    let policy_text = env_text(env, "POLICY").unwrap_or_else(|| {
-        console_log!("edge-limiter: no POLICY set; running the built-in example policy");
-        crate::core::policy::EXAMPLE_POLICY.to_string()
-    });
-    let policy = Policy::parse(&policy_text).map_err(|e| e.to_string());
-    let (tiers, store) = match &policy {
-        Ok(p) => {
-            let tiers = p
-                .tiers
-                .iter()
-                .map(|t| TierLimits {
-                    algorithms: t.limits.iter().map(|l| l.algorithm).collect(),
-                    names: t.limits.iter().map(|l| l.name.clone()).collect(),
-                })
-                .collect();
-            (tiers, Hybrid::new(upstash(env, p), &p.store))
-        }
-        Err(e) => {
-            console_error!("edge-limiter: the policy is invalid, every request will get a 500 until it is fixed: {e}");
-            (Vec::new(), Hybrid::new(None, &DEFAULT_STORE))
-        }
-    };
     let origin = match env_text(env, "ORIGIN_URL") {
         Some(u) if u.trim() == "demo" => Origin::Demo,
         Some(u) => Origin::Url(u.trim().trim_end_matches('/').to_string()),
         None => Origin::Passthrough,
     };
+    let demo = matches!(origin, Origin::Demo);
+    let policy_text = env_text(env, "POLICY").unwrap_or_else(|| {
+        if demo {
+            console_log!("edge-limiter: no POLICY set; running the built-in example policy");
+        } else {
+            console_error!(
+                "edge-limiter: no POLICY set: the built-in demo policy is running in front of a real origin; \
+                 set POLICY to your own (README: Policy format)"
+            );
+        }
+        EXAMPLE_POLICY.to_string()
+    });
+    let mut policy = Policy::parse(&policy_text).map_err(|e| e.to_string());
+    if let (Ok(p), false) = (&mut policy, demo) {
+        // The demo keys are published: in front of a real origin they would be a free pass.
+        if p.drop_keys(&DEMO_KEY_DIGESTS) > 0 {
+            console_error!(
+                "edge-limiter: the policy lists the published demo API keys, which work only with ORIGIN_URL = \"demo\"; \
+                 here they are unknown keys. Replace them with your own key digests."
+            );
+        }
+    }
+    let (tiers, auth_limits, store) = match &policy {
+        Ok(p) => {
+            let tiers = p.tiers.iter().map(TierLimits::of).collect();
+            (tiers, TierLimits::of(&p.identity.auth_failures), Hybrid::new(upstash(env, p), &p.store))
+        }
+        Err(e) => {
+            console_error!("edge-limiter: the policy is invalid, every request will get a 500 until it is fixed: {e}");
+            (Vec::new(), TierLimits { algorithms: Vec::new(), names: Vec::new() }, Hybrid::new(None, &DEFAULT_STORE))
+        }
+    };
+    let admin_token = match env_text(env, "ADMIN_TOKEN") {
+        None => Err("The admin API is off: set the secret ADMIN_TOKEN to turn it on."),
+        Some(t) if t.trim().len() < MIN_ADMIN_TOKEN => {
+            console_error!(
+                "edge-limiter: configuration error: ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN} characters, \
+                 so the admin API stays off (make one with `openssl rand -hex 32`)"
+            );
+            Err("The admin API is off: ADMIN_TOKEN is shorter than 32 characters.")
+        }
+        Some(t) => Ok(t.trim().to_string()),
+    };
+    let max_keys = policy.as_ref().map_or(DEFAULT_STORE.memory_max_keys, |p| p.store.memory_max_keys);
     let iso = Rc::new(Isolate {
         policy,
         policy_text,
         dashboard_prefix: dashboard::prefix(env_text(env, "DASHBOARD_PATH").as_deref()),
-        admin_token: env_text(env, "ADMIN_TOKEN"),
+        admin_token,
         started_at: js_sys::Date::now() as u64,
         tiers,
+        auth_limits,
+        lockouts: DenyCache::new(max_keys),
         origin,
         jwt_secret: env_text(env, "JWT_SECRET").map(String::into_bytes),
         store,
@@ -155,12 +210,105 @@ fn isolate(env: &Env) -> Rc<Isolate> {
     iso
 }
 
+/// The request fields identity reads, read once.
+struct Fields {
+    client_ip: Option<String>,
+    forwarded_for: Option<String>,
+    api_key: Option<String>,
+    authorization: Option<String>,
+    accept: Option<String>,
+}
+
+impl Fields {
+    fn read(headers: &Headers, policy: &Policy) -> Fields {
+        let text = |name: &str| headers.get(name).ok().flatten();
+        Fields {
+            client_ip: text(&policy.identity.client_ip.header),
+            forwarded_for: text("x-forwarded-for"),
+            api_key: policy.identity.api_key.as_ref().and_then(|k| text(&k.header)),
+            authorization: text("authorization"),
+            accept: text("accept"),
+        }
+    }
+
+    fn facts(&self, now: u64) -> RequestFacts<'_> {
+        RequestFacts {
+            client_ip: self.client_ip.as_deref(),
+            forwarded_for: self.forwarded_for.as_deref(),
+            api_key: self.api_key.as_deref(),
+            authorization: self.authorization.as_deref(),
+            now_s: now / 1000,
+        }
+    }
+
+    fn html(&self) -> bool {
+        self.accept.as_deref().is_some_and(prefers_html)
+    }
+}
+
+/// Before a credential is judged: an address that has used up its failed-credential limits
+/// gets 429 whatever it presents, so a right guess looks like a wrong one until the wait
+/// is over. Per isolate (each learns from its first failure there).
+fn locked_out(iso: &Isolate, policy: &Policy, address: &str, now: u64, html: bool) -> Option<Result<Response>> {
+    let hash = subject_hash(address);
+    let key = iso.auth_limits.request(&policy.identity.auth_failures, &hash, now, 1).subject_key();
+    let decision = iso.lockouts.lookup(&key, now, 1)?;
+    iso.denied.set(iso.denied.get() + 1);
+    let tier = &policy.identity.auth_failures;
+    Some(refusal(too_many_requests(tier, &decision, policy.headers, html, jitter_ms()), None))
+}
+
+/// A credential of ours failed (an unknown API key, a bad JWT, a wrong admin token): it
+/// costs the caller's address one unit of `identity.auth_failures`, through the same store
+/// as every limit. Within them the answer is `unauthorized` (401); past them, 429 with
+/// `Retry-After`, and the address is locked out in this isolate until then.
+async fn failed_credential(iso: &Isolate, policy: &Policy, address: &str, now: u64, html: bool, unauthorized: Refusal) -> Result<Response> {
+    let tier = &policy.identity.auth_failures;
+    let hash = subject_hash(address);
+    let request = iso.auth_limits.request(tier, &hash, now, 1);
+    let verdict = iso.store.check(&request).await;
+    log_notes(&verdict.notes);
+    match verdict.decision {
+        Ok(d) if d.allowed() => {
+            let mut r = unauthorized;
+            r.headers.extend(rate_limit_headers(tier, &d, policy.headers));
+            refusal(r, Some(verdict.backend))
+        }
+        Ok(d) => {
+            iso.lockouts.remember(&request.subject_key(), now, &d);
+            iso.denied.set(iso.denied.get() + 1);
+            refusal(too_many_requests(tier, &d, policy.headers, html, jitter_ms()), Some(verdict.backend))
+        }
+        // The store is failing and the policy says closed: the 401 stands, unconsumed.
+        Err(_) => refusal(unauthorized, Some(verdict.backend)),
+    }
+}
+
+fn log_notes(notes: &[Note]) {
+    for note in notes {
+        match note {
+            Note::Error(m) => console_error!("edge-limiter: {m}"),
+            Note::Info(m) => console_log!("edge-limiter: {m}"),
+        }
+    }
+}
+
 pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let iso = isolate(&env);
-    let path = req.path();
+    // The path is parsed once: the dashboard, the route rules and the origin all get this.
+    let url = req.inner().url();
+    let options = iso.policy.as_ref().map_or_else(|_| PathOptions::default(), |p| p.paths);
+    let target = match split_url(&url).ok_or(PathError::NotOriginForm).and_then(|t| Ok((t, normalize(t.path, &options)?))) {
+        Ok((t, path)) => Target { origin: t.origin, path, query: t.query },
+        Err(e) => {
+            let detail = format!("The request path was refused: {e}.");
+            return refusal(problem(400, "Bad Request", &detail, "invalid-path"), None);
+        }
+    };
+    let path = target.path.forward.as_str();
     if let Some(prefix) = &iso.dashboard_prefix {
-        // Exact prefix match on the decoded-once path the runtime gives: `..` is already
-        // resolved, and `%2F` stays three characters, so neither reaches these pages.
+        // Exact prefix match on the normalised path: `..` is resolved and `%2F` refused, so
+        // nothing reaches these pages by another spelling.
         if let Some(rest) = path.strip_prefix(prefix.as_str()) {
             return dashboard::serve(req, &env, &iso, rest).await;
         }
@@ -177,44 +325,39 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
             return refusal(problem(500, "Rate limiter misconfigured", &detail, "invalid-policy"), None);
         }
     };
-    let headers = req.headers();
-    let text = |name: &str| headers.get(name).ok().flatten();
-    let (client_ip, forwarded_for) = (text(&policy.identity.client_ip.header), text("x-forwarded-for"));
-    let api_key = policy.identity.api_key.as_ref().and_then(|k| text(&k.header));
-    let authorization = text("authorization");
+    let fields = Fields::read(req.headers(), policy);
     let now = js_sys::Date::now() as u64;
-    let facts = RequestFacts {
-        client_ip: client_ip.as_deref(),
-        forwarded_for: forwarded_for.as_deref(),
-        api_key: api_key.as_deref(),
-        authorization: authorization.as_deref(),
-        now_s: now / 1000,
-    };
+    let facts = fields.facts(now);
+    let address = client_subject(&policy.identity.client_ip, &facts);
+    if presents_credential(policy, &facts) {
+        if let Some(r) = locked_out(&iso, policy, &address, now, fields.html()) {
+            return r;
+        }
+    }
     let caller = match identify(policy, &facts, iso.jwt_secret.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            if e == IdentityError::TokenSecretMissing && !iso.logged_secret_missing.replace(true) {
-                console_error!("edge-limiter: the policy accepts JWTs but JWT_SECRET is not set; bearer tokens get 401");
-            }
             let mut r = problem(401, "Unauthorized", &e.to_string(), "invalid-credential");
             r.headers.push(("WWW-Authenticate", "Bearer".to_string()));
-            return refusal(r, None);
+            if e == IdentityError::TokenSecretMissing {
+                // Our configuration's fault, not a guess: nothing to charge.
+                if !iso.logged_secret_missing.replace(true) {
+                    console_error!("edge-limiter: the policy accepts JWTs but JWT_SECRET is not set; bearer tokens get 401");
+                }
+                return refusal(r, None);
+            }
+            return failed_credential(&iso, policy, &address, now, fields.html(), r).await;
         }
     };
     let method = req.method().to_string();
-    let (tier_id, cost) = match policy.plan(&method, &path, caller.tier) {
-        Plan::Exempt => return proxy::forward(req, &iso.origin, &[]).await,
+    let (tier_id, cost) = match policy.plan(&method, &target.path.matched, caller.tier) {
+        Plan::Exempt => return proxy::forward(req, &iso.origin, &target, &[]).await,
         Plan::Check { tier, cost } => (tier, cost),
     };
     let hash = subject_hash(&caller.subject);
     let (tier, request) = iso.check_request(policy, tier_id, &hash, now, cost);
     let verdict = iso.store.check(&request).await;
-    for note in &verdict.notes {
-        match note {
-            Note::Error(m) => console_error!("edge-limiter: {m}"),
-            Note::Info(m) => console_log!("edge-limiter: {m}"),
-        }
-    }
+    log_notes(&verdict.notes);
     let backend = verdict.backend;
     let decision = match verdict.decision {
         Ok(d) => d,
@@ -228,14 +371,13 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     };
     if !decision.allowed() {
         iso.denied.set(iso.denied.get() + 1);
-        let html = text("accept").is_some_and(|a| prefers_html(&a));
-        let r = too_many_requests(tier, &decision, policy.headers, html, jitter_ms());
+        let r = too_many_requests(tier, &decision, policy.headers, fields.html(), jitter_ms());
         return refusal(r, Some(backend));
     }
     iso.allowed.set(iso.allowed.get() + 1);
     let mut added = rate_limit_headers(tier, &decision, policy.headers);
     added.push((BACKEND_HEADER, backend.as_str().to_string()));
-    proxy::forward(req, &iso.origin, &added).await
+    proxy::forward(req, &iso.origin, &target, &added).await
 }
 
 /// Up to 250 ms, so clients denied together do not all come back in the same instant.

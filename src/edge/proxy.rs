@@ -6,7 +6,7 @@
 use wasm_bindgen::JsValue;
 use worker::{console_error, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody, Result};
 
-use super::{refusal, Origin};
+use super::{refusal, Origin, Target};
 use crate::core::decision::problem;
 
 /// Connection-level fields that must not cross a proxy (RFC 9110 §7.6.1), plus `host`,
@@ -33,16 +33,14 @@ fn copy_headers(from: &Headers) -> Result<Headers> {
     Ok(to)
 }
 
-pub(super) async fn forward(req: Request, origin: &Origin, added: &[(&'static str, String)]) -> Result<Response> {
-    let target = match origin {
-        Origin::Demo => return demo(&req, added),
-        Origin::Url(base) => {
-            let url = req.url()?;
-            let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
-            format!("{base}{}{query}", url.path())
-        }
-        Origin::Passthrough => req.url()?.to_string(),
+/// Sends the request on with exactly the path the route rules matched (`Target::path`).
+pub(super) async fn forward(req: Request, origin: &Origin, to: &Target<'_>, added: &[(&'static str, String)]) -> Result<Response> {
+    let base = match origin {
+        Origin::Demo => return demo(&req, &to.path.forward, added),
+        Origin::Url(base) => base.as_str(),
+        Origin::Passthrough => to.origin,
     };
+    let target = format!("{base}{}{}", to.path.forward, to.query);
     let method = req.method();
     let mut init = RequestInit::new();
     init.with_method(method.clone())
@@ -76,11 +74,11 @@ pub(super) async fn forward(req: Request, origin: &Origin, added: &[(&'static st
 }
 
 /// The built-in demo origin: says what it received, so limiting can be watched with curl.
-fn demo(req: &Request, added: &[(&'static str, String)]) -> Result<Response> {
+fn demo(req: &Request, path: &str, added: &[(&'static str, String)]) -> Result<Response> {
     let body = serde_json::json!({
         "origin": "edge-limiter demo origin",
         "method": req.method().to_string(),
-        "path": req.path(),
+        "path": path,
         "note": "Set ORIGIN_URL to put the limiter in front of your own service.",
     });
     let headers = Headers::new();

@@ -55,7 +55,7 @@ test("a flood of distinct subjects: the memory store stays within its bound and 
     const batch = ips.slice(i, i + 16).map((ip) => fetch(`${memoryWorker.url}/f`, { headers: { "CF-Connecting-IP": ip } }).then((r) => r.arrayBuffer()));
     await Promise.all(batch);
   }
-  const status = await (await fetch(`${memoryWorker.url}/__limiter/status.json`)).json();
+  const status = await (await fetch(`${memoryWorker.url}/__limiter/status.json`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } })).json();
   assert.ok(status.store.memory_keys <= 200, `memory keys ${status.store.memory_keys}`);
   assert.ok(status.store.memory_keys > 0);
   // The first subject was the least recently used: its state is gone, its bucket is full.
@@ -171,7 +171,7 @@ test("secrets never leak: logs, response fields, error bodies and Redis are scan
     await send(w, "/s", { Authorization: `Bearer ${jwt}x` });
     await send(w, "/__limiter/admin/health", { Authorization: `Bearer ${ADMIN_TOKEN}-wrong` });
     await send(w, `/__limiter/admin/subject?ip=${ips[0]}`, { Authorization: `Bearer ${ADMIN_TOKEN}` });
-    await send(w, `/__limiter/admin/reset?key=${API_KEY}`, { Authorization: `Bearer ${ADMIN_TOKEN}` }, { method: "POST" });
+    await send(w, "/__limiter/admin/reset", { Authorization: `Bearer ${ADMIN_TOKEN}` }, { method: "POST", body: JSON.stringify({ key: API_KEY }) });
     await send(w, "/__limiter/admin/health", { Authorization: `Bearer ${ADMIN_TOKEN}` });
     await send(w, "/__limiter/status.json");
     // A failure too, so that failure logs are scanned: the token refused for a while.

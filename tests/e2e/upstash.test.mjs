@@ -3,6 +3,7 @@
 // Cloudflare locations share one Upstash database.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import {
   startWorker, startOrigin, startRedis, startLocalUpstash, scriptCalls, parseRateLimit, freshIp,
 } from "./harness.mjs";
@@ -29,7 +30,7 @@ const POLICY = {
   store: { timeout: "10s", deny_cache: false },
 };
 
-const ADMIN_TOKEN = "e2e-admin-" + Math.random().toString(36).slice(2);
+const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
 let redis, upstash, origin, workers;
 before(async () => {
   redis = await startRedis();
