@@ -145,6 +145,21 @@ fn bearer_token(authorization: &str) -> Option<&str> {
 
 /// The client's address masked to the policy's prefix, as text (`2001:db8:1:2::/64`).
 pub fn client_network(rules: &ClientIp, facts: &RequestFacts) -> Option<String> {
+    Some(masked(client_address(rules, facts)?, rules.ipv4_prefix, rules.ipv6_prefix))
+}
+
+/// The subject of the caller's wider IPv6 network (`ip:2001:db8:1::/48`), when the policy
+/// casts that net and the caller comes over IPv6.
+pub fn wide_subject(rules: &ClientIp, facts: &RequestFacts) -> Option<String> {
+    let wide = rules.ipv6_wide.as_ref()?;
+    match client_address(rules, facts)? {
+        ip @ IpAddr::V6(_) => Some(format!("ip:{}", masked(ip, rules.ipv4_prefix, wide.prefix))),
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// The client's address, IPv4-mapped IPv6 as IPv4.
+fn client_address(rules: &ClientIp, facts: &RequestFacts) -> Option<IpAddr> {
     let from_header = facts.client_ip.and_then(|v| v.trim().parse::<IpAddr>().ok());
     let ip = from_header.or_else(|| {
         if !rules.trust_forwarded_for {
@@ -152,22 +167,23 @@ pub fn client_network(rules: &ClientIp, facts: &RequestFacts) -> Option<String> 
         }
         facts.forwarded_for?.split(',').next()?.trim().parse::<IpAddr>().ok()
     })?;
-    let ip = match ip {
+    Some(match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
-    };
-    Some(match ip {
+    })
+}
+
+fn masked(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> String {
+    match ip {
         IpAddr::V4(v4) => {
-            let bits = u32::from(v4) & mask32(rules.ipv4_prefix);
-            let net = Ipv4Addr::from(bits);
-            if rules.ipv4_prefix == 32 { net.to_string() } else { format!("{net}/{}", rules.ipv4_prefix) }
+            let net = Ipv4Addr::from(u32::from(v4) & mask32(v4_prefix));
+            if v4_prefix == 32 { net.to_string() } else { format!("{net}/{v4_prefix}") }
         }
         IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & mask128(rules.ipv6_prefix);
-            let net = Ipv6Addr::from(bits);
-            if rules.ipv6_prefix == 128 { net.to_string() } else { format!("{net}/{}", rules.ipv6_prefix) }
+            let net = Ipv6Addr::from(u128::from(v6) & mask128(v6_prefix));
+            if v6_prefix == 128 { net.to_string() } else { format!("{net}/{v6_prefix}") }
         }
-    })
+    }
 }
 
 fn mask32(prefix: u8) -> u32 {
@@ -406,6 +422,23 @@ pub(crate) mod tests {
         assert_eq!(identify(&p, &f("Basic dTpw"), Some(SECRET)).unwrap().kind, CallerKind::Anonymous);
         let missing = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, None);
         assert_eq!(missing.unwrap_err(), IdentityError::TokenSecretMissing);
+    }
+
+    #[test]
+    fn the_wide_net_groups_ipv6_by_its_prefix_only() {
+        let p = Policy::parse(
+            r#"{"tiers": {"anonymous": {"limits": {"b": "10/s"}}},
+                "identity": {"client_ip": {"ipv6_wide": {"prefix": 48, "limits": {"b": "100/s"}}}}}"#,
+        )
+        .unwrap();
+        let rules = &p.identity.client_ip;
+        let at = |ip: &'static str| RequestFacts { client_ip: Some(ip), ..facts() };
+        assert_eq!(wide_subject(rules, &at("2001:db8:1:2::1")).as_deref(), Some("ip:2001:db8:1::/48"));
+        assert_eq!(wide_subject(rules, &at("2001:db8:1:ffff::1")), wide_subject(rules, &at("2001:db8:1:2::1")));
+        assert_ne!(wide_subject(rules, &at("2001:db8:2::1")), wide_subject(rules, &at("2001:db8:1::1")));
+        assert_eq!(wide_subject(rules, &at("203.0.113.9")), None);
+        assert_eq!(wide_subject(rules, &at("::ffff:203.0.113.9")), None, "IPv4-mapped is IPv4");
+        assert_eq!(wide_subject(&Policy::example().identity.client_ip, &at("2001:db8::1")), None, "no net, no subject");
     }
 
     #[test]

@@ -78,7 +78,22 @@ pub struct ClientIp {
     pub trust_forwarded_for: bool,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
+    /// A second, wider net for IPv6: anonymous callers are also checked, by their wider
+    /// network (a /48, say), against limits of its own, so one allocation cannot rotate
+    /// through its 65,536 /64s for fresh buckets.
+    pub ipv6_wide: Option<WideNet>,
 }
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WideNet {
+    pub prefix: u8,
+    /// The limits every anonymous caller in one such network shares; a tier named
+    /// [`IPV6_WIDE`].
+    pub tier: Tier,
+}
+
+/// The name of the wide IPv6 net's limits, reserved like [`AUTH_FAILURES`].
+pub const IPV6_WIDE: &str = "ipv6-wide";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiKeys {
@@ -450,9 +465,10 @@ impl Parser {
 
     fn tier(&mut self, name: &str, v: &Value, path: &str) -> Option<Tier> {
         let name = match self.name(name, path, "tier") {
-            Some(n) if n == AUTH_FAILURES => {
-                self.fail(path, format!("`{AUTH_FAILURES}` is reserved for the limits of identity.auth_failures; pick another tier name"))
-            }
+            Some(n) if n == AUTH_FAILURES || n == IPV6_WIDE => self.fail(
+                path,
+                format!("`{n}` is reserved (identity.auth_failures and identity.client_ip.ipv6_wide use it); pick another tier name"),
+            ),
             other => other,
         };
         let map = self.object(v, path, &["description", "limits"])?;
@@ -592,11 +608,12 @@ impl Parser {
             trust_forwarded_for: false,
             ipv4_prefix: 32,
             ipv6_prefix: 64,
+            ipv6_wide: None,
         };
         if v.is_null() {
             return Some(ip);
         }
-        let map = self.object(v, path, &["header", "trust_forwarded_for", "ipv4_prefix", "ipv6_prefix"])?;
+        let map = self.object(v, path, &["header", "trust_forwarded_for", "ipv4_prefix", "ipv6_prefix", "ipv6_wide"])?;
         let mut ok = true;
         if let Some(h) = map.get("header") {
             ok &= self.header_name(h, &join(path, "header")).map(|h| ip.header = h).is_some();
@@ -609,6 +626,23 @@ impl Parser {
         }
         if let Some(n) = map.get("ipv6_prefix") {
             ok &= self.integer(n, &join(path, "ipv6_prefix"), 16, 128).map(|n| ip.ipv6_prefix = n as u8).is_some();
+        }
+        if let Some(w) = map.get("ipv6_wide") {
+            let wpath = join(path, "ipv6_wide");
+            let wide = self.object(w, &wpath, &["prefix", "limits"]).and_then(|m| {
+                let narrow = ip.ipv6_prefix as u64;
+                let prefix = match m.get("prefix") {
+                    Some(n) => self.integer(n, &join(&wpath, "prefix"), 16, narrow.saturating_sub(1).max(16)).filter(|p| *p < narrow),
+                    None => self.fail(&join(&wpath, "prefix"), "missing; the wider IPv6 prefix, like 48"),
+                };
+                let limits = match m.get("limits") {
+                    Some(l) => self.limits(l, &join(&wpath, "limits")),
+                    None => self.fail(&join(&wpath, "limits"), "missing; the limits every caller in such a network shares"),
+                };
+                let tier = Tier { name: IPV6_WIDE.into(), description: "Anonymous callers, per wider IPv6 network".into(), limits: limits? };
+                Some(WideNet { prefix: prefix? as u8, tier })
+            });
+            ok &= wide.map(|w| ip.ipv6_wide = Some(w)).is_some();
         }
         ok.then_some(ip)
     }
@@ -1042,6 +1076,17 @@ mod tests {
         ] {
             assert!(has(&errs, path, words), "no error at `{path}` saying `{words}` in:\n{}", errs.join("\n"));
         }
+    }
+
+    #[test]
+    fn a_wider_ipv6_net_has_limits_of_its_own() {
+        let with = |wide: &str| MINIMAL.replace("}}}}", &format!(r#"}}}}}}, "identity": {{"client_ip": {{"ipv6_wide": {wide}}}}}}}"#));
+        let p = Policy::parse(&with(r#"{"prefix": 48, "limits": {"burst": "100/s"}}"#)).unwrap();
+        let wide = p.identity.client_ip.ipv6_wide.unwrap();
+        assert_eq!((wide.prefix, wide.tier.name.as_str(), wide.tier.limits[0].algorithm.capacity()), (48, IPV6_WIDE, 100));
+        let errs = errors(&with(r#"{"prefix": 64, "limits": {"burst": "100/s"}}"#));
+        assert!(errs.iter().any(|e| e.contains("`identity.client_ip.ipv6_wide.prefix`")), "not wider than the /64: {errs:?}");
+        assert!(has(&errors(&with(r#"{"prefix": 48}"#)), "identity.client_ip.ipv6_wide.limits", "missing"));
     }
 
     #[test]

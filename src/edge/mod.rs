@@ -15,11 +15,12 @@ use std::rc::Rc;
 
 use worker::{console_error, console_log, Env, Headers, Request, Response, Result};
 
-use crate::core::algorithm::Algorithm;
+use crate::core::algorithm::{Algorithm, Decision};
 use crate::core::decision::{ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
 use crate::core::path::{normalize, split_url, NormalPath, PathError, PathOptions};
 use crate::core::identity::{
-    client_subject, identify, presents_credential, subject_hash, IdentityError, RequestFacts, DEMO_KEY_DIGESTS,
+    client_subject, identify, presents_credential, subject_hash, wide_subject, CallerKind, IdentityError, RequestFacts,
+    DEMO_KEY_DIGESTS,
 };
 use crate::core::policy::{Plan, Policy, Tier, TierId, DEFAULT_STORE, EXAMPLE_POLICY};
 use crate::store::deny_cache::DenyCache;
@@ -84,6 +85,8 @@ struct Isolate {
     tiers: Vec<TierLimits>,
     /// The limits of `identity.auth_failures`, laid out like a tier's.
     auth_limits: TierLimits,
+    /// The limits of `identity.client_ip.ipv6_wide`, when the policy casts that net.
+    wide_limits: Option<TierLimits>,
     /// Addresses that have used up their failed-credential limits, until when: their
     /// credentials are refused unjudged, so a guesser learns nothing from a right guess.
     lockouts: DenyCache,
@@ -168,14 +171,15 @@ fn isolate(env: &Env) -> Rc<Isolate> {
             );
         }
     }
-    let (tiers, auth_limits, store) = match &policy {
+    let (tiers, auth_limits, wide_limits, store) = match &policy {
         Ok(p) => {
             let tiers = p.tiers.iter().map(TierLimits::of).collect();
-            (tiers, TierLimits::of(&p.identity.auth_failures), Hybrid::new(upstash(env, p), &p.store))
+            let wide = p.identity.client_ip.ipv6_wide.as_ref().map(|w| TierLimits::of(&w.tier));
+            (tiers, TierLimits::of(&p.identity.auth_failures), wide, Hybrid::new(upstash(env, p), &p.store))
         }
         Err(e) => {
             console_error!("edge-limiter: the policy is invalid, every request will get a 500 until it is fixed: {e}");
-            (Vec::new(), TierLimits { algorithms: Vec::new(), names: Vec::new() }, Hybrid::new(None, &DEFAULT_STORE))
+            (Vec::new(), TierLimits { algorithms: Vec::new(), names: Vec::new() }, None, Hybrid::new(None, &DEFAULT_STORE))
         }
     };
     let admin_token = match env_text(env, "ADMIN_TOKEN") {
@@ -198,6 +202,7 @@ fn isolate(env: &Env) -> Rc<Isolate> {
         started_at: js_sys::Date::now() as u64,
         tiers,
         auth_limits,
+        wide_limits,
         lockouts: DenyCache::new(max_keys),
         origin,
         jwt_secret: env_text(env, "JWT_SECRET").map(String::into_bytes),
@@ -355,8 +360,45 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         Plan::Check { tier, cost } => (tier, cost),
     };
     let hash = subject_hash(&caller.subject);
-    let (tier, request) = iso.check_request(policy, tier_id, &hash, now, cost);
-    let verdict = iso.store.check(&request).await;
+    let (mut tier, request) = iso.check_request(policy, tier_id, &hash, now, cost);
+    let (mut decision, mut backend) = match checked(&iso, policy, tier, &request, fields.html()).await {
+        Ok(answer) => answer,
+        Err(refused) => return refused,
+    };
+    // The wider IPv6 net, after the caller's own limits admitted the request: a second
+    // check only for anonymous IPv6 callers of a policy that casts it.
+    let wide = policy.identity.client_ip.ipv6_wide.as_ref().zip(iso.wide_limits.as_ref());
+    if let (Some((net, limits)), CallerKind::Anonymous) = (wide, caller.kind) {
+        if let Some(subject) = wide_subject(&policy.identity.client_ip, &facts) {
+            let wide_hash = subject_hash(&subject);
+            let request = limits.request(&net.tier, &wide_hash, now, cost);
+            let (d, b) = match checked(&iso, policy, &net.tier, &request, fields.html()).await {
+                Ok(answer) => answer,
+                Err(refused) => return refused,
+            };
+            // The headers tell the tighter of the two: never more than the caller can get.
+            if d.binding_status().remaining < decision.binding_status().remaining {
+                (tier, decision, backend) = (&net.tier, d, b);
+            }
+        }
+    }
+    iso.allowed.set(iso.allowed.get() + 1);
+    let mut added = rate_limit_headers(tier, &decision, policy.headers);
+    added.push((BACKEND_HEADER, backend.as_str().to_string()));
+    proxy::forward(req, &iso.origin, &target, &added).await
+}
+
+/// Checks one request against one set of limits: the decision when it is allowed, else
+/// the answer to send (429, or 429 `store-unavailable` when the store fails and the policy
+/// says closed).
+async fn checked(
+    iso: &Isolate,
+    policy: &Policy,
+    tier: &Tier,
+    request: &CheckRequest<'_>,
+    html: bool,
+) -> std::result::Result<(Decision, Backend), Result<Response>> {
+    let verdict = iso.store.check(request).await;
     log_notes(&verdict.notes);
     let backend = verdict.backend;
     let decision = match verdict.decision {
@@ -366,18 +408,14 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
             let detail = "The rate limiter cannot reach its store and is configured to refuse requests until it can.";
             let mut r = problem(429, "Rate limiter store unavailable", detail, "store-unavailable");
             r.headers.push(("Retry-After", ceil_secs(policy.store.breaker_cooldown_ms).max(1).to_string()));
-            return refusal(r, Some(backend));
+            return Err(refusal(r, Some(backend)));
         }
     };
     if !decision.allowed() {
         iso.denied.set(iso.denied.get() + 1);
-        let r = too_many_requests(tier, &decision, policy.headers, fields.html(), jitter_ms());
-        return refusal(r, Some(backend));
+        return Err(refusal(too_many_requests(tier, &decision, policy.headers, html, jitter_ms()), Some(backend)));
     }
-    iso.allowed.set(iso.allowed.get() + 1);
-    let mut added = rate_limit_headers(tier, &decision, policy.headers);
-    added.push((BACKEND_HEADER, backend.as_str().to_string()));
-    proxy::forward(req, &iso.origin, &target, &added).await
+    Ok((decision, backend))
 }
 
 /// Up to 250 ms, so clients denied together do not all come back in the same instant.

@@ -144,12 +144,14 @@ test("encoded slashes, dot segments and case tricks never reach the dashboard or
     const ip = freshIp();
     const r = await send(memoryWorker, path, { "CF-Connecting-IP": ip });
     assert.ok(r.status < 500, `${path}: ${r.status}`);
-    if (r.headers.get("x-limiter-backend")) {
+    if (r.headers.get("x-origin") || (r.status === 429 && JSON.parse(r.body).tier === "anonymous")) {
       // It went to the origin as an ordinary, limited request.
       assert.ok(r.status === 200 || r.status === 429, `${path}: ${r.status}`);
     } else {
-      // It is the admin API (the runtime normalised it): the token is required.
-      assert.ok([401, 404].includes(r.status), `${path}: ${r.status} ${r.body}`);
+      // It is the admin API (the runtime normalised it): the token is required; or the path
+      // is one origins read differently (an encoded slash, a NUL) and is refused outright.
+      // A wrong token is a failed credential: 401, and the store that counted it is named.
+      assert.ok([400, 401, 404].includes(r.status), `${path}: ${r.status} ${r.body}`);
       assert.ok(!r.body.includes('"breaker"'), `${path}: no admin data`);
     }
   }
@@ -207,5 +209,37 @@ test("secrets never leak: logs, response fields, error bodies and Redis are scan
     assert.match(places.logs, /configuration error \(unauthorized\)/, "the failure was logged (and scanned)");
   } finally {
     await stack.stop();
+  }
+});
+
+test("one IPv6 allocation rotating through its /64s meets the wider /48 net", async () => {
+  const policy = {
+    key_prefix: "wide",
+    tiers: { anonymous: { limits: { burst: { token_bucket: { capacity: 2, refill: "1/h" } } } } },
+    identity: { client_ip: { ipv6_wide: { prefix: 48, limits: { allocation: { token_bucket: { capacity: 5, refill: "1/h" } } } } } },
+  };
+  const w = await startWorker({ POLICY: JSON.stringify(policy), ORIGIN_URL: origin.url });
+  try {
+    const statuses = [];
+    let last;
+    // Ten fresh /64s of 2001:db8:77::/48, two requests each: each /64 has room, the /48 does not.
+    for (let i = 0; i < 10; i++) {
+      for (let j = 0; j < 2; j++) {
+        last = await send(w, "/w", { "CF-Connecting-IP": `2001:db8:77:${i.toString(16)}::${j + 1}` });
+        statuses.push(last.status);
+      }
+    }
+    assert.equal(statuses.filter((s) => s === 200).length, 5, statuses.join(" "));
+    assert.equal(last.status, 429);
+    assert.equal(JSON.parse(last.body).tier, "ipv6-wide");
+    // The tighter of the two is what the headers tell: the first /64's second request had 4 left in the /48.
+    const first = await send(w, "/w", { "CF-Connecting-IP": "2001:db8:78::1" });
+    assert.equal(first.status, 200);
+    assert.equal(parseRateLimit(first.headers.get("ratelimit")).burst.r, 1);
+    // Another allocation and IPv4 callers are untouched.
+    assert.equal((await send(w, "/w", { "CF-Connecting-IP": "2001:db8:79::1" })).status, 200);
+    for (let i = 0; i < 2; i++) assert.equal((await send(w, "/w", { "CF-Connecting-IP": "203.0.113.50" })).status, 200);
+  } finally {
+    await w.stop();
   }
 });
