@@ -24,9 +24,13 @@ function adminHeaders() {
 
 async function refresh() {
   let status;
+  // While the token is asked for, nothing is polled: a wrong token sent every 2 s would
+  // count as guesses and lock this address out.
+  if (!$("token-form").hidden && !sessionStorage.getItem("admin-token")) return;
   try {
     const r = await fetch("status.json", { cache: "no-store", headers: adminHeaders() });
     if (r.status === 401 || r.status === 404 || r.status === 429) {
+      sessionStorage.removeItem("admin-token");
       $("token-form").hidden = false;
       const p = await r.json().catch(() => ({}));
       text($("token-why"), p.detail || `HTTP ${r.status}`);

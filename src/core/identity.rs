@@ -121,6 +121,13 @@ pub fn client_subject(rules: &ClientIp, facts: &RequestFacts) -> String {
     }
 }
 
+/// What failed credentials are counted by: the caller's address, or for IPv6 its wider net
+/// when the policy casts one, so that one allocation cannot rotate through its /64s for
+/// fresh guesses.
+pub fn failure_subject(rules: &ClientIp, facts: &RequestFacts) -> String {
+    wide_subject(rules, facts).unwrap_or_else(|| client_subject(rules, facts))
+}
+
 /// True when the request carries a credential that this policy judges (its API-key header,
 /// or a bearer token while the policy accepts JWTs): the requests a guesser sends.
 pub fn presents_credential(policy: &Policy, facts: &RequestFacts) -> bool {
@@ -439,6 +446,9 @@ pub(crate) mod tests {
         assert_eq!(wide_subject(rules, &at("203.0.113.9")), None);
         assert_eq!(wide_subject(rules, &at("::ffff:203.0.113.9")), None, "IPv4-mapped is IPv4");
         assert_eq!(wide_subject(&Policy::example().identity.client_ip, &at("2001:db8::1")), None, "no net, no subject");
+        assert_eq!(failure_subject(rules, &at("2001:db8:1:2::1")), "ip:2001:db8:1::/48");
+        assert_eq!(failure_subject(rules, &at("203.0.113.9")), "ip:203.0.113.9");
+        assert_eq!(failure_subject(&Policy::example().identity.client_ip, &at("2001:db8::1")), "ip:2001:db8::/64");
     }
 
     #[test]

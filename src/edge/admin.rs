@@ -20,7 +20,7 @@ use super::{failed_credential, locked_out, refusal, Fields, Isolate};
 use crate::core::admin::{authorized, body_fields, subject_from_fields, subject_state, FieldSource};
 use crate::core::decision::problem;
 use crate::core::describe::describe;
-use crate::core::identity::{client_subject, subject_hash};
+use crate::core::identity::{failure_subject, subject_hash};
 
 fn error(status: u16, title: &str, detail: &str) -> Result<Response> {
     let mut r = problem(status, title, detail, "admin");
@@ -41,7 +41,7 @@ pub(super) async fn authorize(req: &Request, iso: &Isolate, what: &str, now: u64
     let policy = iso.policy.as_ref().ok();
     let fields = policy.map(|p| Fields::read(req.headers(), p));
     let address = match (policy, &fields) {
-        (Some(p), Some(f)) => Some(client_subject(&p.identity.client_ip, &f.facts(now))),
+        (Some(p), Some(f)) => Some(failure_subject(&p.identity.client_ip, &f.facts(now))),
         _ => None,
     };
     if let (Some(p), Some(a), Some(f)) = (policy, &address, &fields) {
@@ -53,9 +53,11 @@ pub(super) async fn authorize(req: &Request, iso: &Isolate, what: &str, now: u64
     if authorized(header.as_deref(), token) {
         return None;
     }
-    console_log!("edge-limiter: {what}: refused (no or wrong admin token)");
     let mut r = problem(401, "Unauthorized", &format!("{what} needs `Authorization: Bearer <ADMIN_TOKEN>`."), "admin");
     r.headers.push(("WWW-Authenticate", "Bearer".to_string()));
+    // No token at all is a question, not a guess: only a wrong one is charged.
+    let Some(_) = header else { return Some(refusal(r, None)) };
+    console_log!("edge-limiter: {what}: refused (wrong admin token)");
     Some(match (policy, address, fields) {
         (Some(p), Some(a), Some(f)) => failed_credential(iso, p, &a, now, f.html(), r).await,
         _ => refusal(r, None),

@@ -19,7 +19,7 @@ use crate::core::algorithm::{Algorithm, Decision};
 use crate::core::decision::{ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
 use crate::core::path::{normalize, split_url, NormalPath, PathError, PathOptions};
 use crate::core::identity::{
-    client_subject, identify, presents_credential, subject_hash, wide_subject, CallerKind, IdentityError, RequestFacts,
+    failure_subject, identify, presents_credential, subject_hash, wide_subject, CallerKind, IdentityError, RequestFacts,
     DEMO_KEY_DIGESTS,
 };
 use crate::core::policy::{Plan, Policy, Tier, TierId, DEFAULT_STORE, EXAMPLE_POLICY};
@@ -333,7 +333,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let fields = Fields::read(req.headers(), policy);
     let now = js_sys::Date::now() as u64;
     let facts = fields.facts(now);
-    let address = client_subject(&policy.identity.client_ip, &facts);
+    let address = failure_subject(&policy.identity.client_ip, &facts);
     if presents_credential(policy, &facts) {
         if let Some(r) = locked_out(&iso, policy, &address, now, fields.html()) {
             return r;

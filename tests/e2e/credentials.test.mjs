@@ -141,6 +141,10 @@ test("admin token guesses cost the address; a short ADMIN_TOKEN keeps the API of
     assert.equal((await send(w, "/__limiter/status.json", { Authorization: `Bearer ${ADMIN_TOKEN}`, "CF-Connecting-IP": guesser })).status, 429);
     const ok = await send(w, "/__limiter/admin/health", { Authorization: `Bearer ${ADMIN_TOKEN}`, "CF-Connecting-IP": freshIp() });
     assert.equal(ok.status, 200);
+    // No token at all is not a guess (a dashboard asking for status.json): never charged.
+    const asker = freshIp();
+    for (let i = 0; i < 12; i++) assert.equal((await send(w, "/__limiter/status.json", { "CF-Connecting-IP": asker })).status, 401);
+    assert.equal((await send(w, "/__limiter/status.json", { Authorization: `Bearer ${ADMIN_TOKEN}`, "CF-Connecting-IP": asker })).status, 200);
     assert.ok(!w.logs.join("").includes(ADMIN_TOKEN));
   } finally {
     await w.stop();
@@ -155,6 +159,21 @@ test("admin token guesses cost the address; a short ADMIN_TOKEN keeps the API of
     assert.ok(!s.logs.join("").includes(short), "the token itself is never logged");
   } finally {
     await s.stop();
+  }
+});
+
+test("an IPv6 guesser rotating through its /64s meets the wider net's failure count", async () => {
+  const policy = { ...POLICY, identity: { ...POLICY.identity, client_ip: { ipv6_wide: { prefix: 48, limits: { all: "1000/s" } } } } };
+  const w = await startWorker({ POLICY: JSON.stringify(policy), ORIGIN_URL: origin.url });
+  try {
+    const statuses = [];
+    for (let i = 0; i < 5; i++) {
+      statuses.push((await send(w, "/g", { "X-API-Key": `guess-${i}`, "CF-Connecting-IP": `2001:db8:99:${i}::1` })).status);
+    }
+    assert.deepEqual(statuses, [401, 401, 401, 429, 429], "failures count per /48, not per /64");
+    assert.equal((await send(w, "/g", { "X-API-Key": API_KEY, "CF-Connecting-IP": "2001:db8:98::1" })).status, 200, "another /48 is untouched");
+  } finally {
+    await w.stop();
   }
 });
 
