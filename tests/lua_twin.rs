@@ -170,21 +170,33 @@ fn vectors_pass_in_both_executions() {
     let mut checked = 0;
     for (c, case) in doc["cases"].as_array().unwrap().iter().enumerate() {
         let name = case["name"].as_str().unwrap();
-        let limits = parse_limits(case["limits"].as_array().unwrap());
-        let keys: Vec<String> = (0..limits.len()).map(|i| state_key("vec", &format!("c{c}"), &format!("l{i}"), "s")).collect();
-        let mut states = vec![State::Empty; limits.len()];
-        for (s, step) in case["steps"].as_array().unwrap().iter().enumerate() {
-            let now = BASE + step["at"].as_u64().unwrap();
-            let cost = step["cost"].as_u64().unwrap();
-            let native = check(&limits, &mut states, now, cost);
-            let lua = lua_check(&mut redis, &keys, &limits, now, cost);
-            assert_eq!(summary(&native), step["expect"], "Rust engine, case `{name}`, step {s}");
-            assert_eq!(summary(&lua), step["expect"], "Lua twin, case `{name}`, step {s}");
-            assert_eq!(native, lua, "full decisions differ, case `{name}`, step {s}");
-            checked += 1;
+        // `written_by`: earlier phases under other limits on the same state (a policy change
+        // under one key, a rollback, two policy versions on one store), then the case's own.
+        let mut phases: Vec<&Value> = case.get("written_by").and_then(Value::as_array).map_or(Vec::new(), |p| p.iter().collect());
+        phases.push(case);
+        let first = parse_limits(phases[0]["limits"].as_array().unwrap());
+        // One key per position for every phase, as a store whose keys ignored the limits'
+        // parameters would have: what these cases are about.
+        let keys: Vec<String> = first.iter().enumerate().map(|(i, l)| state_key("vec", &format!("c{c}"), &format!("l{i}"), l, "s")).collect();
+        let mut states = vec![State::Empty; first.len()];
+        for (p, phase) in phases.iter().enumerate() {
+            let limits = parse_limits(phase["limits"].as_array().unwrap());
+            assert_eq!(limits.len(), keys.len(), "case `{name}`: every phase has as many limits");
+            for (s, step) in phase["steps"].as_array().unwrap().iter().enumerate() {
+                let now = BASE + step["at"].as_u64().unwrap();
+                let cost = step["cost"].as_u64().unwrap();
+                let native = check(&limits, &mut states, now, cost);
+                let lua = lua_check(&mut redis, &keys, &limits, now, cost);
+                if let Some(expect) = step.get("expect") {
+                    assert_eq!(&summary(&native), expect, "Rust engine, case `{name}`, phase {p}, step {s}");
+                    assert_eq!(&summary(&lua), expect, "Lua twin, case `{name}`, phase {p}, step {s}");
+                }
+                assert_eq!(native, lua, "full decisions differ, case `{name}`, phase {p}, step {s}");
+                checked += 1;
+            }
         }
     }
-    assert!(checked >= 25, "only {checked} steps ran");
+    assert!(checked >= 40, "only {checked} steps ran");
 }
 
 /// xorshift: random enough for test inputs, and the same sequence on every run.
@@ -225,13 +237,19 @@ fn random_traffic_gets_identical_decisions() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut steps = 0;
     for case in 0..150 {
-        let specs: Vec<Value> = (0..1 + rng.below(4)).map(|_| random_limit(&mut rng)).collect();
-        let limits = parse_limits(&specs);
+        let mut specs: Vec<Value> = (0..1 + rng.below(4)).map(|_| random_limit(&mut rng)).collect();
+        let mut limits = parse_limits(&specs);
         assert!(limits.len() <= MAX_LIMITS);
-        let keys: Vec<String> = (0..limits.len()).map(|i| state_key("rnd", &format!("c{case}"), &format!("l{i}"), "s")).collect();
+        let keys: Vec<String> = limits.iter().enumerate().map(|(i, l)| state_key("rnd", &format!("c{case}"), &format!("l{i}"), l, "s")).collect();
         let mut states = vec![State::Empty; limits.len()];
         let mut now = BASE + rng.below(86_400_000);
         for step in 0..40 {
+            // Now and then the policy changes under the same keys (as if keys ignored the
+            // limits' parameters): both engines must still agree on what they make of it.
+            if rng.below(12) == 0 {
+                specs = (0..limits.len()).map(|_| random_limit(&mut rng)).collect();
+                limits = parse_limits(&specs);
+            }
             // Mostly forward in small steps, sometimes a long idle, sometimes a step back.
             now = match rng.below(10) {
                 0 => now + rng.below(10_000_000),
@@ -247,11 +265,19 @@ fn random_traffic_gets_identical_decisions() {
             let (lua, ttls) = lua_check_pinned(&mut redis, &keys, &limits, now, cost);
             assert_eq!(native, lua, "case {case} step {step}: limits {specs:?}, now {now}, cost {cost}");
             steps += 1;
-            // A key just written expires no later than its limit is whole again.
+            // A key just written expires no later than its limit is whole again, and never
+            // later than two of its spans, whatever it held before.
             if lua.allowed() && cost > 0 {
                 for ((key, status), ttl) in keys.iter().zip(lua.limits()).zip(&ttls) {
                     assert!(*ttl >= 0 && *ttl as u64 <= status.reset_ms.max(1), "{key}: ttl {ttl}, reset {}", status.reset_ms);
                 }
+            }
+            for ((key, limit), ttl) in keys.iter().zip(&limits).zip(&ttls) {
+                assert!(*ttl < 0 || *ttl as u64 <= 2 * limit.window_ms(), "{key}: ttl {ttl}, {limit:?}");
+            }
+            for (limit, status) in limits.iter().zip(lua.limits()) {
+                let span = limit.window_ms();
+                assert!(status.retry_after_ms <= 2 * span && status.reset_ms <= 2 * span, "{limit:?}: {status:?}");
             }
         }
     }

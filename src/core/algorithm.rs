@@ -3,6 +3,26 @@
 //!
 //! The Lua script in `src/store/check.lua` is this module's twin; `tests/vectors.json` holds
 //! the cases both must agree on. Change one, change the other.
+//!
+//! A stored state is read as the record of the limit's own parameters (the store keys carry
+//! them: `store::script::state_key`), but it is never trusted beyond what those parameters
+//! and a clock that steps back could produce ([`Algorithm::honour`]). A state whose time lies
+//! ahead of `now` (a writer whose clock runs ahead, or a clock that stepped back) is honoured
+//! by standing still at that time, as far as one span ([`Algorithm::window_ms`]) ahead and no
+//! further: a time further ahead is read as `now + span` (a sliding window's newest slot as
+//! the slot holding `now + span`, a fixed window's start as the next window), its recorded
+//! use kept. Pulling the time back to the edge of what is honoured, rather than to `now` or
+//! to an empty record, keeps the reading monotonic: a state further ahead is never treated
+//! more leniently than one just inside the edge, and no recorded use is dropped. A bucket
+//! level above full (a larger capacity wrote it) reads as full, what an empty record gives.
+//!
+//! The bound this buys, for every state whatever wrote it: the wait reported
+//! (`retry_after_ms`) and the time until whole (`reset_ms`, the store's key TTL) are at most
+//! span + lead <= 2 x span, the lead being how far the honoured state's time is ahead of `now`;
+//! with no lead (one clock, any state from the past) both are at most one span. A request that
+//! is not admitted consumes nothing, but a state that had to be clamped is stored as clamped:
+//! left as it was, it would be clamped afresh, one span ahead, at every reading, and the wait
+//! reported would never come due.
 
 use super::rate::{Rate, MAX_EXACT};
 
@@ -88,7 +108,9 @@ impl Algorithm {
     }
 
     /// The span the quota is measured over: the window, or for a bucket the time to refill
-    /// from empty. Also the longest a stored state can matter, so it bounds key TTLs.
+    /// from empty. Also the longest a stored state can matter: a state's time is honoured at
+    /// most this far ahead of the clock (see the module doc), so no reported wait or reset,
+    /// and no key TTL, exceeds twice this.
     pub fn window_ms(&self) -> Millis {
         match self {
             Algorithm::TokenBucket(b) => b.refill.ms_for(b.capacity),
@@ -124,8 +146,43 @@ impl Algorithm {
         }
     }
 
-    /// Evaluates one request of `cost` units at `now` against `state`.
+    /// What these parameters make of a stored state at `now` (module doc): the state itself
+    /// when they and a clock within one span of the writer's could have produced it, else
+    /// the state clamped to that; `Empty` when it records nothing that still counts (another
+    /// kind's state, a fixed window that is over).
+    pub fn honour(&self, state: &State, now: Millis) -> State {
+        // No time past now + span is honoured; capped at MAX_EXACT so that the Lua twin,
+        // counting in doubles, computes the same instant.
+        let horizon = (now + self.window_ms()).min(MAX_EXACT);
+        match (self, *state) {
+            (Algorithm::TokenBucket(b), State::Bucket { level, at }) => {
+                State::Bucket { level: level.min(b.capacity * b.refill.period_ms), at: at.min(horizon) }
+            }
+            (Algorithm::FixedWindow(w), State::Window { start, count }) => {
+                // The window of these parameters that the recorded start falls in: another
+                // window size may have written an unaligned start, and its use is kept.
+                let window = start - start % w.window_ms;
+                let aligned = now - now % w.window_ms;
+                if window < aligned {
+                    State::Empty
+                } else {
+                    // A clock that stepped back into an earlier window stays in the later one,
+                    // the next window at the furthest.
+                    State::Window { start: window.min(aligned + w.window_ms), count }
+                }
+            }
+            (Algorithm::SlidingWindow(w), State::Sliding { newest, counts }) => {
+                // A state written with a shorter slot has slot numbers far ahead: its counts
+                // land in the slot holding now + span.
+                State::Sliding { newest: newest.min(horizon / w.slot_ms()), counts }
+            }
+            _ => State::Empty,
+        }
+    }
+
+    /// Evaluates one request of `cost` units at `now` against `state`, as honoured.
     pub fn evaluate(&self, state: &State, now: Millis, cost: u64) -> Evaluation {
+        let state = &self.honour(state, now);
         match self {
             Algorithm::TokenBucket(b) => b.evaluate(state, now, cost),
             Algorithm::FixedWindow(w) => w.evaluate(state, now, cost),
@@ -184,7 +241,7 @@ pub struct LimitStatus {
 }
 
 /// The result of [`Algorithm::evaluate`]: the status and the state to store if the request
-/// goes ahead. For denials and zero-cost peeks `next` equals the state passed in.
+/// goes ahead. For denials and zero-cost peeks `next` is the state passed in, as honoured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Evaluation {
     pub status: LimitStatus,
@@ -200,7 +257,7 @@ impl TokenBucket {
         let Rate { amount, period_ms } = self.refill;
         let full = self.capacity * period_ms;
         let (stored, at) = match *state {
-            State::Bucket { level, at } => (level.min(full), at),
+            State::Bucket { level, at } => (level, at),
             _ => (full, now),
         };
         // A clock that stepped back is treated as standing still at the latest time seen.
@@ -239,13 +296,10 @@ impl TokenBucket {
 
 impl FixedWindow {
     fn evaluate(&self, state: &State, now: Millis, cost: u64) -> Evaluation {
-        let aligned = now - now % self.window_ms;
         let (start, used) = match *state {
-            // A clock that stepped back into an earlier window stays in the later one.
-            State::Window { start, count } if start >= aligned && start % self.window_ms == 0 => {
-                (start, count)
-            }
-            _ => (aligned, 0),
+            // Honoured: the current window, or the next for a clock behind the writer's.
+            State::Window { start, count } => (start, count),
+            _ => (now - now % self.window_ms, 0),
         };
         let until_end = start + self.window_ms - now;
         let left = self.limit.saturating_sub(used);
@@ -425,7 +479,8 @@ const EMPTY_STATUS: LimitStatus =
     LimitStatus { outcome: Outcome::Allowed, remaining: 0, reset_ms: 0, retry_after_ms: 0 };
 
 /// Checks `cost` units against every limit at once. Either every limit admits the request
-/// and all of `states` are advanced, or none is touched: a denial consumes nothing.
+/// and all of `states` are advanced, or none is consumed from: a denial only stores a state
+/// it had to clamp as clamped ([`Algorithm::honour`]).
 ///
 /// `states[i]` belongs to `limits[i]`; both slices must have the same length, at most
 /// [`MAX_LIMITS`] (the policy guarantees it).
@@ -465,10 +520,15 @@ pub fn check(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64)
         }
         return decision;
     }
-    // Nothing was consumed: the limits that would have admitted report what they hold.
+    // Nothing was consumed: the limits that would have admitted report what they hold. A
+    // state that had to be clamped is kept as clamped (module doc), so its wait comes due.
     for i in 0..n {
         if decision.statuses[i].outcome == Outcome::Allowed {
             decision.statuses[i] = limits[i].evaluate(&states[i], now, 0).status;
+        }
+        let honoured = limits[i].honour(&states[i], now);
+        if honoured != State::Empty {
+            states[i] = honoured;
         }
     }
     decision
@@ -552,14 +612,85 @@ mod tests {
             let limits = [limit];
             let mut s = [State::Empty];
             let t = 1_000_000_000;
+            let span = limit.window_ms();
             assert!(run(&limits, &mut s, t + 9_000, 5).allowed(), "{limit:?}");
             // Jumping back a whole window must not look like a fresh one.
             for back in [1, 5_000, 9_000, 60_000] {
                 let d = run(&limits, &mut s, t + 9_000 - back, 1);
                 assert_eq!(d.outcome, Outcome::Denied, "{limit:?} back {back}");
-                assert!(d.retry_after_ms() >= back, "retry counts from the latest time seen");
+                // The retry counts from the latest time seen, honoured up to one span ahead.
+                assert!(d.retry_after_ms() >= back.min(span), "{limit:?} back {back}: {d:?}");
+                assert!(d.retry_after_ms() <= 2 * span && d.reset_ms() <= 2 * span, "{limit:?} back {back}: {d:?}");
             }
         }
+    }
+
+    /// Issue 13: a state written under other parameters (a policy change, a rollback, two
+    /// policy versions on one store) or by a clock far ahead is clamped, never trusted.
+    #[test]
+    fn states_no_parameters_of_ours_could_write_are_clamped() {
+        let t = 1_699_920_000_000 + 1_000; // a second after midnight
+        let hourly = Algorithm::sliding_window(300, 3_600_000).unwrap();
+        let daily = Algorithm::sliding_window(300, 86_400_000).unwrap();
+        let bounded = |limit: Algorithm, state: State, now: Millis, cost: u64| {
+            let d = run(&[limit], &mut [state], now, cost);
+            let span = limit.window_ms();
+            assert!(d.retry_after_ms() <= 2 * span && d.reset_ms() <= 2 * span, "{limit:?} {state:?}: {d:?}");
+            d
+        };
+
+        // 300/h used up, then read as 300/day: its 360 s slot numbers are 24 times the day's.
+        let mut s = [State::Empty];
+        assert!(run(&[hourly], &mut s, t, 300).allowed());
+        let d = bounded(daily, s[0], t + 1_000, 1);
+        assert_eq!(d.outcome, Outcome::Denied, "the units are kept, not dropped");
+        // Read back as 300/h after that (a rollback): the state is as it was.
+        assert_eq!(bounded(hourly, s[0], t + 1_000, 1).outcome, Outcome::Denied);
+        // 300/day used up, then read as 300/h: its slots are old under the hour's slot size.
+        let mut s = [State::Empty];
+        assert!(run(&[daily], &mut s, t, 300).allowed());
+        let d = bounded(hourly, s[0], t + 1_000, 1);
+        assert!(d.allowed() && d.retry_after_ms() == 0 && d.reset_ms() <= hourly.window_ms());
+
+        // A bucket level above full (a larger capacity wrote it) reads as full, no more.
+        let b = bucket(10, "1/s");
+        let d = bounded(b, State::Bucket { level: 1_000_000, at: t }, t, 10);
+        assert_eq!((d.outcome, d.remaining()), (Outcome::Allowed, 0));
+        // A bucket emptied "a century from now": it stands still one span ahead, no more.
+        let century = 100 * 366 * 86_400_000;
+        let d = bounded(b, State::Bucket { level: 0, at: t + century }, t, 1);
+        assert_eq!((d.outcome, d.retry_after_ms(), d.reset_ms()), (Outcome::Denied, 11_000, 20_000));
+        // Exactly as if it had been written one span ahead.
+        assert_eq!(d, run(&[b], &mut [State::Bucket { level: 0, at: t + 10_000 }], t, 1));
+        // The denial stores it so, and the wait it told comes due: left a century ahead, the
+        // state would be clamped afresh at every reading and never refill.
+        let mut s = [State::Bucket { level: 0, at: t + century }];
+        let d = run(&[b], &mut s, t, 1);
+        assert_eq!(s[0], State::Bucket { level: 0, at: t + 10_000 });
+        assert!(run(&[b], &mut s, t + d.retry_after_ms(), 1).allowed());
+
+        // A fixed window start far ahead reads as the next window; its count is kept.
+        let f = Algorithm::fixed_window(5, 60_000).unwrap();
+        let aligned = t - t % 60_000;
+        let d = bounded(f, State::Window { start: aligned + century, count: 5 }, t, 1);
+        assert_eq!((d.outcome, d.retry_after_ms()), (Outcome::Denied, aligned + 120_000 - t));
+        // An unaligned start (another window size wrote it) counts in the window it falls in.
+        let d = bounded(f, State::Window { start: aligned + 7, count: 4 }, t, 1);
+        assert_eq!((d.outcome, d.remaining(), d.reset_ms()), (Outcome::Allowed, 0, aligned + 60_000 - t));
+        assert!(bounded(f, State::Window { start: aligned - 7, count: 5 }, t, 1).allowed(), "an earlier window is over");
+
+        // A sliding window's newest slot far ahead is read as the slot holding now + span.
+        let w = Algorithm::sliding_window(5, 60_000).unwrap();
+        let far = State::Sliding { newest: u64::MAX, counts: [1; SLIDING_RING] };
+        let d = bounded(w, far, t, 1);
+        assert_eq!(d.outcome, Outcome::Denied);
+        let edge = (t + 66_000) / 6_000;
+        assert_eq!(d, run(&[w], &mut [State::Sliding { newest: edge, counts: [1; SLIDING_RING] }], t, 1));
+        // And an admission writes a state that is sane again: its TTL within two spans.
+        let mut s = [State::Sliding { newest: u64::MAX, counts: [0; SLIDING_RING] }];
+        let d = run(&[w], &mut s, t, 1);
+        assert!(d.allowed() && d.reset_ms() <= 2 * w.window_ms());
+        assert!(matches!(s[0], State::Sliding { newest, .. } if newest == edge));
     }
 
     #[test]

@@ -9,6 +9,13 @@
 --            kind 3 sliding window: limit, window (ms), unused
 -- returns  { outcome (0 allowed, 1 denied, 2 never), binding limit (1-based),
 --            then per limit: outcome, remaining, reset_ms, retry_after_ms }
+-- values   "b:<level>:<at>", "f:<start>:<count>", "s:<newest slot>:<11 counts>": the letter
+--          names the kind, so a value of another kind reads as no record, as the Rust enum
+--          does. Keys carry the limit's parameters; a value is still never trusted beyond
+--          what they allow: a time ahead of now is honoured one span ahead at most (the
+--          module doc of algorithm.rs says why), so every reset (the PX) and retry stays
+--          within two spans. A request that is not admitted writes nothing, except a value
+--          it had to clamp, which it stores as clamped.
 --
 -- Numbers are Lua doubles: every quantity is kept at or below 2^53 (the policy guarantees
 -- it), and divisions are corrected to exact integer quotients.
@@ -30,50 +37,82 @@ local function div_ceil(a, b)
   return q
 end
 
-local function split(text)
-  local out = {}
-  if text then
-    for n in string.gmatch(text, "[^:]+") do out[#out + 1] = tonumber(n) end
+-- A whole number as text, exactly: Lua's own tostring keeps 14 digits, and a bucket level
+-- (units x refill period) can have 16.
+local function int(x) return string.format("%.0f", x) end
+
+-- The `n` numbers of a stored value of kind `tag`, or nil when it is no such value.
+local function read(text, tag, n)
+  if not text then return nil end
+  local out, first = {}, true
+  for part in string.gmatch(text, "[^:]+") do
+    if first then
+      if part ~= tag then return nil end
+      first = false
+    else
+      local v = tonumber(part)
+      if v == nil then return nil end
+      out[#out + 1] = v
+    end
   end
+  if #out ~= n then return nil end
   return out
 end
 
--- Each evaluator returns: outcome, remaining, reset_ms, retry_ms, next state text (or nil to
--- leave the key alone).
+-- Each evaluator first honours the stored value as algorithm.rs's `Algorithm::honour` does
+-- (no time past now + span, a level no higher than full, a fixed window's start in the
+-- window it falls in), then returns: outcome, remaining, reset_ms, retry_ms, the next state
+-- text if the request goes ahead (or nil), and the clamped state text if honouring changed
+-- the value (or nil), which a request that is not admitted stores.
 local function token_bucket(stored, now, cost, capacity, amount, period)
   local full = capacity * period
-  local level, at = full, now
-  local s = split(stored)
-  if #s == 2 then level, at = math.min(s[1], full), s[2] end
+  local level, at, clamped = full, now, nil
+  local s = read(stored, "b", 2)
+  if s then
+    local horizon = math.min(now + div_ceil(full, amount), MAX_EXACT)
+    level, at = math.min(s[1], full), math.min(s[2], horizon)
+    if level ~= s[1] or at ~= s[2] then clamped = "b:" .. int(level) .. ":" .. int(at) end
+  end
   local t = math.max(now, at)
   local lag = t - now
   local deficit = full - level
   local elapsed = t - at
   if elapsed >= div_ceil(deficit, amount) then level = full else level = level + elapsed * amount end
   local function reset(l) return lag + div_ceil(full - l, amount) end
-  if cost > capacity then return 2, idiv(level, period), reset(level), 0, nil end
+  if cost > capacity then return 2, idiv(level, period), reset(level), 0, nil, clamped end
   local need = cost * period
   if level < need then
-    return 1, idiv(level, period), reset(level), lag + div_ceil(need - level, amount), nil
+    return 1, idiv(level, period), reset(level), lag + div_ceil(need - level, amount), nil, clamped
   end
-  if cost == 0 then return 0, idiv(level, period), reset(level), 0, nil end
+  if cost == 0 then return 0, idiv(level, period), reset(level), 0, nil, clamped end
   local left = level - need
-  return 0, idiv(left, period), reset(left), 0, left .. ":" .. t
+  return 0, idiv(left, period), reset(left), 0, "b:" .. int(left) .. ":" .. int(t), clamped
 end
 
 local function fixed_window(stored, now, cost, limit, window)
-  local aligned = now - (now - idiv(now, window) * window)
-  local start, used = aligned, 0
-  local s = split(stored)
-  if #s == 2 and s[1] >= aligned and s[1] - idiv(s[1], window) * window == 0 then
-    start, used = s[1], s[2]
+  local aligned = idiv(now, window) * window
+  local start, used, clamped = aligned, 0, nil
+  local s = read(stored, "f", 2)
+  if s then
+    -- The window the recorded start falls in; an earlier one is over.
+    local w = idiv(s[1], window) * window
+    if w >= aligned then
+      start, used = math.min(w, aligned + window), s[2]
+      if start ~= s[1] then clamped = "f:" .. int(start) .. ":" .. int(used) end
+    end
   end
   local until_end = start + window - now
   local left = math.max(limit - used, 0)
-  if cost > limit then return 2, left, until_end, 0, nil end
-  if cost > left then return 1, left, until_end, until_end, nil end
-  if cost == 0 then return 0, left, until_end, 0, nil end
-  return 0, left - cost, until_end, 0, start .. ":" .. (used + cost)
+  if cost > limit then return 2, left, until_end, 0, nil, clamped end
+  if cost > left then return 1, left, until_end, until_end, nil, clamped end
+  if cost == 0 then return 0, left, until_end, 0, nil, clamped end
+  return 0, left - cost, until_end, 0, "f:" .. int(start) .. ":" .. int(used + cost), clamped
+end
+
+local function sliding_text(newest, counts)
+  local parts = { "s", int(newest) }
+  for k = 0, RING - 1 do parts[#parts + 1] = int(counts[k]) end
+  return table.concat(parts, ":")
 end
 
 local function sliding_window(stored, now, cost, limit, window)
@@ -81,9 +120,15 @@ local function sliding_window(stored, now, cost, limit, window)
   local cur = idiv(now, slot)
   local counts = {}
   for k = 0, RING - 1 do counts[k] = 0 end
-  local s = split(stored)
-  if #s == RING + 1 then
-    local newest = s[1]
+  local clamped = nil
+  local s = read(stored, "s", RING + 1)
+  if s then
+    local newest = math.min(s[1], idiv(math.min(now + window + slot, MAX_EXACT), slot))
+    if newest ~= s[1] then
+      local kept = {}
+      for k = 0, RING - 1 do kept[k] = s[k + 2] end
+      clamped = sliding_text(newest, kept)
+    end
     local shift = math.max(cur - newest, 0)
     cur = math.max(cur, newest)
     for k = 0, RING - 1 do
@@ -104,7 +149,7 @@ local function sliding_window(stored, now, cost, limit, window)
     end
     return 0
   end
-  if cost > limit then return 2, left, reset(), 0, nil end
+  if cost > limit then return 2, left, reset(), 0, nil, clamped end
   if cost > left then
     local to_free = used + cost - limit
     local retry = 0
@@ -115,13 +160,11 @@ local function sliding_window(stored, now, cost, limit, window)
       end
       to_free = to_free - counts[k]
     end
-    return 1, left, reset(), retry, nil
+    return 1, left, reset(), retry, nil, clamped
   end
-  if cost == 0 then return 0, left, reset(), 0, nil end
+  if cost == 0 then return 0, left, reset(), 0, nil, clamped end
   counts[0] = counts[0] + cost
-  local parts = { cur }
-  for k = 0, RING - 1 do parts[#parts + 1] = counts[k] end
-  return 0, left - cost, reset(), 0, table.concat(parts, ":")
+  return 0, left - cost, reset(), 0, sliding_text(cur, counts), clamped
 end
 
 -- Limit i's kind and parameters from ARGV, and its evaluation of `cost` against `stored`.
@@ -140,8 +183,8 @@ local results = {}
 local any_never, any_denied = nil, false
 for i = 1, n do
   local stored = redis.call("GET", KEYS[i])
-  local o, rem, reset, retry, nxt = evaluate(i, stored, now, cost)
-  results[i] = { o, rem, reset, retry, nxt, stored }
+  local o, rem, reset, retry, nxt, clamped = evaluate(i, stored, now, cost)
+  results[i] = { o, rem, reset, retry, nxt, stored, clamped }
   if o == 2 and not any_never then any_never = i end
   if o == 1 then any_denied = true end
 end
@@ -174,7 +217,12 @@ for i = 1, n do
   if outcome ~= 0 and r[1] == 0 then
     -- Nothing was consumed: report this limit as a peek would.
     local o, rem, reset = evaluate(i, r[6], now, 0)
-    r = { o, rem, reset, 0 }
+    r = { o, rem, reset, 0, nil, r[6], r[7] }
+  end
+  if outcome ~= 0 and r[7] then
+    -- A value that had to be clamped is stored as clamped, or it would be clamped afresh,
+    -- one span ahead, at every reading, and the wait just reported would never come due.
+    redis.call("SET", KEYS[i], r[7], "PX", math.max(r[3], 1))
   end
   reply[#reply + 1] = r[1]
   reply[#reply + 1] = r[2]

@@ -42,6 +42,10 @@ impl MemoryStore {
 
     /// Checks and consumes, synchronously: nothing else runs in the isolate meanwhile.
     pub fn check_now(&self, r: &CheckRequest) -> Decision {
+        // Keyed by tier and subject, states by limit position: one isolate has one policy,
+        // so a position always holds the same limit's state (the Upstash keys, shared by
+        // every deployment, name the parameters instead). Were it ever otherwise, the engine
+        // still clamps a state its parameters could not have written.
         let key = r.subject_key();
         let use_no = {
             let mut uses = self.uses.borrow_mut();

@@ -49,7 +49,8 @@ impl Backend {
 pub struct CheckRequest<'a> {
     pub tier: &'a str,
     pub limits: &'a [Algorithm],
-    /// The limits' names, in the same order: they name the Upstash keys.
+    /// The limits' names, in the same order: with each limit's parameters they name the
+    /// Upstash keys (`script::state_key`).
     pub limit_names: &'a [String],
     /// The subject's digest (`core::identity::subject_hash`), never the subject itself.
     pub subject_hash: &'a str,
@@ -59,7 +60,9 @@ pub struct CheckRequest<'a> {
 
 impl CheckRequest<'_> {
     /// The subject within its tier, `<tier>:<subject digest>`: the key of the memory store
-    /// and of the deny cache.
+    /// and of the deny cache. Unlike the Upstash keys it needs no limit parameters: both live
+    /// in one isolate, which reads its policy once, so under one tier name they only ever
+    /// see one set of limits; a policy change is a new deployment and new isolates.
     pub fn subject_key(&self) -> String {
         format!("{}:{}", self.tier, self.subject_hash)
     }

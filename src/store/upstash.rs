@@ -165,8 +165,14 @@ impl<T: Transport> UpstashStore<T> {
 }
 
 impl<T: Transport> UpstashStore<T> {
+    /// One key per limit, named by the limit and its parameters (`state_key`); reset and the
+    /// admin's inspect build the same `CheckRequest`, so they reach the same keys.
     fn keys(&self, r: &CheckRequest<'_>) -> Vec<String> {
-        r.limit_names.iter().map(|name| state_key(&self.key_prefix, r.tier, name, r.subject_hash)).collect()
+        r.limit_names
+            .iter()
+            .zip(r.limits)
+            .map(|(name, limit)| state_key(&self.key_prefix, r.tier, name, limit, r.subject_hash))
+            .collect()
     }
 }
 
@@ -331,7 +337,7 @@ mod tests {
         let sent = store.transport().sent.borrow();
         assert_eq!(sent.len(), 1);
         let command: Vec<String> = serde_json::from_str(&sent[0]).unwrap();
-        assert_eq!(command[..4], ["EVALSHA", CHECK_SHA1, "1", "rl:anon:minute:ab"]);
+        assert_eq!(command[..4], ["EVALSHA", CHECK_SHA1, "1", "rl:anon:minute:fw5-60000:ab"]);
         assert_eq!(command[4..], ["1000", "1", "2", "5", "60000", "0"]);
     }
 
