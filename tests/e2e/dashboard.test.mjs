@@ -8,39 +8,48 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { ROOT, freePort, freshIp, parseRateLimit, sleep, startWorker } from "./harness.mjs";
+import { ROOT, freePort, freshIp, parseRateLimit, sleep, startOrigin, startWorker } from "./harness.mjs";
 
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(12).toString("hex");
 const CHROMIUM = "/usr/bin/chromium";
-let dev, base, devLog = "";
+let dev, base;
 
-before(async () => {
+/** `wrangler dev` with extra `--var`s, on its own port and inspector port. */
+async function startDev(vars) {
   const port = await freePort();
+  const inspector = await freePort();
+  const args = ["dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(inspector)];
+  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   // wrangler dev runs the [build] command (a no-op cargo build after scripts/test's build).
-  dev = spawn(
-    path.join(ROOT, "node_modules/.bin/wrangler"),
-    ["dev", "--ip", "127.0.0.1", "--port", String(port), "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`],
-    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
-  );
-  dev.stdout.on("data", (d) => { devLog += d; });
-  dev.stderr.on("data", (d) => { devLog += d; });
+  const proc = spawn(path.join(ROOT, "node_modules/.bin/wrangler"), args,
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } });
+  const out = { proc, log: "", base: `http://127.0.0.1:${port}` };
+  proc.stdout.on("data", (d) => { out.log += d; });
+  proc.stderr.on("data", (d) => { out.log += d; });
   const deadline = Date.now() + 240_000;
-  while (!devLog.includes("Ready on")) {
-    if (dev.exitCode !== null) throw new Error(`wrangler dev exited:\n${devLog}`);
-    if (Date.now() > deadline) throw new Error(`wrangler dev did not start:\n${devLog}`);
+  while (!out.log.includes("Ready on")) {
+    if (proc.exitCode !== null) throw new Error(`wrangler dev exited:\n${out.log}`);
+    if (Date.now() > deadline) throw new Error(`wrangler dev did not start:\n${out.log}`);
     await sleep(200);
   }
-  base = `http://127.0.0.1:${port}`;
+  out.stop = async () => {
+    if (proc.exitCode !== null) return;
+    const exited = new Promise((ok) => proc.once("exit", ok));
+    proc.kill("SIGTERM");
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return out;
+}
+
+before(async () => {
+  dev = await startDev({ ADMIN_TOKEN });
+  base = dev.base;
 });
 
 after(async () => {
-  if (dev && dev.exitCode === null) {
-    const exited = new Promise((ok) => dev.once("exit", ok));
-    dev.kill("SIGTERM");
-    const timer = setTimeout(() => dev.kill("SIGKILL"), 10_000);
-    await exited;
-    clearTimeout(timer);
-  }
+  await dev?.stop();
 });
 
 const admin = (route, { token = ADMIN_TOKEN, method = "GET" } = {}) =>
@@ -128,9 +137,9 @@ test("admin API: inspect reports what the last response said, and reset lets a d
   const passes = await send();
   assert.equal(passes.status, 200, "passes again after the reset");
   assert.equal(parseRateLimit(passes.headers.get("ratelimit")).burst.r, 9);
-  assert.match(devLog, /admin reset tier=anonymous subject=[0-9a-f]{32}/);
-  assert.ok(!devLog.includes(ADMIN_TOKEN), "the token is never logged");
-  assert.ok(!devLog.includes(`subject=${ip}`), "nor the raw address");
+  assert.match(dev.log, /admin reset tier=anonymous subject=[0-9a-f]{32}/);
+  assert.ok(!dev.log.includes(ADMIN_TOKEN), "the token is never logged");
+  assert.ok(!dev.log.includes(`subject=${ip}`), "nor the raw address");
 });
 
 test("without ADMIN_TOKEN the admin API is off", async () => {
@@ -158,6 +167,8 @@ test("in Chromium: the try-it panel fires a burst past the anonymous capacity an
     await page.goto(`${base}/__limiter/`);
     await page.waitForFunction(() => document.getElementById("store-primary").textContent !== "…");
     assert.equal(await page.textContent("#store-primary"), "isolate memory");
+    // In front of the demo origin the demo keys are offered: they work here.
+    await page.waitForFunction(() => !document.querySelector("option.demo-only").hidden);
     assert.match(await page.textContent("#policy-tiers"), /up to 10 requests at once, refilled at 1\/s/);
 
     await page.selectOption("#credential", "");
@@ -192,5 +203,40 @@ test("in Chromium: the try-it panel fires a burst past the anonymous capacity an
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
+  }
+});
+
+test("in Chromium, in front of a real origin: the dashboard asks for the token, then shows the state, and offers no demo key", async () => {
+  const origin = await startOrigin();
+  const real = await startDev({ ADMIN_TOKEN, ORIGIN_URL: origin.url });
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(`${real.base}/__limiter/`);
+    await page.waitForSelector("#token-form:not([hidden])");
+    assert.equal(await page.textContent("#store-primary"), "needs the admin token");
+    assert.equal(await page.textContent("#policy-tiers"), "", "no policy shown without the token");
+    await page.fill("#admin-token", ADMIN_TOKEN);
+    await page.click("#token-form button");
+    await page.waitForFunction(() => document.getElementById("store-primary").textContent === "isolate memory");
+    assert.ok(await page.isHidden("#token-form"));
+    assert.match(await page.textContent("#policy-tiers"), /anonymous/);
+    const demoOffered = await page.evaluate(() => [...document.querySelectorAll("option.demo-only")].some((o) => !o.hidden && !o.disabled));
+    assert.equal(demoOffered, false, "the demo keys are not keys here");
+    // The demo key is indeed no key here.
+    const r = await fetch(`${real.base}/x`, { headers: { "X-API-Key": "demo-premium-key" } });
+    assert.equal(r.status, 401);
+    assert.ok(!real.log.includes(ADMIN_TOKEN), "the token is never logged");
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await real.stop();
+    await origin.stop();
   }
 });
