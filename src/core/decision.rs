@@ -74,8 +74,12 @@ pub fn too_many_requests(tier: &Tier, decision: &Decision, style: HeaderStyle, h
             None,
         ),
         _ => {
-            // Saturating: a decision decoded from a store reply may carry any number.
-            let secs = ceil_secs(decision.retry_after_ms().saturating_add(jitter_ms)).max(1);
+            // Saturating: a decision decoded from a store reply may carry any number. Never
+            // more than the binding limit's own window: a longer wait can only come from a
+            // state written ahead of this clock, and a client told to wait a window and then
+            // refused again for the rest is better off than one told to wait for years.
+            let window = limit.map_or(u64::MAX, |l| ceil_secs(l.algorithm.window_ms()).max(1));
+            let secs = ceil_secs(decision.retry_after_ms().saturating_add(jitter_ms)).clamp(1, window);
             headers.push(("Retry-After", secs.to_string()));
             (
                 format!("Limit \"{limit_name}\" of tier \"{}\" is used up. Retry in {secs} s.", tier.name),
@@ -247,7 +251,11 @@ mod tests {
         let status = LimitStatus { outcome: Outcome::Denied, remaining: 0, reset_ms: u64::MAX, retry_after_ms: u64::MAX };
         let d = Decision::from_parts(Outcome::Denied, 0, 1, &[status, status]).unwrap();
         let r = too_many_requests(&t, &d, BOTH, false, 250);
-        assert_eq!(header(&r.headers, "Retry-After"), Some(u64::MAX.div_ceil(1000).to_string().as_str()));
+        // No overflow, and no wait beyond the binding limit's own window.
+        let window = ceil_secs(t.limits[0].algorithm.window_ms());
+        assert_eq!(header(&r.headers, "Retry-After"), Some(window.to_string().as_str()));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["retry_after"], window);
     }
 
     #[test]

@@ -81,7 +81,8 @@ test("decisions come from Upstash; keys are namespaced digests with a TTL no lon
   assert.equal(parseRateLimit(r2.headers.get("ratelimit")).quota.r, 98);
   const keys = await upstash.command("KEYS", "*");
   assert.equal(keys.length, 1, JSON.stringify(keys));
-  assert.match(keys[0], /^e2e:anonymous:quota:[0-9a-f]{32}$/);
+  // The limit's kind and parameters are part of its key: a changed limit starts afresh.
+  assert.match(keys[0], /^e2e:anonymous:quota:tb100-1-86400000:[0-9a-f]{32}$/);
   assert.ok(!keys.some((k) => k.includes(ip)), "no raw IP in Redis");
   const ttl = await upstash.command("PTTL", keys[0]);
   // Two units used, one back per day: whole again in at most two days.
@@ -165,10 +166,11 @@ test("admin API on Upstash: inspect reads Redis (from either Worker), reset dele
   assert.equal(state.backend, "upstash");
   assert.equal(state.limits[0].remaining, said);
   assert.equal(said, 97);
+  const pattern = `e2e:anonymous:quota:*:${state.subject_hash}`;
+  assert.equal((await upstash.command("KEYS", pattern)).length, 1, "the subject's key is in Redis");
   const reset = await fetch(`${workers[1].url}/__limiter/admin/reset?ip=${ip}`, { method: "POST", headers: auth });
   assert.equal(reset.status, 200);
-  const keys = await upstash.command("KEYS", `e2e:anonymous:quota:${state.subject_hash}`);
-  assert.deepEqual(keys, [], "the key is gone from Redis");
+  assert.deepEqual(await upstash.command("KEYS", pattern), [], "the key is gone from Redis");
   const after = await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } });
   assert.equal(parseRateLimit(after.headers.get("ratelimit")).quota.r, 99, "full again");
 });
