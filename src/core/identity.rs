@@ -52,8 +52,6 @@ pub enum CallerKind {
 pub enum IdentityError {
     UnknownApiKey,
     InvalidToken(&'static str),
-    /// The policy accepts JWTs but the Worker has no `JWT_SECRET`: a configuration error.
-    TokenSecretMissing,
 }
 
 impl std::fmt::Display for IdentityError {
@@ -61,9 +59,6 @@ impl std::fmt::Display for IdentityError {
         match self {
             IdentityError::UnknownApiKey => f.write_str("The API key is not known."),
             IdentityError::InvalidToken(why) => write!(f, "The bearer token is not valid: {why}."),
-            IdentityError::TokenSecretMissing => {
-                f.write_str("Bearer tokens cannot be verified right now (the limiter has no JWT secret configured).")
-            }
         }
     }
 }
@@ -89,9 +84,8 @@ pub fn identify(policy: &Policy, facts: &RequestFacts, jwt_secret: Option<&[u8]>
         let tier = found.ok_or(IdentityError::UnknownApiKey)?;
         return Ok(Caller { tier, subject: format!("key:{}", hex(&digest)), kind: CallerKind::ApiKey });
     }
-    if let (Some(jwt), Some(auth)) = (&id.jwt, facts.authorization) {
-        if let Some(token) = bearer_token(auth) {
-            let secret = jwt_secret.ok_or(IdentityError::TokenSecretMissing)?;
+    if let (Some(jwt), Some(auth), Some(secret)) = (&id.jwt, facts.authorization, jwt_secret) {
+        if let Some(token) = bearer_token(auth).filter(|t| claims_to_be_ours(t, jwt)) {
             let claims = verify_hs256(token, secret, jwt, facts.now_s)?;
             let tier = claims
                 .get(&jwt.tier_claim)
@@ -129,11 +123,36 @@ pub fn failure_subject(rules: &ClientIp, facts: &RequestFacts) -> String {
 }
 
 /// True when the request carries a credential that this policy judges (its API-key header,
-/// or a bearer token while the policy accepts JWTs): the requests a guesser sends.
-pub fn presents_credential(policy: &Policy, facts: &RequestFacts) -> bool {
+/// or a bearer token that claims to be ours while the Worker has a `JWT_SECRET`): the
+/// requests a guesser sends.
+pub fn presents_credential(policy: &Policy, facts: &RequestFacts, has_jwt_secret: bool) -> bool {
     let id = &policy.identity;
+    let ours = |t: &str| id.jwt.as_ref().is_some_and(|jwt| claims_to_be_ours(t, jwt));
     (id.api_key.is_some() && facts.api_key.is_some())
-        || (id.jwt.is_some() && facts.authorization.and_then(bearer_token).is_some())
+        || (has_jwt_secret && facts.authorization.and_then(bearer_token).is_some_and(ours))
+}
+
+/// A bearer token is ours when it says so: a JWT whose header names HS256, the one
+/// algorithm this limiter verifies, and, when the policy names an `issuer`, whose `iss` is
+/// that issuer. Ours, it is verified, and a failure is a failed credential. Any other bearer
+/// token (an opaque session token, the app's own RS256 or `none` tokens) is the app's
+/// business: it passes to the origin untouched and its caller is limited by address.
+pub fn claims_to_be_ours(token: &str, rules: &Jwt) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    // A header is a few dozen bytes; a huge one is nobody's JWT.
+    if header.len() > 1024 || decode_json(header).and_then(|h| h.get("alg").cloned()) != Some(Value::from("HS256")) {
+        return false;
+    }
+    match &rules.issuer {
+        None => true,
+        Some(iss) => {
+            payload.len() <= MAX_CREDENTIAL
+                && decode_json(payload).is_some_and(|p| p.get("iss").and_then(Value::as_str) == Some(iss.as_str()))
+        }
+    }
 }
 
 /// The API keys that README and the dashboard publish for trying the limiter locally:
@@ -410,13 +429,10 @@ pub(crate) mod tests {
             (sign(hdr, r#"{"sub":"u","exp":1799999999}"#, SECRET), "expired"),
             (sign(hdr, r#"{"sub":"u"}"#, SECRET), "no numeric exp"),
             (sign(hdr, r#"{"sub":"u","exp":1800000060}"#, b"other-secret"), "signature does not match"),
-            (sign(r#"{"alg":"none"}"#, r#"{"sub":"u","exp":1800000060}"#, SECRET), "not HS256"),
-            (sign(r#"{"alg":"RS256"}"#, r#"{"sub":"u","exp":1800000060}"#, SECRET), "not HS256"),
             (sign(hdr, r#"{"exp":1800000060}"#, SECRET), "no subject"),
             (sign(hdr, r#"{"sub":"u","exp":1800000060,"nbf":1800000010}"#, SECRET), "not valid yet"),
-            ("a.b".to_string(), "three"),
-            ("!!.??.**".to_string(), "header is not base64url"),
             (format!("{}.e30.", base64url(br#"{"alg":"HS256"}"#)), "signature does not match"),
+            (format!("{}.e30.!!", base64url(br#"{"alg":"HS256"}"#)), "signature is not base64url"),
         ];
         for (token, why) in cases {
             let auth = format!("Bearer {token}");
@@ -425,10 +441,33 @@ pub(crate) mod tests {
                 other => panic!("{token}: {other:?}"),
             }
         }
-        // Other schemes are the origin's business.
+        // Other schemes, and bearer tokens that do not claim to be ours, are the origin's
+        // business: their callers are anonymous, limited by address.
         assert_eq!(identify(&p, &f("Basic dTpw"), Some(SECRET)).unwrap().kind, CallerKind::Anonymous);
-        let missing = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, None);
-        assert_eq!(missing.unwrap_err(), IdentityError::TokenSecretMissing);
+        for theirs in [
+            sign(r#"{"alg":"none"}"#, r#"{"sub":"u","exp":1800000060}"#, SECRET),
+            sign(r#"{"alg":"RS256"}"#, r#"{"sub":"u","tier":"premium","exp":1800000060}"#, SECRET),
+            sign(r#"{"alg":"hs256"}"#, r#"{"sub":"u","exp":1800000060}"#, SECRET),
+            "a.b".to_string(),
+            "!!.??.**".to_string(),
+            "opaque-session-token-4f2a".to_string(),
+        ] {
+            let auth = format!("Bearer {theirs}");
+            let c = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, Some(SECRET)).unwrap();
+            assert_eq!((c.kind, c.subject.as_str()), (CallerKind::Anonymous, "ip:203.0.113.9"), "{theirs}");
+            assert!(!presents_credential(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, true), "{theirs}");
+        }
+        // Without a secret no token can be ours: anonymous, never refused for our configuration.
+        let missing = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, None).unwrap();
+        assert_eq!(missing.kind, CallerKind::Anonymous);
+        assert!(!presents_credential(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, false));
+        // With an issuer named, only tokens of that issuer claim to be ours.
+        let mut q = policy();
+        q.identity.jwt.as_mut().unwrap().issuer = Some("https://id.example".into());
+        let other = format!("Bearer {}", sign(hdr, r#"{"sub":"u","iss":"https://other.example","exp":1800000060}"#, b"x"));
+        assert_eq!(identify(&q, &RequestFacts { authorization: Some(&other), ..facts() }, Some(SECRET)).unwrap().kind, CallerKind::Anonymous);
+        let forged = format!("Bearer {}", sign(hdr, r#"{"sub":"u","iss":"https://id.example","exp":1800000060}"#, b"x"));
+        assert!(identify(&q, &RequestFacts { authorization: Some(&forged), ..facts() }, Some(SECRET)).is_err());
     }
 
     #[test]
@@ -462,12 +501,13 @@ pub(crate) mod tests {
     fn only_credentials_the_policy_judges_count_as_presented() {
         let mut p = policy();
         let key = RequestFacts { api_key: Some("k"), ..facts() };
-        let bearer = RequestFacts { authorization: Some("Bearer x.y.z"), ..facts() };
+        let token = format!("Bearer {}", sign(r#"{"alg":"HS256"}"#, "{}", b"guess"));
+        let bearer = RequestFacts { authorization: Some(&token), ..facts() };
         let basic = RequestFacts { authorization: Some("Basic dTpw"), ..facts() };
-        assert!(presents_credential(&p, &key) && presents_credential(&p, &bearer));
-        assert!(!presents_credential(&p, &basic) && !presents_credential(&p, &facts()));
+        assert!(presents_credential(&p, &key, true) && presents_credential(&p, &bearer, true));
+        assert!(!presents_credential(&p, &basic, true) && !presents_credential(&p, &facts(), true));
         p.identity.jwt = None;
-        assert!(!presents_credential(&p, &bearer));
+        assert!(!presents_credential(&p, &bearer, true));
         assert_eq!(client_subject(&p.identity.client_ip, &RequestFacts::default()), UNKNOWN_ADDRESS);
     }
 

@@ -19,7 +19,7 @@ use crate::core::algorithm::{Algorithm, Decision};
 use crate::core::decision::{ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
 use crate::core::path::{normalize, split_url, NormalPath, PathError, PathOptions};
 use crate::core::identity::{
-    failure_subject, identify, presents_credential, subject_hash, wide_subject, CallerKind, IdentityError, RequestFacts,
+    failure_subject, identify, presents_credential, subject_hash, wide_subject, CallerKind, RequestFacts,
     DEMO_KEY_DIGESTS,
 };
 use crate::core::policy::{Plan, Policy, Tier, TierId, DEFAULT_STORE, EXAMPLE_POLICY};
@@ -95,7 +95,6 @@ struct Isolate {
     store: Hybrid<UpstashStore<FetchTransport>>,
     allowed: Cell<u64>,
     denied: Cell<u64>,
-    logged_secret_missing: Cell<bool>,
 }
 
 impl Isolate {
@@ -193,6 +192,13 @@ fn isolate(env: &Env) -> Rc<Isolate> {
         }
         Some(t) => Ok(t.trim().to_string()),
     };
+    let jwt_secret = env_text(env, "JWT_SECRET").map(String::into_bytes);
+    if policy.as_ref().is_ok_and(|p| p.identity.jwt.is_some()) && jwt_secret.is_none() {
+        console_error!(
+            "edge-limiter: the policy accepts JWTs but JWT_SECRET is not set: no bearer token is judged; \
+             they pass to the origin and their callers are limited by address"
+        );
+    }
     let max_keys = policy.as_ref().map_or(DEFAULT_STORE.memory_max_keys, |p| p.store.memory_max_keys);
     let iso = Rc::new(Isolate {
         policy,
@@ -205,11 +211,10 @@ fn isolate(env: &Env) -> Rc<Isolate> {
         wide_limits,
         lockouts: DenyCache::new(max_keys),
         origin,
-        jwt_secret: env_text(env, "JWT_SECRET").map(String::into_bytes),
+        jwt_secret,
         store,
         allowed: Cell::new(0),
         denied: Cell::new(0),
-        logged_secret_missing: Cell::new(false),
     });
     ISOLATE.with(|i| *i.borrow_mut() = Some(iso.clone()));
     iso
@@ -334,7 +339,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let now = js_sys::Date::now() as u64;
     let facts = fields.facts(now);
     let address = failure_subject(&policy.identity.client_ip, &facts);
-    if presents_credential(policy, &facts) {
+    if presents_credential(policy, &facts, iso.jwt_secret.is_some()) {
         if let Some(r) = locked_out(&iso, policy, &address, now, fields.html()) {
             return r;
         }
@@ -344,13 +349,6 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         Err(e) => {
             let mut r = problem(401, "Unauthorized", &e.to_string(), "invalid-credential");
             r.headers.push(("WWW-Authenticate", "Bearer".to_string()));
-            if e == IdentityError::TokenSecretMissing {
-                // Our configuration's fault, not a guess: nothing to charge.
-                if !iso.logged_secret_missing.replace(true) {
-                    console_error!("edge-limiter: the policy accepts JWTs but JWT_SECRET is not set; bearer tokens get 401");
-                }
-                return refusal(r, None);
-            }
             return failed_credential(&iso, policy, &address, now, fields.html(), r).await;
         }
     };

@@ -107,15 +107,20 @@ test("wrong API keys cost the address; once it is used up even the right key get
   }
 });
 
-test("bad JWTs cost the address the same way; bearer tokens the policy does not judge cost nothing", async () => {
+test("bad JWTs of ours cost the address the same way; bearer tokens that are not ours cost nothing", async () => {
   const w = await startWorker({ POLICY: JSON.stringify(POLICY), ORIGIN_URL: origin.url, JWT_SECRET });
   try {
     const guesser = freshIp();
     const claims = { sub: "u1", exp: nowS() + 60 };
-    const bad = [signJwt(claims, { secret: "guess-1" }), signJwt(claims, { secret: "guess-2" }), "a.b.c", signJwt(claims, { secret: "guess-3" })];
+    const bad = [signJwt(claims, { secret: "guess-1" }), signJwt(claims, { secret: "guess-2" }), signJwt({ sub: "u1" }), signJwt(claims, { secret: "guess-3" })];
     const statuses = [];
     for (const t of bad) statuses.push((await send(w, "/j", { Authorization: `Bearer ${t}`, "CF-Connecting-IP": guesser })).status);
     assert.deepEqual(statuses, [401, 401, 401, 429]);
+    // Tokens that are not ours (another algorithm, not a JWT) are never charged nor refused.
+    const app = freshIp();
+    for (const t of ["opaque-token", signJwt(claims, { header: { alg: "RS256" } }), signJwt(claims, { header: { alg: "none" } })]) {
+      for (let i = 0; i < 4; i++) assert.equal((await send(w, "/j", { Authorization: `Bearer ${t}`, "CF-Connecting-IP": app })).status, 200);
+    }
     assert.equal((await send(w, "/j", { Authorization: `Bearer ${signJwt(claims)}`, "CF-Connecting-IP": guesser })).status, 429);
     assert.equal((await send(w, "/j", { Authorization: `Bearer ${signJwt(claims)}`, "CF-Connecting-IP": freshIp() })).status, 200);
     // Basic auth is the origin's business: never charged, never refused by the limiter.
