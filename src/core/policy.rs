@@ -825,7 +825,9 @@ impl Parser {
     }
 
     fn method(&mut self, m: &str, path: &str) -> Option<String> {
-        if !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_alphabetic()) {
+        // A token (RFC 9110 §5.6.2): extension methods such as PROPFIND or M-SEARCH too.
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if !m.is_empty() && m.len() <= 32 && m.bytes().all(tchar) {
             Some(m.to_ascii_uppercase())
         } else {
             self.fail(path, format!("`{m}` is not an HTTP method"))

@@ -352,7 +352,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
             return failed_credential(&iso, policy, &address, now, fields.html(), r).await;
         }
     };
-    let method = req.method().to_string();
+    // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
+    let method = req.inner().method();
     let (tier_id, cost) = match policy.plan(&method, &target.path.matched, caller.tier) {
         Plan::Exempt => return proxy::forward(req, &iso.origin, &target, &[]).await,
         Plan::Check { tier, cost } => (tier, cost),

@@ -1,10 +1,11 @@
 //! Forwarding an allowed request to the origin and streaming the answer back, with the
-//! rate-limit fields added. Bodies are passed as streams both ways, never buffered, so a
-//! large upload or download costs the Worker no memory. A failing origin is a 502
-//! problem+json, not an exception.
+//! rate-limit fields added. Bodies are passed as the runtime's own streams both ways, never
+//! buffered, so a large upload or download costs the Worker no memory. The method goes as
+//! sent (extension methods too: PROPFIND, PURGE...), and a WebSocket upgrade goes through
+//! with its `Upgrade` and `Connection` fields, the origin's 101 answered with its socket. A
+//! failing origin is a 502 problem+json, not an exception.
 
-use wasm_bindgen::JsValue;
-use worker::{console_error, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody, Result};
+use worker::{console_error, Fetch, Headers, Request, Response, ResponseBody, Result};
 
 use super::{refusal, Origin, Target};
 use crate::core::decision::problem;
@@ -23,10 +24,19 @@ const HOP_BY_HOP: [&str; 9] = [
     "host",
 ];
 
-fn copy_headers(from: &Headers) -> Result<Headers> {
+/// A WebSocket opening handshake (RFC 6455 §4.1): `Upgrade: websocket`.
+pub(super) fn is_websocket(headers: &Headers) -> bool {
+    headers.get("upgrade").ok().flatten().is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// The fields that may cross: all but the hop-by-hop ones, except that a WebSocket
+/// handshake keeps `Upgrade` and `Connection`, which are the handshake.
+fn copy_headers(from: &Headers, websocket: bool) -> Result<Headers> {
     let to = Headers::new();
     for (name, value) in from.entries() {
-        if !HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+        let lower = name.to_ascii_lowercase();
+        let handshake = websocket && (lower == "upgrade" || lower == "connection");
+        if handshake || !HOP_BY_HOP.contains(&lower.as_str()) {
             to.append(&name, &value)?;
         }
     }
@@ -41,16 +51,22 @@ pub(super) async fn forward(req: Request, origin: &Origin, to: &Target<'_>, adde
         Origin::Passthrough => to.origin,
     };
     let target = format!("{base}{}{}", to.path.forward, to.query);
-    let method = req.method();
-    let mut init = RequestInit::new();
-    init.with_method(method.clone())
-        .with_headers(copy_headers(req.headers())?)
-        .with_redirect(RequestRedirect::Manual);
-    if !matches!(method, Method::Get | Method::Head) {
-        init.with_body(req.inner().body().map(JsValue::from));
+    // Built on the runtime's own types: `worker::Method` knows ten methods and turns the rest
+    // into GET, and the body stays the runtime's stream, never wrapped.
+    let incoming = req.inner();
+    let method = incoming.method();
+    let websocket = is_websocket(req.headers());
+    let init = web_sys::RequestInit::new();
+    init.set_method(&method);
+    init.set_headers(&copy_headers(req.headers(), websocket)?.0);
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    if !(method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")) {
+        if let Some(body) = incoming.body() {
+            init.set_body(&body);
+        }
     }
-    let outgoing = Request::new_with_init(&target, &init)?;
-    let answer = match Fetch::Request(outgoing).send().await {
+    let outgoing = web_sys::Request::new_with_str_and_init(&target, &init)?;
+    let answer = match Fetch::Request(Request::from(outgoing)).send().await {
         Ok(r) => r,
         Err(e) => {
             console_error!("edge-limiter: origin request failed: {e}");
@@ -60,11 +76,18 @@ pub(super) async fn forward(req: Request, origin: &Origin, to: &Target<'_>, adde
     };
     // Fetched responses have immutable headers: build a new response around the same body.
     let status = answer.status_code();
-    let headers = copy_headers(answer.headers())?;
+    let headers = copy_headers(answer.headers(), status == 101)?;
     for (name, value) in added {
         headers.set(name, value)?;
     }
     let body = answer.body().clone();
+    if status == 101 {
+        // The origin accepted the upgrade: hand its socket to the client, untouched.
+        if let Some(socket) = answer.websocket() {
+            return Ok(Response::builder().with_status(101).with_headers(headers).with_websocket(socket).empty());
+        }
+        return refusal(problem(502, "Bad Gateway", "The origin answered 101 without a WebSocket.", "origin-unreachable"), None);
+    }
     let builder = Response::builder().with_status(status).with_headers(headers);
     Ok(match body {
         ResponseBody::Stream(s) => builder.stream(s),
@@ -77,7 +100,7 @@ pub(super) async fn forward(req: Request, origin: &Origin, to: &Target<'_>, adde
 fn demo(req: &Request, path: &str, added: &[(&'static str, String)]) -> Result<Response> {
     let body = serde_json::json!({
         "origin": "edge-limiter demo origin",
-        "method": req.method().to_string(),
+        "method": req.inner().method(),
         "path": path,
         "note": "Set ORIGIN_URL to put the limiter in front of your own service.",
     });

@@ -1,0 +1,139 @@
+// Issue 14, in front of a real app: what the app uses passes unchanged. WebSockets both ways
+// (text, binary, close codes) with the handshake checked against the caller's limits,
+// extension methods with their bodies, and Server-Sent Events unbuffered; against the real
+// Worker in workerd and real servers on 127.0.0.1.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { createHash } from "node:crypto";
+import { WebSocketServer, WebSocket } from "ws";
+import { startWorker, freshIp, parseRateLimit } from "./harness.mjs";
+
+const POLICY = {
+  key_prefix: "pass",
+  tiers: { anonymous: { limits: { burst: { token_bucket: { capacity: 3, refill: "1/h" } } } } },
+  routes: [
+    { path: "/purge", method: "PURGE", cost: 2 },
+    { path: "/find", method: "SEARCH", exempt: true },
+  ],
+};
+
+let origin, worker;
+const seen = [];
+
+before(async () => {
+  const server = createServer((req, res) => {
+    if (req.url.startsWith("/events")) {
+      // Four events, 300 ms apart: a buffering proxy would deliver them all at the end.
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
+      let n = 0;
+      const tick = () => {
+        res.write(`data: ${n} ${Date.now()}\n\n`);
+        if (++n === 4) return res.end();
+        setTimeout(tick, 300);
+      };
+      return tick();
+    }
+    const hash = createHash("sha256");
+    let length = 0;
+    req.on("data", (c) => { hash.update(c); length += c.length; });
+    req.on("end", () => {
+      seen.push({ method: req.method, url: req.url, length, sha256: hash.digest("hex") });
+      res.writeHead(207, { "content-type": "application/json" });
+      res.end(JSON.stringify({ method: req.method, length }));
+    });
+  });
+  const wss = new WebSocketServer({ noServer: true });
+  server.on("upgrade", (req, socket, head) => {
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on("message", (data, isBinary) => {
+        const text = isBinary ? null : String(data);
+        if (text === "close please") return ws.close(4001, "asked to");
+        ws.send(isBinary ? Buffer.concat([Buffer.from("echo:"), data]) : `echo:${text}`, { binary: isBinary });
+      });
+    });
+  });
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  origin = { url: `http://127.0.0.1:${server.address().port}`, stop: () => new Promise((ok) => { wss.close(); server.close(ok); }) };
+  worker = await startWorker({ POLICY: JSON.stringify(POLICY), ORIGIN_URL: origin.url });
+});
+after(async () => {
+  await worker?.stop();
+  await origin?.stop();
+});
+
+/** Opens a WebSocket through the Worker; resolves with the socket, or the refusal's status. */
+function connect(ip) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(worker.url.replace(/^http/, "ws") + "/socket", { headers: { "CF-Connecting-IP": ip } });
+    ws.once("open", () => resolve({ ws }));
+    ws.once("unexpected-response", (_req, res) => resolve({ status: res.statusCode, headers: res.headers }));
+    ws.once("error", reject);
+  });
+}
+
+const next = (ws) => new Promise((ok) => ws.once("message", (data, isBinary) => ok({ data, isBinary })));
+
+test("WebSockets pass both ways, text and binary, close codes included; the handshake is limited", async () => {
+  const ip = freshIp();
+  const { ws } = await connect(ip);
+  ws.send("hello");
+  const text = await next(ws);
+  assert.equal(String(text.data), "echo:hello");
+  assert.equal(text.isBinary, false);
+  ws.send(Buffer.from([0, 1, 2, 255]), { binary: true });
+  const binary = await next(ws);
+  assert.equal(binary.isBinary, true);
+  assert.deepEqual([...binary.data], [...Buffer.from("echo:"), 0, 1, 2, 255]);
+  const closed = new Promise((ok) => ws.once("close", (code, reason) => ok({ code, reason: String(reason) })));
+  ws.send("close please");
+  assert.deepEqual(await closed, { code: 4001, reason: "asked to" });
+  // The handshake is a request like any other: the 3-unit budget allows two more, then 429.
+  for (let i = 0; i < 2; i++) (await connect(ip)).ws.close();
+  const refused = await connect(ip);
+  assert.equal(refused.status, 429);
+  assert.ok(Number(refused.headers["retry-after"]) >= 1);
+});
+
+test("every method reaches the origin unchanged with its body, extension methods included; rules can name them", async () => {
+  // workerd's HTTP server knows a fixed set of methods (those of its kj-http library, WebDAV,
+  // CalDAV and cache purges among them) and answers others (M-SEARCH, LINK, anything made up)
+  // 501 itself, before any Worker runs. Every method it delivers goes on unchanged.
+  for (const method of ["PROPFIND", "PROPPATCH", "MKCOL", "REPORT", "PURGE", "LOCK", "UNLOCK", "COPY", "MOVE", "SEARCH", "QUERY", "NOTIFY", "PATCH", "DELETE"]) {
+    const body = `<?xml version="1.0"?><x>${method}</x>`;
+    const path = method === "PURGE" ? "/purge/a" : method === "SEARCH" ? "/find" : "/dav/a";
+    const r = await fetch(`${worker.url}${path}`, { method, body, headers: { "CF-Connecting-IP": freshIp() } });
+    assert.equal(r.status, 207, method);
+    const got = seen.at(-1);
+    assert.deepEqual([got.method, got.url, got.length], [method, path, Buffer.byteLength(body)], method);
+    assert.equal(got.sha256, createHash("sha256").update(body).digest("hex"), `${method}: body unchanged`);
+    if (method === "PURGE") assert.equal(parseRateLimit(r.headers.get("ratelimit")).burst.r, 1, "PURGE /purge costs 2");
+    if (method === "SEARCH") assert.equal(r.headers.get("ratelimit"), null, "SEARCH /find is exempt");
+    if (method === "PROPFIND") assert.equal(parseRateLimit(r.headers.get("ratelimit")).burst.r, 2, "others cost 1");
+  }
+});
+
+test("Server-Sent Events arrive as they are sent, not buffered", async () => {
+  const start = Date.now();
+  const r = await fetch(`${worker.url}/events`, { headers: { "CF-Connecting-IP": freshIp(), Accept: "text/event-stream" } });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get("content-type"), "text/event-stream");
+  const arrivals = [];
+  const decoder = new TextDecoder();
+  let pending = "";
+  for await (const chunk of r.body) {
+    pending += decoder.decode(chunk, { stream: true });
+    let end;
+    while ((end = pending.indexOf("\n\n")) >= 0) {
+      arrivals.push(Date.now() - start);
+      pending = pending.slice(end + 2);
+    }
+  }
+  assert.equal(arrivals.length, 4);
+  // Sent over 900 ms: the first must come long before the last was sent, each a gap after the
+  // one before. (Not a speed figure: a buffered stream would show gaps of about 0.)
+  const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]);
+  assert.ok(arrivals[0] < arrivals[3] - 600, `arrivals ${arrivals}`);
+  for (const g of gaps) assert.ok(g >= 150, `gaps ${gaps}`);
+  console.log(`# SSE arrivals (ms after the request): ${arrivals.join(", ")}; gaps ${gaps.join(", ")}`);
+});
