@@ -5,6 +5,7 @@ pub mod admin;
 pub mod algorithm;
 pub mod decision;
 pub mod describe;
+pub mod forwarding;
 pub mod identity;
 pub mod path;
 pub mod policy;

@@ -355,7 +355,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
     let method = req.inner().method();
     let (tier_id, cost) = match policy.plan(&method, &target.path.matched, caller.tier) {
-        Plan::Exempt => return proxy::forward(req, &iso.origin, &target, &[]).await,
+        Plan::Exempt => return proxy::forward(req, &iso.origin, &target, fields.client_ip.as_deref(), &[]).await,
         Plan::Check { tier, cost } => (tier, cost),
     };
     let hash = subject_hash(&caller.subject);
@@ -384,7 +384,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     iso.allowed.set(iso.allowed.get() + 1);
     let mut added = rate_limit_headers(tier, &decision, policy.headers);
     added.push((BACKEND_HEADER, backend.as_str().to_string()));
-    proxy::forward(req, &iso.origin, &target, &added).await
+    proxy::forward(req, &iso.origin, &target, fields.client_ip.as_deref(), &added).await
 }
 
 /// Checks one request against one set of limits: the decision when it is allowed, else

@@ -9,6 +9,7 @@ use worker::{console_error, Fetch, Headers, Request, Response, ResponseBody, Res
 
 use super::{refusal, Origin, Target};
 use crate::core::decision::problem;
+use crate::core::forwarding::{forwarded_for, public_location};
 
 /// Connection-level fields that must not cross a proxy (RFC 9110 §7.6.1), plus `host`,
 /// which the outgoing URL decides.
@@ -43,8 +44,28 @@ fn copy_headers(from: &Headers, websocket: bool) -> Result<Headers> {
     Ok(to)
 }
 
+/// Tells the origin who is calling and how it was reached, as a proxy does: the client's
+/// address appended to `X-Forwarded-For`, the public host in `X-Forwarded-Host`, the scheme in
+/// `X-Forwarded-Proto`.
+fn tell_the_origin(headers: &Headers, public: &str, client: Option<&str>) -> Result<()> {
+    if let Some(chain) = forwarded_for(headers.get("x-forwarded-for")?.as_deref(), client) {
+        headers.set("X-Forwarded-For", &chain)?;
+    }
+    if let Some((scheme, host)) = public.split_once("://") {
+        headers.set("X-Forwarded-Host", host)?;
+        headers.set("X-Forwarded-Proto", scheme)?;
+    }
+    Ok(())
+}
+
 /// Sends the request on with exactly the path the route rules matched (`Target::path`).
-pub(super) async fn forward(req: Request, origin: &Origin, to: &Target<'_>, added: &[(&'static str, String)]) -> Result<Response> {
+pub(super) async fn forward(
+    req: Request,
+    origin: &Origin,
+    to: &Target<'_>,
+    client: Option<&str>,
+    added: &[(&'static str, String)],
+) -> Result<Response> {
     let base = match origin {
         Origin::Demo => return demo(&req, &to.path.forward, added),
         Origin::Url(base) => base.as_str(),
@@ -58,7 +79,9 @@ pub(super) async fn forward(req: Request, origin: &Origin, to: &Target<'_>, adde
     let websocket = is_websocket(req.headers());
     let init = web_sys::RequestInit::new();
     init.set_method(&method);
-    init.set_headers(&copy_headers(req.headers(), websocket)?.0);
+    let outgoing_headers = copy_headers(req.headers(), websocket)?;
+    tell_the_origin(&outgoing_headers, to.origin, client)?;
+    init.set_headers(&outgoing_headers.0);
     init.set_redirect(web_sys::RequestRedirect::Manual);
     if !(method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")) {
         if let Some(body) = incoming.body() {
@@ -79,6 +102,11 @@ pub(super) async fn forward(req: Request, origin: &Origin, to: &Target<'_>, adde
     let headers = copy_headers(answer.headers(), status == 101)?;
     for (name, value) in added {
         headers.set(name, value)?;
+    }
+    if let (Origin::Url(base), Some(location)) = (origin, headers.get("location")?) {
+        if let Some(public) = public_location(&location, base, to.origin) {
+            headers.set("Location", &public)?;
+        }
     }
     let body = answer.body().clone();
     if status == 101 {

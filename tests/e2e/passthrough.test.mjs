@@ -34,11 +34,16 @@ before(async () => {
       };
       return tick();
     }
+    if (req.url.startsWith("/redirect")) {
+      seen.push({ method: req.method, url: req.url, headers: req.headers });
+      res.writeHead(302, { location: `${origin.url}/landing?from=redirect`, "x-other": "kept" });
+      return res.end();
+    }
     const hash = createHash("sha256");
     let length = 0;
     req.on("data", (c) => { hash.update(c); length += c.length; });
     req.on("end", () => {
-      seen.push({ method: req.method, url: req.url, length, sha256: hash.digest("hex") });
+      seen.push({ method: req.method, url: req.url, length, sha256: hash.digest("hex"), headers: req.headers });
       res.writeHead(207, { "content-type": "application/json" });
       res.end(JSON.stringify({ method: req.method, length }));
     });
@@ -136,4 +141,19 @@ test("Server-Sent Events arrive as they are sent, not buffered", async () => {
   assert.ok(arrivals[0] < arrivals[3] - 600, `arrivals ${arrivals}`);
   for (const g of gaps) assert.ok(g >= 150, `gaps ${gaps}`);
   console.log(`# SSE arrivals (ms after the request): ${arrivals.join(", ")}; gaps ${gaps.join(", ")}`);
+});
+
+test("the origin sees its client, and its redirects to itself point back at the limiter", async () => {
+  const ip = freshIp();
+  const r = await fetch(`${worker.url}/redirect`, { headers: { "CF-Connecting-IP": ip, "X-Forwarded-For": "10.1.2.3" }, redirect: "manual" });
+  assert.equal(r.status, 302);
+  assert.equal(r.headers.get("location"), `${worker.url}/landing?from=redirect`, "not the origin's own address");
+  assert.equal(r.headers.get("x-other"), "kept");
+  const got = seen.at(-1).headers;
+  assert.equal(got["x-forwarded-for"], `10.1.2.3, ${ip}`, "the client's address appended to the chain it sent");
+  assert.equal(got["x-forwarded-host"], new URL(worker.url).host);
+  assert.equal(got["x-forwarded-proto"], "http");
+  // An address that is not one is not passed on.
+  await (await fetch(`${worker.url}/dav/x`, { headers: { "CF-Connecting-IP": "not-an-ip" } })).arrayBuffer();
+  assert.equal(seen.at(-1).headers["x-forwarded-for"], undefined);
 });
