@@ -11,6 +11,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::algorithm::{Algorithm, MAX_LIMITS};
+use super::cors::{AllowOrigins, Cors};
 use super::path::{normalize_prefix, PathOptions};
 use super::rate::{parse_duration_ms, Rate};
 
@@ -28,6 +29,8 @@ pub struct Policy {
     pub identity: Identity,
     /// How the origin reads paths, so route rules read them the same way.
     pub paths: PathOptions,
+    /// CORS fields on the limiter's own answers, and whether preflights are charged.
+    pub cors: Cors,
     /// Route rules, first match wins.
     pub routes: Vec<Route>,
     pub headers: HeaderStyle,
@@ -400,7 +403,7 @@ impl Parser {
     }
 
     fn policy(&mut self, v: &Value) -> Option<Policy> {
-        let known = ["version", "key_prefix", "tiers", "identity", "paths", "routes", "headers", "store"];
+        let known = ["version", "key_prefix", "tiers", "identity", "paths", "cors", "routes", "headers", "store"];
         let map = self.object(v, "", &known)?;
         if let Some(version) = map.get("version") {
             if version.as_u64() != Some(1) {
@@ -421,6 +424,10 @@ impl Parser {
             None => Some(PathOptions::default()),
             Some(v) => self.paths(v, "paths"),
         };
+        let cors = match map.get("cors") {
+            None => Some(Cors::default()),
+            Some(v) => self.cors(v, "cors"),
+        };
         let routes = match map.get("routes") {
             None => Some(Vec::new()),
             Some(v) => self.routes(v, "routes", &tier_list, &paths.unwrap_or_default()),
@@ -438,6 +445,7 @@ impl Parser {
             tiers: tiers?,
             identity: identity?,
             paths: paths?,
+            cors: cors?,
             routes: routes?,
             headers: headers?,
             store: store?,
@@ -708,6 +716,42 @@ impl Parser {
             issuer: issuer?,
             audience: audience?,
         })
+    }
+
+    fn cors(&mut self, v: &Value, path: &str) -> Option<Cors> {
+        let map = self.object(v, path, &["allow_origins", "charge_preflight"])?;
+        let mut c = Cors::default();
+        let mut ok = true;
+        if let Some(o) = map.get("allow_origins") {
+            let opath = join(path, "allow_origins");
+            let origins = match o {
+                Value::String(s) if s == "*" => Some(AllowOrigins::Any),
+                Value::Array(list) if list.is_empty() => Some(AllowOrigins::None),
+                Value::Array(list) => {
+                    let items: Vec<Option<String>> = list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| {
+                            let ipath = format!("{opath}[{i}]");
+                            let s = self.string(item, &ipath)?;
+                            let (scheme, host) = s.split_once("://").unwrap_or(("", ""));
+                            if matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains(['/', ' ', '*']) {
+                                Some(s.to_string())
+                            } else {
+                                self.fail(&ipath, format!("`{s}` is not an origin: write scheme and host, like \"https://app.example\""))
+                            }
+                        })
+                        .collect();
+                    items.into_iter().collect::<Option<Vec<String>>>().map(AllowOrigins::List)
+                }
+                other => self.fail(&opath, format!("expected \"*\" or an array of origins, found {}", type_name_or_value(other))),
+            };
+            ok &= origins.map(|o| c.allow_origins = o).is_some();
+        }
+        if let Some(b) = map.get("charge_preflight") {
+            ok &= self.boolean(b, &join(path, "charge_preflight")).map(|b| c.charge_preflight = b).is_some();
+        }
+        ok.then_some(c)
     }
 
     fn paths(&mut self, v: &Value, path: &str) -> Option<PathOptions> {
@@ -1089,6 +1133,18 @@ mod tests {
         let errs = errors(&with(r#"{"prefix": 64, "limits": {"burst": "100/s"}}"#));
         assert!(errs.iter().any(|e| e.contains("`identity.client_ip.ipv6_wide.prefix`")), "not wider than the /64: {errs:?}");
         assert!(has(&errors(&with(r#"{"prefix": 48}"#)), "identity.client_ip.ipv6_wide.limits", "missing"));
+    }
+
+    #[test]
+    fn cors_is_any_origin_unless_the_policy_lists_some() {
+        assert_eq!(Policy::parse(MINIMAL).unwrap().cors, Cors::default());
+        let with = |c: &str| MINIMAL.replace("}}}}", &format!(r#"}}}}}}, "cors": {c}}}"#));
+        let p = Policy::parse(&with(r#"{"allow_origins": ["https://app.example"], "charge_preflight": true}"#)).unwrap();
+        assert_eq!(p.cors.allow_origins, AllowOrigins::List(vec!["https://app.example".into()]));
+        assert!(p.cors.charge_preflight);
+        assert_eq!(Policy::parse(&with(r#"{"allow_origins": []}"#)).unwrap().cors.allow_origins, AllowOrigins::None);
+        assert!(has(&errors(&with(r#"{"allow_origins": ["app.example"]}"#)), "cors.allow_origins[0]", "not an origin"));
+        assert!(has(&errors(&with(r#"{"allow_origins": "all"}"#)), "cors.allow_origins", "expected"));
     }
 
     #[test]

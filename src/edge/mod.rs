@@ -17,6 +17,7 @@ use worker::{console_error, console_log, Env, Headers, Request, Response, Result
 
 use crate::core::algorithm::{Algorithm, Decision};
 use crate::core::decision::{ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
+use crate::core::cors::{exposed_with_ours, is_preflight, own_answer_fields, Cors};
 use crate::core::path::{normalize, split_url, NormalPath, PathError, PathOptions};
 use crate::core::identity::{
     failure_subject, identify, presents_credential, subject_hash, wide_subject, CallerKind, RequestFacts,
@@ -227,6 +228,8 @@ struct Fields {
     api_key: Option<String>,
     authorization: Option<String>,
     accept: Option<String>,
+    origin: Option<String>,
+    cors_request_method: Option<String>,
 }
 
 impl Fields {
@@ -238,6 +241,8 @@ impl Fields {
             api_key: policy.identity.api_key.as_ref().and_then(|k| text(&k.header)),
             authorization: text("authorization"),
             accept: text("accept"),
+            origin: text("origin"),
+            cors_request_method: text("access-control-request-method"),
         }
     }
 
@@ -312,7 +317,9 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         Ok((t, path)) => Target { origin: t.origin, path, query: t.query },
         Err(e) => {
             let detail = format!("The request path was refused: {e}.");
-            return refusal(problem(400, "Bad Request", &detail, "invalid-path"), None);
+            let origin = req.headers().get("origin").ok().flatten();
+            let cors = iso.policy.as_ref().map_or_else(|_| Cors::default(), |p| p.cors.clone());
+            return with_cors(refusal(problem(400, "Bad Request", &detail, "invalid-path"), None)?, &cors, origin.as_deref());
         }
     };
     let path = target.path.forward.as_str();
@@ -320,7 +327,13 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         // Exact prefix match on the normalised path: `..` is resolved and `%2F` refused, so
         // nothing reaches these pages by another spelling.
         if let Some(rest) = path.strip_prefix(prefix.as_str()) {
-            return dashboard::serve(req, &env, &iso, rest).await;
+            // No CORS here: no page on another origin may read the admin API.
+            let response = dashboard::serve(req, &env, &iso, rest).await?;
+            // (Only ours carry the mark; the assets binding's answers have immutable headers.)
+            if response.headers().has(OWN_ANSWER)? {
+                response.headers().delete(OWN_ANSWER)?;
+            }
+            return Ok(response);
         }
         if path == prefix.trim_end_matches('/') {
             let headers = Headers::new();
@@ -332,10 +345,25 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         Ok(p) => p,
         Err(e) => {
             let detail = format!("The rate limiter's policy is invalid: {e}");
-            return refusal(problem(500, "Rate limiter misconfigured", &detail, "invalid-policy"), None);
+            let origin = req.headers().get("origin").ok().flatten();
+            let response = refusal(problem(500, "Rate limiter misconfigured", &detail, "invalid-policy"), None)?;
+            return with_cors(response, &Cors::default(), origin.as_deref());
         }
     };
     let fields = Fields::read(req.headers(), policy);
+    // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
+    let method = req.inner().method();
+    let preflight = is_preflight(&method, fields.origin.as_deref(), fields.cors_request_method.as_deref());
+    if preflight && !policy.cors.charge_preflight {
+        // The browser asks the app whether it may: the app's answer, uncharged.
+        return proxy::forward(req, &iso.origin, &target, fields.client_ip.as_deref(), &[]).await;
+    }
+    let response = protect(req, &iso, policy, &target, &fields, &method).await?;
+    with_cors(response, &policy.cors, fields.origin.as_deref())
+}
+
+/// The request's way through the limits: identify, plan, check, then forward or refuse.
+async fn protect(req: Request, iso: &Isolate, policy: &Policy, target: &Target<'_>, fields: &Fields, method: &str) -> Result<Response> {
     let now = js_sys::Date::now() as u64;
     let facts = fields.facts(now);
     let address = failure_subject(&policy.identity.client_ip, &facts);
@@ -352,10 +380,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
             return failed_credential(&iso, policy, &address, now, fields.html(), r).await;
         }
     };
-    // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
-    let method = req.inner().method();
-    let (tier_id, cost) = match policy.plan(&method, &target.path.matched, caller.tier) {
-        Plan::Exempt => return proxy::forward(req, &iso.origin, &target, fields.client_ip.as_deref(), &[]).await,
+    let (tier_id, cost) = match policy.plan(method, &target.path.matched, caller.tier) {
+        Plan::Exempt => return proxy::forward(req, &iso.origin, target, fields.client_ip.as_deref(), &[]).await,
         Plan::Check { tier, cost } => (tier, cost),
     };
     let hash = subject_hash(&caller.subject);
@@ -384,7 +410,28 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     iso.allowed.set(iso.allowed.get() + 1);
     let mut added = rate_limit_headers(tier, &decision, policy.headers);
     added.push((BACKEND_HEADER, backend.as_str().to_string()));
-    proxy::forward(req, &iso.origin, &target, fields.client_ip.as_deref(), &added).await
+    proxy::forward(req, &iso.origin, target, fields.client_ip.as_deref(), &added).await
+}
+
+/// Marks the limiter's own answers (set by [`refusal`], removed by [`with_cors`]; dropped from
+/// whatever an origin sends), so CORS fields go only where the limiter answered.
+pub(super) const OWN_ANSWER: &str = "x-edge-limiter-own-answer";
+
+/// The limiter's own answers get the CORS fields the policy allows; the origin's answers
+/// keep its own, with the limiter's response fields exposed too when it allows a read.
+fn with_cors(response: Response, cors: &Cors, origin: Option<&str>) -> Result<Response> {
+    let headers = response.headers();
+    if headers.has(OWN_ANSWER)? {
+        headers.delete(OWN_ANSWER)?;
+        for (name, value) in own_answer_fields(cors, origin) {
+            headers.set(name, &value)?;
+        }
+    } else if origin.is_some() && headers.has("access-control-allow-origin")? {
+        if let Some(list) = exposed_with_ours(headers.get("access-control-expose-headers")?.as_deref()) {
+            headers.set("Access-Control-Expose-Headers", &list)?;
+        }
+    }
+    Ok(response)
 }
 
 /// Checks one request against one set of limits: the decision when it is allowed, else
@@ -429,6 +476,7 @@ fn jitter_ms() -> u64 {
 /// Renders a core refusal (429, 401, 500...) as a response.
 fn refusal(r: Refusal, backend: Option<Backend>) -> Result<Response> {
     let headers = Headers::new();
+    headers.set(OWN_ANSWER, "1")?;
     headers.set("Content-Type", r.content_type)?;
     headers.set("Cache-Control", "no-store")?;
     for (name, value) in &r.headers {

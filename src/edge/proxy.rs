@@ -37,6 +37,9 @@ fn copy_headers(from: &Headers, websocket: bool) -> Result<Headers> {
     for (name, value) in from.entries() {
         let lower = name.to_ascii_lowercase();
         let handshake = websocket && (lower == "upgrade" || lower == "connection");
+        if lower == super::OWN_ANSWER {
+            continue;
+        }
         if handshake || !HOP_BY_HOP.contains(&lower.as_str()) {
             to.append(&name, &value)?;
         }

@@ -227,3 +227,23 @@ test("on Upstash the failures count across isolates: two Workers, one budget of 
     await stack.stop();
   }
 });
+
+test("CORS on the limiter's answers follows the policy's list of origins; the admin API has none", async () => {
+  const policy = { ...POLICY, cors: { allow_origins: ["https://app.example"] } };
+  const w = await startWorker({ POLICY: JSON.stringify(policy), ORIGIN_URL: origin.url, ADMIN_TOKEN });
+  try {
+    const listed = await send(w, "/c", { "X-API-Key": "wrong", Origin: "https://app.example", "CF-Connecting-IP": freshIp() });
+    assert.equal(listed.status, 401);
+    assert.equal(listed.headers.get("access-control-allow-origin"), "https://app.example");
+    assert.equal(listed.headers.get("access-control-allow-credentials"), "true");
+    assert.equal(listed.headers.get("vary"), "Origin");
+    const other = await send(w, "/c", { "X-API-Key": "wrong", Origin: "https://evil.example", "CF-Connecting-IP": freshIp() });
+    assert.equal(other.headers.get("access-control-allow-origin"), null);
+    const admin = await send(w, "/__limiter/admin/health", { Authorization: `Bearer ${ADMIN_TOKEN}`, Origin: "https://app.example" });
+    assert.equal(admin.status, 200);
+    assert.equal(admin.headers.get("access-control-allow-origin"), null, "no page on another origin reads the admin API");
+    assert.equal(admin.headers.get("x-edge-limiter-own-answer"), null);
+  } finally {
+    await w.stop();
+  }
+});

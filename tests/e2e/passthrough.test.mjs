@@ -34,6 +34,10 @@ before(async () => {
       };
       return tick();
     }
+    if (req.url.startsWith("/cors-app")) {
+      res.writeHead(200, { "access-control-allow-origin": req.headers.origin ?? "*", "access-control-expose-headers": "X-Request-Id", "x-request-id": "r1" });
+      return res.end("{}");
+    }
     if (req.url.startsWith("/redirect")) {
       seen.push({ method: req.method, url: req.url, headers: req.headers });
       res.writeHead(302, { location: `${origin.url}/landing?from=redirect`, "x-other": "kept" });
@@ -156,4 +160,36 @@ test("the origin sees its client, and its redirects to itself point back at the 
   // An address that is not one is not passed on.
   await (await fetch(`${worker.url}/dav/x`, { headers: { "CF-Connecting-IP": "not-an-ip" } })).arrayBuffer();
   assert.equal(seen.at(-1).headers["x-forwarded-for"], undefined);
+});
+
+test("CORS: preflights go to the app uncharged; a browser can read the limiter's 429; the admin API stays closed to other origins", async () => {
+  const ip = freshIp();
+  const page = "https://front.example";
+  // Ten preflights from one address with a budget of 3: the app answers each, none is charged.
+  for (let i = 0; i < 10; i++) {
+    const r = await fetch(`${worker.url}/dav/cors`, {
+      method: "OPTIONS",
+      headers: { "CF-Connecting-IP": ip, Origin: page, "Access-Control-Request-Method": "POST" },
+    });
+    assert.equal(r.status, 207, "the origin's answer");
+    assert.equal(r.headers.get("ratelimit"), null, "not charged");
+    await r.arrayBuffer();
+  }
+  for (let i = 0; i < 3; i++) await (await fetch(`${worker.url}/dav/cors`, { headers: { "CF-Connecting-IP": ip, Origin: page } })).arrayBuffer();
+  const denied = await fetch(`${worker.url}/dav/cors`, { headers: { "CF-Connecting-IP": ip, Origin: page } });
+  assert.equal(denied.status, 429);
+  assert.equal(denied.headers.get("access-control-allow-origin"), "*");
+  assert.match(denied.headers.get("access-control-expose-headers"), /Retry-After.*RateLimit/);
+  assert.equal(denied.headers.get("x-edge-limiter-own-answer"), null, "the internal mark never leaves");
+  await denied.arrayBuffer();
+  // The app's own CORS answer is kept, and the limiter's fields are exposed beside its own.
+  const app = await fetch(`${worker.url}/cors-app`, { headers: { "CF-Connecting-IP": freshIp(), Origin: page } });
+  assert.equal(app.headers.get("access-control-allow-origin"), page);
+  assert.match(app.headers.get("access-control-expose-headers"), /^X-Request-Id, Retry-After, RateLimit/);
+  assert.ok(app.headers.get("ratelimit"));
+  await app.arrayBuffer();
+  // Without an Origin (not a browser's cross-origin call) no CORS fields are added.
+  const plain = await fetch(`${worker.url}/dav/cors`, { headers: { "CF-Connecting-IP": ip } });
+  assert.equal(plain.headers.get("access-control-allow-origin"), null);
+  await plain.arrayBuffer();
 });
