@@ -88,6 +88,21 @@ if [ -n "${NEED_BROWSER:-}" ]; then
   need_apt chromium chromium
 fi
 
+# The real-app tests (a Gradio app and its official client) need a Python virtual environment
+# with the pinned packages of tests/apps/requirements.txt; scripts/test sets NEED_APPS=1.
+if [ -n "${NEED_APPS:-}" ]; then
+  APPS_VENV="$ROOT/.venv-apps"
+  if [ -x "$APPS_VENV/bin/python" ] && [ "$APPS_VENV/.installed" -nt tests/apps/requirements.txt ]; then
+    say "Python apps for the tests (gradio, gradio_client): present"
+  else
+    say "Python apps for the tests: installing gradio and gradio_client (pip, into .venv-apps)"
+    python3 -m venv "$APPS_VENV"
+    "$APPS_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/apps/requirements.txt
+    touch "$APPS_VENV/.installed"
+  fi
+  export APPS_PYTHON="$APPS_VENV/bin/python"
+fi
+
 # worker-build uses these instead of downloading its own tools (it cannot reach them here).
 export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen"
 export ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild"
