@@ -142,7 +142,8 @@ mod tests {
         assert_eq!(rate_in_words(Rate::parse("7/3ms").unwrap()), "140000/min");
         assert_eq!(rate_in_words(Rate::parse("1/7ms").unwrap()), "1/7ms", "no whole number per unit: as written");
         assert_eq!(d["routes"][0]["words"], "any method /health: not limited");
-        assert_eq!(d["routes"][2]["words"], "POST, PUT /upload: costs 5");
+        assert_eq!(d["routes"][2]["words"], "GET, HEAD /assets/: not limited");
+        assert_eq!(d["routes"][5]["words"], "POST, PUT /upload: costs 5");
         assert!(d["identity"][1].as_str().unwrap().contains("2 key(s)"));
         for digest in p.identity.api_key.as_ref().unwrap().keys.iter().map(|(d, _)| d) {
             let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
