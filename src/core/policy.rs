@@ -126,6 +126,9 @@ pub struct Route {
     /// Caller tiers the rule applies to; empty means all.
     pub tiers: Vec<TierId>,
     pub action: RouteAction,
+    /// For WebSockets opened on this route: how many messages a client may send per
+    /// connection (a limit like `"20/s"`); past it the connection is closed with 1008.
+    pub websocket_messages: Option<Algorithm>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,14 +223,18 @@ impl Policy {
         self.tiers.iter().position(|t| t.name == name)
     }
 
-    /// Applies the route rules to a request by `caller_tier`.
-    pub fn plan(&self, method: &str, path: &str, caller_tier: TierId) -> Plan {
-        let rule = self.routes.iter().find(|r| {
+    /// The first route rule that matches a request by `caller_tier`.
+    pub fn rule(&self, method: &str, path: &str, caller_tier: TierId) -> Option<&Route> {
+        self.routes.iter().find(|r| {
             (r.methods.is_empty() || r.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
                 && (r.tiers.is_empty() || r.tiers.contains(&caller_tier))
                 && path_has_prefix(path, &r.path_prefix)
-        });
-        match rule.map(|r| r.action) {
+        })
+    }
+
+    /// Applies the route rules to a request by `caller_tier`.
+    pub fn plan(&self, method: &str, path: &str, caller_tier: TierId) -> Plan {
+        match self.rule(method, path, caller_tier).map(|r| r.action) {
             Some(RouteAction::Exempt) => Plan::Exempt,
             Some(RouteAction::Limit { cost, tier }) => {
                 Plan::Check { tier: tier.unwrap_or(caller_tier), cost }
@@ -786,7 +793,7 @@ impl Parser {
     }
 
     fn route(&mut self, v: &Value, path: &str, tiers: &[Tier], paths: &PathOptions) -> Option<Route> {
-        let known = ["method", "path", "tiers", "cost", "exempt", "use_tier"];
+        let known = ["method", "path", "tiers", "cost", "exempt", "use_tier", "websocket_messages"];
         let map = self.object(v, path, &known)?;
         let ppath = join(path, "path");
         let path_prefix = match map.get("path") {
@@ -838,7 +845,11 @@ impl Parser {
             None => Some(None),
             Some(t) => self.tier_ref(t, &join(path, "use_tier"), tiers).map(Some),
         };
-        let (exempt, cost, use_tier, filter) = (exempt?, cost?, use_tier?, filter?);
+        let websocket_messages = match map.get("websocket_messages") {
+            None => Some(None),
+            Some(l) => self.limit(l, &join(path, "websocket_messages")).map(Some),
+        };
+        let (exempt, cost, use_tier, filter, websocket_messages) = (exempt?, cost?, use_tier?, filter?, websocket_messages?);
         let action = if exempt {
             if cost.is_some() || use_tier.is_some() {
                 return self.fail(path, "an exempt rule takes no cost or use_tier");
@@ -865,7 +876,7 @@ impl Parser {
             }
             RouteAction::Limit { cost, tier: use_tier }
         };
-        Some(Route { methods: methods?, path_prefix: path_prefix?, tiers: filter, action })
+        Some(Route { methods: methods?, path_prefix: path_prefix?, tiers: filter, action, websocket_messages })
     }
 
     fn method(&mut self, m: &str, path: &str) -> Option<String> {
@@ -1145,6 +1156,18 @@ mod tests {
         assert_eq!(Policy::parse(&with(r#"{"allow_origins": []}"#)).unwrap().cors.allow_origins, AllowOrigins::None);
         assert!(has(&errors(&with(r#"{"allow_origins": ["app.example"]}"#)), "cors.allow_origins[0]", "not an origin"));
         assert!(has(&errors(&with(r#"{"allow_origins": "all"}"#)), "cors.allow_origins", "expected"));
+    }
+
+    #[test]
+    fn a_route_can_limit_websocket_messages() {
+        let text = r#"{"tiers": {"anonymous": {"limits": {"b": "10/s"}}},
+            "routes": [{"path": "/chat", "websocket_messages": "20/s"}, {"path": "/x", "websocket_messages": "lots"}]}"#;
+        let errs = errors(text);
+        assert!(errs.iter().any(|e| e.contains("`routes[1].websocket_messages`")), "{errs:?}");
+        let p = Policy::parse(&text.replace(r#", {"path": "/x", "websocket_messages": "lots"}"#, "")).unwrap();
+        let limit = p.rule("GET", "/chat/room", 0).and_then(|r| r.websocket_messages).unwrap();
+        assert_eq!(limit, Algorithm::token_bucket(20, Rate::parse("20/s").unwrap()).unwrap());
+        assert!(p.rule("GET", "/other", 0).is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod admin;
 mod dashboard;
 mod proxy;
+mod relay;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -356,7 +357,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let preflight = is_preflight(&method, fields.origin.as_deref(), fields.cors_request_method.as_deref());
     if preflight && !policy.cors.charge_preflight {
         // The browser asks the app whether it may: the app's answer, uncharged.
-        return proxy::forward(req, &iso.origin, &target, fields.client_ip.as_deref(), &[]).await;
+        return proxy::forward(req, &iso.origin, &target, fields.client_ip.as_deref(), None, &[]).await;
     }
     let response = protect(req, &iso, policy, &target, &fields, &method).await?;
     with_cors(response, &policy.cors, fields.origin.as_deref())
@@ -380,8 +381,10 @@ async fn protect(req: Request, iso: &Isolate, policy: &Policy, target: &Target<'
             return failed_credential(&iso, policy, &address, now, fields.html(), r).await;
         }
     };
+    // A WebSocket on a route that limits its messages is relayed, and counted, by the Worker.
+    let messages = policy.rule(method, &target.path.matched, caller.tier).and_then(|r| r.websocket_messages);
     let (tier_id, cost) = match policy.plan(method, &target.path.matched, caller.tier) {
-        Plan::Exempt => return proxy::forward(req, &iso.origin, target, fields.client_ip.as_deref(), &[]).await,
+        Plan::Exempt => return proxy::forward(req, &iso.origin, target, fields.client_ip.as_deref(), messages, &[]).await,
         Plan::Check { tier, cost } => (tier, cost),
     };
     let hash = subject_hash(&caller.subject);
@@ -410,7 +413,7 @@ async fn protect(req: Request, iso: &Isolate, policy: &Policy, target: &Target<'
     iso.allowed.set(iso.allowed.get() + 1);
     let mut added = rate_limit_headers(tier, &decision, policy.headers);
     added.push((BACKEND_HEADER, backend.as_str().to_string()));
-    proxy::forward(req, &iso.origin, target, fields.client_ip.as_deref(), &added).await
+    proxy::forward(req, &iso.origin, target, fields.client_ip.as_deref(), messages, &added).await
 }
 
 /// Marks the limiter's own answers (set by [`refusal`], removed by [`with_cors`]; dropped from

@@ -8,6 +8,7 @@
 use worker::{console_error, Fetch, Headers, Request, Response, ResponseBody, Result};
 
 use super::{refusal, Origin, Target};
+use crate::core::algorithm::Algorithm;
 use crate::core::decision::problem;
 use crate::core::forwarding::{forwarded_for, public_location};
 
@@ -67,6 +68,7 @@ pub(super) async fn forward(
     origin: &Origin,
     to: &Target<'_>,
     client: Option<&str>,
+    messages: Option<Algorithm>,
     added: &[(&'static str, String)],
 ) -> Result<Response> {
     let base = match origin {
@@ -114,10 +116,11 @@ pub(super) async fn forward(
     let body = answer.body().clone();
     if status == 101 {
         // The origin accepted the upgrade: hand its socket to the client, untouched.
-        if let Some(socket) = answer.websocket() {
-            return Ok(Response::builder().with_status(101).with_headers(headers).with_websocket(socket).empty());
-        }
-        return refusal(problem(502, "Bad Gateway", "The origin answered 101 without a WebSocket.", "origin-unreachable"), None);
+        return match (answer.websocket(), messages) {
+            (Some(socket), Some(limit)) => super::relay::relay(socket, limit, headers),
+            (Some(socket), None) => Ok(Response::builder().with_status(101).with_headers(headers).with_websocket(socket).empty()),
+            (None, _) => refusal(problem(502, "Bad Gateway", "The origin answered 101 without a WebSocket.", "origin-unreachable"), None),
+        };
     }
     let builder = Response::builder().with_status(status).with_headers(headers);
     Ok(match body {

@@ -15,6 +15,7 @@ const POLICY = {
   routes: [
     { path: "/purge", method: "PURGE", cost: 2 },
     { path: "/find", method: "SEARCH", exempt: true },
+    { path: "/chat", exempt: true, websocket_messages: { token_bucket: { capacity: 5, refill: "1/h" } } },
   ],
 };
 
@@ -72,9 +73,9 @@ after(async () => {
 });
 
 /** Opens a WebSocket through the Worker; resolves with the socket, or the refusal's status. */
-function connect(ip) {
+function connect(ip, path = "/socket") {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(worker.url.replace(/^http/, "ws") + "/socket", { headers: { "CF-Connecting-IP": ip } });
+    const ws = new WebSocket(worker.url.replace(/^http/, "ws") + path, { headers: { "CF-Connecting-IP": ip } });
     ws.once("open", () => resolve({ ws }));
     ws.once("unexpected-response", (_req, res) => resolve({ status: res.statusCode, headers: res.headers }));
     ws.once("error", reject);
@@ -192,4 +193,28 @@ test("CORS: preflights go to the app uncharged; a browser can read the limiter's
   const plain = await fetch(`${worker.url}/dav/cors`, { headers: { "CF-Connecting-IP": ip } });
   assert.equal(plain.headers.get("access-control-allow-origin"), null);
   await plain.arrayBuffer();
+});
+
+test("a route can limit messages per WebSocket connection: the Worker relays, counts, and closes with 1008 past it", async () => {
+  const { ws } = await connect(freshIp(), "/chat");
+  const echoes = [];
+  for (let i = 0; i < 4; i++) {
+    ws.send(`m${i}`);
+    echoes.push(String((await next(ws)).data));
+  }
+  ws.send(Buffer.from([7, 7]), { binary: true });
+  const binary = await next(ws);
+  assert.deepEqual([binary.isBinary, [...binary.data]], [true, [...Buffer.from("echo:"), 7, 7]]);
+  assert.deepEqual(echoes, ["echo:m0", "echo:m1", "echo:m2", "echo:m3"]);
+  // The sixth message is one past the 5 this connection may send.
+  const closed = new Promise((ok) => ws.once("close", (code, reason) => ok({ code, reason: String(reason) })));
+  ws.send("one too many");
+  assert.deepEqual(await closed, { code: 1008, reason: "message rate limit exceeded" });
+  // A new connection has its own count, and the origin's close codes pass through the relay.
+  const again = (await connect(freshIp(), "/chat")).ws;
+  again.send("hi");
+  assert.equal(String((await next(again)).data), "echo:hi");
+  const byOrigin = new Promise((ok) => again.once("close", (code, reason) => ok({ code, reason: String(reason) })));
+  again.send("close please");
+  assert.deepEqual(await byOrigin, { code: 4001, reason: "asked to" });
 });
