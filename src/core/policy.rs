@@ -31,6 +31,9 @@ pub struct Policy {
     pub paths: PathOptions,
     /// CORS fields on the limiter's own answers, and whether preflights are charged.
     pub cors: Cors,
+    /// Preflights not charged to the caller's tier still count here, per client address, so
+    /// `OPTIONS` cannot carry a flood to the origin: a tier named [`PREFLIGHTS`].
+    pub preflights: Tier,
     /// Route rules, first match wins.
     pub routes: Vec<Route>,
     pub headers: HeaderStyle,
@@ -94,6 +97,14 @@ pub struct WideNet {
     /// [`IPV6_WIDE`].
     pub tier: Tier,
 }
+
+/// The name of the preflights' own limits (`cors.preflight_limits`), reserved like
+/// [`AUTH_FAILURES`].
+pub const PREFLIGHTS: &str = "preflights";
+
+/// The `cors.preflight_limits` of a policy that names none: generous, since browsers cache
+/// preflights, yet bounded.
+const DEFAULT_PREFLIGHTS: &str = r#"{"preflights": {"token_bucket": {"capacity": 100, "refill": "10/s"}}}"#;
 
 /// The name of the wide IPv6 net's limits, reserved like [`AUTH_FAILURES`].
 pub const IPV6_WIDE: &str = "ipv6-wide";
@@ -435,6 +446,7 @@ impl Parser {
             None => Some(Cors::default()),
             Some(v) => self.cors(v, "cors"),
         };
+        let preflights = self.preflights(map.get("cors").and_then(|c| c.get("preflight_limits")));
         let routes = match map.get("routes") {
             None => Some(Vec::new()),
             Some(v) => self.routes(v, "routes", &tier_list, &paths.unwrap_or_default()),
@@ -453,6 +465,7 @@ impl Parser {
             identity: identity?,
             paths: paths?,
             cors: cors?,
+            preflights: preflights?,
             routes: routes?,
             headers: headers?,
             store: store?,
@@ -480,9 +493,11 @@ impl Parser {
 
     fn tier(&mut self, name: &str, v: &Value, path: &str) -> Option<Tier> {
         let name = match self.name(name, path, "tier") {
-            Some(n) if n == AUTH_FAILURES || n == IPV6_WIDE => self.fail(
+            Some(n) if n == AUTH_FAILURES || n == IPV6_WIDE || n == PREFLIGHTS => self.fail(
                 path,
-                format!("`{n}` is reserved (identity.auth_failures and identity.client_ip.ipv6_wide use it); pick another tier name"),
+                format!(
+                    "`{n}` is reserved (identity.auth_failures, identity.client_ip.ipv6_wide and cors.preflight_limits use them); pick another tier name"
+                ),
             ),
             other => other,
         };
@@ -726,7 +741,8 @@ impl Parser {
     }
 
     fn cors(&mut self, v: &Value, path: &str) -> Option<Cors> {
-        let map = self.object(v, path, &["allow_origins", "charge_preflight"])?;
+        // `preflight_limits` is read by `preflights`.
+        let map = self.object(v, path, &["allow_origins", "charge_preflight", "preflight_limits"])?;
         let mut c = Cors::default();
         let mut ok = true;
         if let Some(o) = map.get("allow_origins") {
@@ -759,6 +775,18 @@ impl Parser {
             ok &= self.boolean(b, &join(path, "charge_preflight")).map(|b| c.charge_preflight = b).is_some();
         }
         ok.then_some(c)
+    }
+
+    fn preflights(&mut self, v: Option<&Value>) -> Option<Tier> {
+        let path = "cors.preflight_limits";
+        let limits = match v {
+            Some(v) => self.limits(v, path),
+            None => match serde_json::from_str::<Value>(DEFAULT_PREFLIGHTS) {
+                Ok(v) => self.limits(&v, path),
+                Err(e) => self.fail(path, format!("the built-in default is not JSON: {e}")),
+            },
+        };
+        Some(Tier { name: PREFLIGHTS.into(), description: "CORS preflights, per client address".into(), limits: limits? })
     }
 
     fn paths(&mut self, v: &Value, path: &str) -> Option<PathOptions> {
@@ -1156,6 +1184,11 @@ mod tests {
         assert_eq!(Policy::parse(&with(r#"{"allow_origins": []}"#)).unwrap().cors.allow_origins, AllowOrigins::None);
         assert!(has(&errors(&with(r#"{"allow_origins": ["app.example"]}"#)), "cors.allow_origins[0]", "not an origin"));
         assert!(has(&errors(&with(r#"{"allow_origins": "all"}"#)), "cors.allow_origins", "expected"));
+        assert_eq!(p.preflights.name, PREFLIGHTS);
+        assert_eq!(p.preflights.limits[0].algorithm.capacity(), 100);
+        let own = Policy::parse(&with(r#"{"preflight_limits": {"p": "5/s"}}"#)).unwrap();
+        assert_eq!(own.preflights.limits[0].algorithm.capacity(), 5);
+        assert!(has(&errors(&with(r#"{"preflight_limits": {"p": "x"}}"#)), "cors.preflight_limits.p", ""));
     }
 
     #[test]

@@ -87,6 +87,8 @@ struct Isolate {
     tiers: Vec<TierLimits>,
     /// The limits of `identity.auth_failures`, laid out like a tier's.
     auth_limits: TierLimits,
+    /// The limits of `cors.preflight_limits`.
+    preflight_limits: TierLimits,
     /// The limits of `identity.client_ip.ipv6_wide`, when the policy casts that net.
     wide_limits: Option<TierLimits>,
     /// Addresses that have used up their failed-credential limits, until when: their
@@ -172,15 +174,17 @@ fn isolate(env: &Env) -> Rc<Isolate> {
             );
         }
     }
-    let (tiers, auth_limits, wide_limits, store) = match &policy {
+    let none = || TierLimits { algorithms: Vec::new(), names: Vec::new() };
+    let (tiers, auth_limits, preflight_limits, wide_limits, store) = match &policy {
         Ok(p) => {
             let tiers = p.tiers.iter().map(TierLimits::of).collect();
             let wide = p.identity.client_ip.ipv6_wide.as_ref().map(|w| TierLimits::of(&w.tier));
-            (tiers, TierLimits::of(&p.identity.auth_failures), wide, Hybrid::new(upstash(env, p), &p.store))
+            let (auth, preflights) = (TierLimits::of(&p.identity.auth_failures), TierLimits::of(&p.preflights));
+            (tiers, auth, preflights, wide, Hybrid::new(upstash(env, p), &p.store))
         }
         Err(e) => {
             console_error!("edge-limiter: the policy is invalid, every request will get a 500 until it is fixed: {e}");
-            (Vec::new(), TierLimits { algorithms: Vec::new(), names: Vec::new() }, None, Hybrid::new(None, &DEFAULT_STORE))
+            (Vec::new(), none(), none(), None, Hybrid::new(None, &DEFAULT_STORE))
         }
     };
     let admin_token = match env_text(env, "ADMIN_TOKEN") {
@@ -210,6 +214,7 @@ fn isolate(env: &Env) -> Rc<Isolate> {
         started_at: js_sys::Date::now() as u64,
         tiers,
         auth_limits,
+        preflight_limits,
         wide_limits,
         lockouts: DenyCache::new(max_keys),
         origin,
@@ -356,7 +361,15 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let method = req.inner().method();
     let preflight = is_preflight(&method, fields.origin.as_deref(), fields.cors_request_method.as_deref());
     if preflight && !policy.cors.charge_preflight {
-        // The browser asks the app whether it may: the app's answer, uncharged.
+        // The browser asks the app whether it may: the app's answer, not charged to the
+        // caller's tier, but counted on the preflights' own limits so OPTIONS is no way
+        // around them.
+        let now = js_sys::Date::now() as u64;
+        let hash = subject_hash(&failure_subject(&policy.identity.client_ip, &fields.facts(now)));
+        let request = iso.preflight_limits.request(&policy.preflights, &hash, now, 1);
+        if let Err(refused) = checked(&iso, policy, &policy.preflights, &request, false).await {
+            return with_cors(refused?, &policy.cors, fields.origin.as_deref());
+        }
         return proxy::forward(req, &iso.origin, &target, fields.client_ip.as_deref(), None, &[]).await;
     }
     let response = protect(req, &iso, policy, &target, &fields, &method).await?;

@@ -31,19 +31,20 @@ pub(super) fn is_websocket(headers: &Headers) -> bool {
     headers.get("upgrade").ok().flatten().is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
 }
 
-/// The fields that may cross: all but the hop-by-hop ones, except that a WebSocket
-/// handshake keeps `Upgrade` and `Connection`, which are the handshake.
+/// The fields that may cross: all but the hop-by-hop ones. A WebSocket handshake is sent
+/// as one, `Upgrade: websocket` and `Connection: Upgrade` exactly: fields the client named in
+/// its own `Connection` (`X-Forwarded-For`, say) are not dropped on its word.
 fn copy_headers(from: &Headers, websocket: bool) -> Result<Headers> {
     let to = Headers::new();
     for (name, value) in from.entries() {
         let lower = name.to_ascii_lowercase();
-        let handshake = websocket && (lower == "upgrade" || lower == "connection");
-        if lower == super::OWN_ANSWER {
-            continue;
-        }
-        if handshake || !HOP_BY_HOP.contains(&lower.as_str()) {
+        if lower != super::OWN_ANSWER && !HOP_BY_HOP.contains(&lower.as_str()) {
             to.append(&name, &value)?;
         }
+    }
+    if websocket {
+        to.set("Upgrade", "websocket")?;
+        to.set("Connection", "Upgrade")?;
     }
     Ok(to)
 }

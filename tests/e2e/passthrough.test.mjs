@@ -11,6 +11,8 @@ import { startWorker, freshIp, parseRateLimit } from "./harness.mjs";
 
 const POLICY = {
   key_prefix: "pass",
+  // Preflights are not charged to the caller's tier, but have limits of their own.
+  cors: { preflight_limits: { preflights: { token_bucket: { capacity: 12, refill: "1/h" } } } },
   tiers: { anonymous: { limits: { burst: { token_bucket: { capacity: 3, refill: "1/h" } } } } },
   routes: [
     { path: "/purge", method: "PURGE", cost: 2 },
@@ -163,7 +165,7 @@ test("the origin sees its client, and its redirects to itself point back at the 
   assert.equal(seen.at(-1).headers["x-forwarded-for"], undefined);
 });
 
-test("CORS: preflights go to the app uncharged; a browser can read the limiter's 429; the admin API stays closed to other origins", async () => {
+test("CORS: preflights go to the app uncharged, within limits of their own; a browser can read the limiter's 429; the admin API stays closed to other origins", async () => {
   const ip = freshIp();
   const page = "https://front.example";
   // Ten preflights from one address with a budget of 3: the app answers each, none is charged.
@@ -176,6 +178,18 @@ test("CORS: preflights go to the app uncharged; a browser can read the limiter's
     assert.equal(r.headers.get("ratelimit"), null, "not charged");
     await r.arrayBuffer();
   }
+  // A flood of preflights is no way around the limits: past their own 12, they get 429.
+  const flood = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await fetch(`${worker.url}/dav/cors`, {
+      method: "OPTIONS",
+      headers: { "CF-Connecting-IP": ip, Origin: page, "Access-Control-Request-Method": "DELETE" },
+    });
+    flood.push(r.status);
+    if (r.status === 429) assert.equal(r.headers.get("access-control-allow-origin"), "*", "a browser can read it");
+    await r.arrayBuffer();
+  }
+  assert.deepEqual(flood, [207, 207, 429, 429]);
   for (let i = 0; i < 3; i++) await (await fetch(`${worker.url}/dav/cors`, { headers: { "CF-Connecting-IP": ip, Origin: page } })).arrayBuffer();
   const denied = await fetch(`${worker.url}/dav/cors`, { headers: { "CF-Connecting-IP": ip, Origin: page } });
   assert.equal(denied.status, 429);
