@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::algorithm::Decision;
-use super::identity::{constant_time_eq, hex, identify, RequestFacts, UNKNOWN_ADDRESS};
+use super::identity::{constant_time_eq, hex, identify, CallerKind, RequestFacts, UNKNOWN_ADDRESS};
 use super::policy::{Policy, Tier, TierId};
 
 /// True when `authorization` is `Bearer <ADMIN_TOKEN>`. Both sides are hashed first, so the
@@ -70,6 +70,9 @@ pub fn subject_from_fields(policy: &Policy, pairs: &[(String, String)], source: 
             }
             let key = get("key").unwrap_or_default();
             let c = identify(policy, &RequestFacts { api_key: Some(key), ..facts }, None).map_err(|e| format!("key: {e}"))?;
+            if c.kind != CallerKind::ApiKey {
+                return Err("key: not a key of this policy (it lacks identity.api_key.prefix)".into());
+            }
             (c.tier, c.subject)
         }
         "key_digest" => {

@@ -68,7 +68,7 @@ const MAX_CREDENTIAL: usize = 8 * 1024;
 
 pub fn identify(policy: &Policy, facts: &RequestFacts, jwt_secret: Option<&[u8]>) -> Result<Caller, IdentityError> {
     let id = &policy.identity;
-    if let (Some(keys), Some(presented)) = (&id.api_key, facts.api_key) {
+    if let (Some(keys), Some(presented)) = (&id.api_key, our_key(id, facts.api_key)) {
         if presented.len() > MAX_CREDENTIAL {
             return Err(IdentityError::UnknownApiKey);
         }
@@ -128,8 +128,15 @@ pub fn failure_subject(rules: &ClientIp, facts: &RequestFacts) -> String {
 pub fn presents_credential(policy: &Policy, facts: &RequestFacts, has_jwt_secret: bool) -> bool {
     let id = &policy.identity;
     let ours = |t: &str| id.jwt.as_ref().is_some_and(|jwt| claims_to_be_ours(t, jwt));
-    (id.api_key.is_some() && facts.api_key.is_some())
+    our_key(id, facts.api_key).is_some()
         || (has_jwt_secret && facts.authorization.and_then(bearer_token).is_some_and(ours))
+}
+
+/// The API-key header's value when it is ours: the policy judges API keys, and the value
+/// starts with `api_key.prefix` when one is set. Otherwise it is the app's own key.
+fn our_key<'a>(id: &super::policy::Identity, presented: Option<&'a str>) -> Option<&'a str> {
+    let keys = id.api_key.as_ref()?;
+    presented.filter(|k| k.starts_with(keys.prefix.as_str()))
 }
 
 /// A bearer token is ours when it says so: a JWT whose header names HS256, the one
@@ -509,6 +516,21 @@ pub(crate) mod tests {
         p.identity.jwt = None;
         assert!(!presents_credential(&p, &bearer, true));
         assert_eq!(client_subject(&p.identity.client_ip, &RequestFacts::default()), UNKNOWN_ADDRESS);
+    }
+
+    #[test]
+    fn with_a_prefix_only_keys_that_carry_it_are_ours() {
+        let mut p = policy();
+        p.identity.api_key.as_mut().unwrap().prefix = "demo-".into();
+        let theirs = RequestFacts { api_key: Some("app-own-key-123"), ..facts() };
+        let c = identify(&p, &theirs, None).unwrap();
+        assert_eq!(c.kind, CallerKind::Anonymous, "the app's own key: not judged, limited by address");
+        assert!(!presents_credential(&p, &theirs, false));
+        let ours = RequestFacts { api_key: Some("demo-premium-key"), ..facts() };
+        assert_eq!(identify(&p, &ours, None).unwrap().kind, CallerKind::ApiKey);
+        let guess = RequestFacts { api_key: Some("demo-guess"), ..facts() };
+        assert_eq!(identify(&p, &guess, None), Err(IdentityError::UnknownApiKey));
+        assert!(presents_credential(&p, &guess, false));
     }
 
     #[test]

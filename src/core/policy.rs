@@ -114,6 +114,9 @@ pub struct ApiKeys {
     pub header: String,
     /// SHA-256 digests of the keys, with the tier each key belongs to.
     pub keys: Vec<([u8; 32], TierId)>,
+    /// When set, only keys that start with it are ours; any other value of the header is
+    /// the app's own key, passed on untouched. Empty: every value is ours.
+    pub prefix: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -678,10 +681,20 @@ impl Parser {
     }
 
     fn api_keys(&mut self, v: &Value, path: &str, tiers: &[Tier]) -> Option<ApiKeys> {
-        let map = self.object(v, path, &["header", "keys"])?;
+        let map = self.object(v, path, &["header", "keys", "prefix"])?;
         let header = match map.get("header") {
             None => Some("x-api-key".to_string()),
             Some(h) => self.header_name(h, &join(path, "header")),
+        };
+        let prefix = match map.get("prefix") {
+            None => Some(String::new()),
+            Some(p) => self.string(p, &join(path, "prefix")).and_then(|p| {
+                if !p.is_empty() && p.len() <= 32 && p.bytes().all(|b| b.is_ascii_graphic()) {
+                    Some(p.to_string())
+                } else {
+                    self.fail(&join(path, "prefix"), format!("`{p}` is not a key prefix: 1 to 32 visible ASCII characters, like \"rl_\""))
+                }
+            }),
         };
         let kpath = join(path, "keys");
         let keys = match map.get("keys") {
@@ -706,7 +719,7 @@ impl Parser {
             Some(other) => self.fail(&kpath, format!("expected an object of SHA-256 digest to tier, found {}", type_name(other))),
             None => self.fail(&kpath, "missing; map each key's SHA-256 digest to a tier"),
         };
-        Some(ApiKeys { header: header?, keys: keys? })
+        Some(ApiKeys { header: header?, keys: keys?, prefix: prefix? })
     }
 
     fn jwt(&mut self, v: &Value, path: &str, tiers: &[Tier]) -> Option<Jwt> {

@@ -232,3 +232,22 @@ test("a route can limit messages per WebSocket connection: the Worker relays, co
   again.send("close please");
   assert.deepEqual(await byOrigin, { code: 4001, reason: "asked to" });
 });
+
+test("the app's own API keys pass untouched when the policy's keys carry a prefix", async () => {
+  const policy = { ...POLICY, key_prefix: "pass-keys", identity: { api_key: { prefix: "rl_", keys: {} } } };
+  const w = await startWorker({ POLICY: JSON.stringify(policy), ORIGIN_URL: origin.url });
+  try {
+    const ip = freshIp();
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${w.url}/dav/own-key`, { headers: { "CF-Connecting-IP": ip, "X-API-Key": "app-key-of-its-own" } });
+      assert.equal(r.status, 207, "the app's key is not judged");
+      await r.arrayBuffer();
+    }
+    // Still limited by address: the anonymous budget of 3 is used up.
+    assert.equal((await fetch(`${w.url}/dav/own-key`, { headers: { "CF-Connecting-IP": ip, "X-API-Key": "app-key-of-its-own" } })).status, 429);
+    // A key that claims to be ours and is not is a failed credential.
+    assert.equal((await fetch(`${w.url}/dav/own-key`, { headers: { "CF-Connecting-IP": freshIp(), "X-API-Key": "rl_guess" } })).status, 401);
+  } finally {
+    await w.stop();
+  }
+});
