@@ -19,6 +19,16 @@ else
   rustup target add wasm32-unknown-unknown
 fi
 
+# The lint gate of scripts/test: rustfmt and clippy, from rustup.
+for component in rustfmt clippy; do
+  if rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    say "$component: present"
+  else
+    say "$component: installing (rustup component)"
+    rustup component add "$component"
+  fi
+done
+
 if worker-build --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
   say "worker-build $WORKER_BUILD_VERSION: present"
 else

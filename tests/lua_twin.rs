@@ -120,7 +120,13 @@ fn lua_check(redis: &mut Redis, keys: &[String], limits: &[Algorithm], now: u64,
 /// The same, and in the same transaction (one instant for Redis) the keys' TTLs are read
 /// and then removed: the tests' clock is simulated, so Redis's real-time expiry must not
 /// drop state under it. Returns the decision and each key's TTL before removal.
-fn lua_check_pinned(redis: &mut Redis, keys: &[String], limits: &[Algorithm], now: u64, cost: u64) -> (Decision, Vec<i64>) {
+fn lua_check_pinned(
+    redis: &mut Redis,
+    keys: &[String],
+    limits: &[Algorithm],
+    now: u64,
+    cost: u64,
+) -> (Decision, Vec<i64>) {
     let (argv, n) = (script_args(limits, now, cost), keys.len().to_string());
     redis.command(&["MULTI"]);
     redis.command(&eval_args(keys, &argv, &n));
@@ -172,12 +178,17 @@ fn vectors_pass_in_both_executions() {
         let name = case["name"].as_str().unwrap();
         // `written_by`: earlier phases under other limits on the same state (a policy change
         // under one key, a rollback, two policy versions on one store), then the case's own.
-        let mut phases: Vec<&Value> = case.get("written_by").and_then(Value::as_array).map_or(Vec::new(), |p| p.iter().collect());
+        let mut phases: Vec<&Value> =
+            case.get("written_by").and_then(Value::as_array).map_or(Vec::new(), |p| p.iter().collect());
         phases.push(case);
         let first = parse_limits(phases[0]["limits"].as_array().unwrap());
         // One key per position for every phase, as a store whose keys ignored the limits'
         // parameters would have: what these cases are about.
-        let keys: Vec<String> = first.iter().enumerate().map(|(i, l)| state_key("vec", &format!("c{c}"), &format!("l{i}"), l, "s")).collect();
+        let keys: Vec<String> = first
+            .iter()
+            .enumerate()
+            .map(|(i, l)| state_key("vec", &format!("c{c}"), &format!("l{i}"), l, "s"))
+            .collect();
         let mut states = vec![State::Empty; first.len()];
         for (p, phase) in phases.iter().enumerate() {
             let limits = parse_limits(phase["limits"].as_array().unwrap());
@@ -240,7 +251,11 @@ fn random_traffic_gets_identical_decisions() {
         let mut specs: Vec<Value> = (0..1 + rng.below(4)).map(|_| random_limit(&mut rng)).collect();
         let mut limits = parse_limits(&specs);
         assert!(limits.len() <= MAX_LIMITS);
-        let keys: Vec<String> = limits.iter().enumerate().map(|(i, l)| state_key("rnd", &format!("c{case}"), &format!("l{i}"), l, "s")).collect();
+        let keys: Vec<String> = limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| state_key("rnd", &format!("c{case}"), &format!("l{i}"), l, "s"))
+            .collect();
         let mut states = vec![State::Empty; limits.len()];
         let mut now = BASE + rng.below(86_400_000);
         for step in 0..40 {
@@ -269,7 +284,11 @@ fn random_traffic_gets_identical_decisions() {
             // later than two of its spans, whatever it held before.
             if lua.allowed() && cost > 0 {
                 for ((key, status), ttl) in keys.iter().zip(lua.limits()).zip(&ttls) {
-                    assert!(*ttl >= 0 && *ttl as u64 <= status.reset_ms.max(1), "{key}: ttl {ttl}, reset {}", status.reset_ms);
+                    assert!(
+                        *ttl >= 0 && *ttl as u64 <= status.reset_ms.max(1),
+                        "{key}: ttl {ttl}, reset {}",
+                        status.reset_ms
+                    );
                 }
             }
             for ((key, limit), ttl) in keys.iter().zip(&limits).zip(&ttls) {

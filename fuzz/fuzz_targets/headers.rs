@@ -39,7 +39,9 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let binding = (u64_at(data, 20) as usize) % statuses.len();
-    let Some(decision) = Decision::from_parts(outcome(u64_at(data, 21)), binding, u64_at(data, 22), &statuses) else { return };
+    let Some(decision) = Decision::from_parts(outcome(u64_at(data, 21)), binding, u64_at(data, 22), &statuses) else {
+        return;
+    };
     let accept = std::str::from_utf8(data.get(23 * 8..).unwrap_or(&[])).unwrap_or("");
     let html = prefers_html(accept);
     let jitter = u64_at(data, 0) % 251;

@@ -3,7 +3,9 @@
 //! Also the admin API's subject lookup, which takes the same values from a query string.
 #![no_main]
 use edge_limiter::core::admin::{body_fields, subject_from_fields, FieldSource};
-use edge_limiter::core::identity::{failure_subject, identify, presents_credential, subject_hash, CallerKind, RequestFacts};
+use edge_limiter::core::identity::{
+    failure_subject, identify, presents_credential, subject_hash, CallerKind, RequestFacts,
+};
 use edge_limiter::core::policy::Policy;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -37,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(caller) = identify(policy, &facts, Some(secret)) {
             assert!(caller.tier < policy.tiers.len());
             // A caller named by a credential presented one the policy judges.
-            assert!(caller.kind == CallerKind::Anonymous || judged, "identified by a credential not counted as presented");
+            assert!(
+                caller.kind == CallerKind::Anonymous || judged,
+                "identified by a credential not counted as presented"
+            );
             assert_eq!(subject_hash(&caller.subject).len(), 32);
             if let (Some(k), CallerKind::ApiKey) = (key, caller.kind) {
                 assert!(k.len() < 8 || !caller.subject.contains(k), "a raw key in a subject");

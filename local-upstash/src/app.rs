@@ -65,7 +65,11 @@ pub struct State {
 }
 
 pub enum Outcome {
-    Respond { status: u16, content_type: &'static str, body: Vec<u8> },
+    Respond {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
     /// Close the connection without a reply (fault mode `drop`).
     Drop,
 }
@@ -89,9 +93,27 @@ fn text(status: u16, body: &str) -> Outcome {
 /// Commands that would change the state of a pooled connection or need a session the REST
 /// protocol does not have. (Transactions go through `/multi-exec`.)
 const REJECTED: &[&str] = &[
-    "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
-    "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR", "SELECT", "QUIT", "RESET", "HELLO",
-    "AUTH", "SYNC", "PSYNC", "REPLCONF", "SHUTDOWN",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "SSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "MONITOR",
+    "SELECT",
+    "QUIT",
+    "RESET",
+    "HELLO",
+    "AUTH",
+    "SYNC",
+    "PSYNC",
+    "REPLCONF",
+    "SHUTDOWN",
 ];
 
 /// A command ready to send, plus what to do with its reply.
@@ -144,10 +166,7 @@ impl State {
         match script::strip_unknown_shebang_flags(script) {
             Some(rewritten) => {
                 let redis_sha = script::sha1_hex(&rewritten);
-                self.scripts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(client_sha.clone(), redis_sha);
+                self.scripts.lock().unwrap_or_else(|e| e.into_inner()).insert(client_sha.clone(), redis_sha);
                 (rewritten, client_sha)
             }
             None => (script.to_vec(), client_sha),
@@ -266,11 +285,8 @@ impl State {
                 err(404, &format!("Not found: {path}"))
             }
             _ => {
-                let mut args: Vec<Vec<u8>> = trimmed
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| percent_decode(s, false))
-                    .collect();
+                let mut args: Vec<Vec<u8>> =
+                    trimmed.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s, false)).collect();
                 if req.method == "POST" && !req.body.is_empty() {
                     args.push(req.body.clone());
                 }
@@ -296,10 +312,9 @@ impl State {
                         self.set_fault(f);
                         json_resp(200, &json!({ "result": "OK", "mode": f.name() }))
                     }
-                    None => err(
-                        400,
-                        "ERR unknown fault mode (none | delay:MS | error500 | garbage | unauthorized | drop)",
-                    ),
+                    None => {
+                        err(400, "ERR unknown fault mode (none | delay:MS | error500 | garbage | unauthorized | drop)")
+                    }
                 }
             }
             m => err(405, &format!("Method not allowed: {m}")),
@@ -324,10 +339,8 @@ impl State {
     fn pipeline(&self, cmds: Vec<Vec<Vec<u8>>>, b64: bool) -> Outcome {
         self.stats[1].fetch_add(1, Ordering::Relaxed);
         let prepared: Vec<Result<Prepared, String>> = cmds.into_iter().map(|c| self.prepare(c)).collect();
-        let to_send: Vec<&[Vec<u8>]> = prepared
-            .iter()
-            .filter_map(|p| p.as_ref().ok().map(|p| p.args.as_slice()))
-            .collect();
+        let to_send: Vec<&[Vec<u8>]> =
+            prepared.iter().filter_map(|p| p.as_ref().ok().map(|p| p.args.as_slice())).collect();
         let mut replies = match self.pool.exec(&to_send) {
             Ok(r) => r.into_iter(),
             Err(e) => return self.redis_down(&e),
@@ -391,8 +404,7 @@ impl State {
 }
 
 fn encoding_b64(req: &Request) -> bool {
-    req.header("upstash-encoding")
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("base64"))
+    req.header("upstash-encoding").is_some_and(|v| v.trim().eq_ignore_ascii_case("base64"))
 }
 
 fn arg_bytes(v: &Value) -> Result<Vec<u8>, String> {

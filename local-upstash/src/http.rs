@@ -21,10 +21,7 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn path(&self) -> &str {
@@ -57,11 +54,7 @@ impl Request {
 
     pub fn keep_alive(&self) -> bool {
         let conn = self.header("connection").map(|v| v.to_ascii_lowercase());
-        let has = |t: &str| {
-            conn.as_deref()
-                .map(|c| c.split(',').any(|x| x.trim() == t))
-                .unwrap_or(false)
-        };
+        let has = |t: &str| conn.as_deref().map(|c| c.split(',').any(|x| x.trim() == t)).unwrap_or(false);
         if self.minor >= 1 {
             !has("close")
         } else {
@@ -70,11 +63,7 @@ impl Request {
     }
 
     pub fn expects_continue(&self) -> bool {
-        self.minor >= 1
-            && self
-                .header("expect")
-                .map(|v| v.eq_ignore_ascii_case("100-continue"))
-                .unwrap_or(false)
+        self.minor >= 1 && self.header("expect").map(|v| v.eq_ignore_ascii_case("100-continue")).unwrap_or(false)
     }
 }
 
@@ -89,7 +78,9 @@ pub enum ParseError {
 #[derive(Debug, PartialEq)]
 pub enum Parsed {
     /// Not enough bytes yet. `head` is set once the head is complete (for 100-continue).
-    Partial { head: Option<Box<Request>> },
+    Partial {
+        head: Option<Box<Request>>,
+    },
     Complete(Request, usize),
 }
 
@@ -146,13 +137,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed, ParseError> {
         }
         headers.push((name.to_ascii_lowercase(), line[colon + 1..].trim().to_string()));
     }
-    let mut req = Request {
-        method: method.to_string(),
-        target: target.to_string(),
-        minor,
-        headers,
-        body: Vec::new(),
-    };
+    let mut req = Request { method: method.to_string(), target: target.to_string(), minor, headers, body: Vec::new() };
     let body_start = head_end + 4;
     let chunked = req
         .header("transfer-encoding")
@@ -297,7 +282,11 @@ pub fn write_response<W: Write>(
         out.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
     }
     out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    out.extend_from_slice(if keep_alive { b"Connection: keep-alive\r\n".as_slice() } else { b"Connection: close\r\n".as_slice() });
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n".as_slice()
+    } else {
+        b"Connection: close\r\n".as_slice()
+    });
     for (n, v) in extra_headers {
         out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
     }
@@ -320,7 +309,8 @@ mod tests {
 
     #[test]
     fn parses_post_with_content_length() {
-        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nContent-Length: 13\r\n\r\n[\"GET\",\"k\"]xx";
+        let raw =
+            b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nContent-Length: 13\r\n\r\n[\"GET\",\"k\"]xx";
         let (r, n) = complete(raw);
         assert_eq!(r.method, "POST");
         assert_eq!(r.target, "/");
@@ -365,7 +355,8 @@ mod tests {
 
     #[test]
     fn chunked_body() {
-        let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[\"PI\r\n4;ext=1\r\nNG\"]\r\n0\r\n\r\nNEXT";
+        let raw =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[\"PI\r\n4;ext=1\r\nNG\"]\r\n0\r\n\r\nNEXT";
         let (r, n) = complete(raw);
         assert_eq!(r.body, b"[\"PING\"]");
         assert_eq!(&raw[n..], b"NEXT");
@@ -378,10 +369,7 @@ mod tests {
         assert!(matches!(parse_request(b"GARBAGE\r\n\r\n"), Err(ParseError::Bad(_))));
         assert!(matches!(parse_request(b"GET / HTTP/2.0\r\n\r\n"), Err(ParseError::Bad(_))));
         assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n"), Err(ParseError::Bad(_))));
-        assert!(matches!(
-            parse_request(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
-            Err(ParseError::Bad(_))
-        ));
+        assert!(matches!(parse_request(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Err(ParseError::Bad(_))));
         assert!(matches!(
             parse_request(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Err(ParseError::Bad(_))

@@ -60,7 +60,8 @@ fn parse_args() -> Config {
     }
     let listen = listen.unwrap_or_else(|| "127.0.0.1:8079".into());
     let redis = redis.unwrap_or_else(|| "127.0.0.1:6379".into());
-    let token = token.filter(|t| !t.is_empty()).unwrap_or_else(|| die("a token is required (--token or LOCAL_UPSTASH_TOKEN)"));
+    let token =
+        token.filter(|t| !t.is_empty()).unwrap_or_else(|| die("a token is required (--token or LOCAL_UPSTASH_TOKEN)"));
     let fault = match fault {
         Some(f) => Fault::parse(&f).unwrap_or_else(|| die(&format!("unknown fault mode {f:?}"))),
         None => Fault::None,
@@ -131,10 +132,8 @@ fn serve_conn(state: &State, mut stream: TcpStream) {
 
 fn main() {
     let cfg = parse_args();
-    let addr: SocketAddr = cfg
-        .listen
-        .parse()
-        .unwrap_or_else(|_| die(&format!("--listen must be IP:PORT, got {:?}", cfg.listen)));
+    let addr: SocketAddr =
+        cfg.listen.parse().unwrap_or_else(|_| die(&format!("--listen must be IP:PORT, got {:?}", cfg.listen)));
     let loopback = match addr.ip() {
         IpAddr::V4(ip) => ip.is_loopback(),
         IpAddr::V6(ip) => ip.is_loopback(),
@@ -154,9 +153,7 @@ fn main() {
         match conn {
             Ok(stream) => {
                 let st = Arc::clone(&state);
-                let spawned = std::thread::Builder::new()
-                    .stack_size(256 * 1024)
-                    .spawn(move || serve_conn(&st, stream));
+                let spawned = std::thread::Builder::new().stack_size(256 * 1024).spawn(move || serve_conn(&st, stream));
                 if let Err(e) = spawned {
                     eprintln!("local-upstash: cannot spawn connection thread: {e}");
                 }

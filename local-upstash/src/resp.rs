@@ -52,10 +52,7 @@ fn read_line<R: BufRead>(r: &mut R) -> io::Result<Vec<u8>> {
 }
 
 fn parse_int(s: &[u8]) -> io::Result<i64> {
-    std::str::from_utf8(s)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| proto_err("bad integer"))
+    std::str::from_utf8(s).ok().and_then(|s| s.parse::<i64>().ok()).ok_or_else(|| proto_err("bad integer"))
 }
 
 const MAX_DEPTH: usize = 64;
@@ -126,17 +123,11 @@ mod tests {
     #[test]
     fn parses_scalars() {
         assert_eq!(parse(b"+OK\r\n").unwrap(), Reply::Status(b"OK".to_vec()));
-        assert_eq!(
-            parse(b"-ERR wrong\r\n").unwrap(),
-            Reply::Error("ERR wrong".into())
-        );
+        assert_eq!(parse(b"-ERR wrong\r\n").unwrap(), Reply::Error("ERR wrong".into()));
         assert_eq!(parse(b":-42\r\n").unwrap(), Reply::Int(-42));
         assert_eq!(parse(b"$-1\r\n").unwrap(), Reply::Bulk(None));
         assert_eq!(parse(b"$0\r\n\r\n").unwrap(), Reply::Bulk(Some(vec![])));
-        assert_eq!(
-            parse(b"$4\r\na\r\nb\r\n").unwrap(),
-            Reply::Bulk(Some(b"a\r\nb".to_vec()))
-        );
+        assert_eq!(parse(b"$4\r\na\r\nb\r\n").unwrap(), Reply::Bulk(Some(b"a\r\nb".to_vec())));
     }
 
     #[test]

@@ -4,13 +4,7 @@
 //! the client sent through a client-SHA -> Redis-SHA map kept by the server.
 
 /// Shebang flags Redis 7.0 understands.
-const KNOWN_FLAGS: &[&str] = &[
-    "no-writes",
-    "allow-oom",
-    "allow-stale",
-    "no-cluster",
-    "allow-cross-slot-keys",
-];
+const KNOWN_FLAGS: &[&str] = &["no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cross-slot-keys"];
 
 /// Returns `Some(rewritten)` if the script's shebang line carried options or flags Redis 7.0
 /// would reject, `None` if the script can be passed on unchanged.
@@ -78,10 +72,7 @@ mod tests {
         assert_eq!(strip_unknown_shebang_flags(b""), None);
         assert_eq!(strip_unknown_shebang_flags(b"#!lua\nreturn 1"), None);
         assert_eq!(strip_unknown_shebang_flags(b"#!lua flags=no-writes\nreturn 1"), None);
-        assert_eq!(
-            strip_unknown_shebang_flags(b"#!lua flags=no-writes,allow-stale\nreturn 1"),
-            None
-        );
+        assert_eq!(strip_unknown_shebang_flags(b"#!lua flags=no-writes,allow-stale\nreturn 1"), None);
         // Other engines are left for Redis to reject.
         assert_eq!(strip_unknown_shebang_flags(b"#!js flags=foo\nreturn 1"), None);
     }
@@ -101,10 +92,7 @@ mod tests {
             Some("#!lua flags=allow-oom\r\nreturn 1".into())
         );
         // Shebang only, no newline.
-        assert_eq!(
-            s(strip_unknown_shebang_flags(b"#!lua flags=allow-key-locking")),
-            Some("#!lua".into())
-        );
+        assert_eq!(s(strip_unknown_shebang_flags(b"#!lua flags=allow-key-locking")), Some("#!lua".into()));
         // Unknown non-flag options are dropped too.
         assert_eq!(
             s(strip_unknown_shebang_flags(b"#!lua name=x flags=no-writes\nreturn 1")),

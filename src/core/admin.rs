@@ -39,7 +39,11 @@ pub enum FieldSource {
 
 /// Reads `ip=`, `key=` (body only), `key_digest=` or `sub=` (exactly one) and an optional
 /// `tier=`, and names the subject exactly as a request with that credential would be named.
-pub fn subject_from_fields(policy: &Policy, pairs: &[(String, String)], source: FieldSource) -> Result<SubjectRef, String> {
+pub fn subject_from_fields(
+    policy: &Policy,
+    pairs: &[(String, String)],
+    source: FieldSource,
+) -> Result<SubjectRef, String> {
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     if source == FieldSource::Query && get("key").is_some() {
         return Err("key: a raw API key never goes in a URL; send key_digest=<SHA-256 hex of the key>, \
@@ -52,13 +56,17 @@ pub fn subject_from_fields(policy: &Policy, pairs: &[(String, String)], source: 
     };
     let given: Vec<&str> = ["ip", "key", "key_digest", "sub"].into_iter().filter(|k| get(k).is_some()).collect();
     if given.len() != 1 {
-        return Err("give exactly one of ip=<address>, key_digest=<SHA-256 hex> (or key in a JSON body) or sub=<JWT subject>".into());
+        return Err(
+            "give exactly one of ip=<address>, key_digest=<SHA-256 hex> (or key in a JSON body) or sub=<JWT subject>"
+                .into(),
+        );
     }
     let facts = RequestFacts { client_ip: None, forwarded_for: None, api_key: None, authorization: None, now_s: 0 };
     let (caller_tier, subject) = match given[0] {
         "ip" => {
             let ip = get("ip").unwrap_or_default();
-            let c = identify(policy, &RequestFacts { client_ip: Some(ip), ..facts }, None).map_err(|e| format!("ip: {e}"))?;
+            let c = identify(policy, &RequestFacts { client_ip: Some(ip), ..facts }, None)
+                .map_err(|e| format!("ip: {e}"))?;
             if c.subject == UNKNOWN_ADDRESS {
                 return Err(format!("ip: {ip:?} is not an IP address"));
             }
@@ -69,7 +77,8 @@ pub fn subject_from_fields(policy: &Policy, pairs: &[(String, String)], source: 
                 return Err("key: the policy accepts no API keys".into());
             }
             let key = get("key").unwrap_or_default();
-            let c = identify(policy, &RequestFacts { api_key: Some(key), ..facts }, None).map_err(|e| format!("key: {e}"))?;
+            let c = identify(policy, &RequestFacts { api_key: Some(key), ..facts }, None)
+                .map_err(|e| format!("key: {e}"))?;
             if c.kind != CallerKind::ApiKey {
                 return Err("key: not a key of this policy (it lacks identity.api_key.prefix)".into());
             }
@@ -139,7 +148,14 @@ mod tests {
     fn only_the_exact_bearer_token_is_accepted() {
         assert!(authorized(Some("Bearer s3cret-token"), "s3cret-token"));
         assert!(authorized(Some("bearer  s3cret-token "), "s3cret-token"));
-        for bad in [None, Some(""), Some("s3cret-token"), Some("Bearer s3cret-toke"), Some("Bearer s3cret-token2"), Some("Basic s3cret-token")] {
+        for bad in [
+            None,
+            Some(""),
+            Some("s3cret-token"),
+            Some("Bearer s3cret-toke"),
+            Some("Bearer s3cret-token2"),
+            Some("Basic s3cret-token"),
+        ] {
             assert!(!authorized(bad, "s3cret-token"), "{bad:?}");
         }
     }
@@ -147,7 +163,8 @@ mod tests {
     #[test]
     fn subjects_are_named_as_requests_name_them() {
         let p = Policy::example();
-        let subject_from_query = |p: &Policy, pairs: &[(String, String)]| subject_from_fields(p, pairs, FieldSource::Body);
+        let subject_from_query =
+            |p: &Policy, pairs: &[(String, String)]| subject_from_fields(p, pairs, FieldSource::Body);
         let anon = p.tier_id("anonymous").unwrap();
         assert_eq!(
             subject_from_query(&p, &pairs(&[("ip", "203.0.113.9")])),

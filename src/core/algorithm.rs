@@ -287,10 +287,7 @@ impl TokenBucket {
             return Evaluation { status: status(Outcome::Allowed, level, 0), next: *state };
         }
         let left = level - need;
-        Evaluation {
-            status: status(Outcome::Allowed, left, 0),
-            next: State::Bucket { level: left, at: t },
-        }
+        Evaluation { status: status(Outcome::Allowed, left, 0), next: State::Bucket { level: left, at: t } }
     }
 }
 
@@ -333,9 +330,9 @@ impl SlidingWindow {
             // A clock that stepped back keeps counting in the newest slot seen.
             let shift = cur.saturating_sub(newest);
             cur = cur.max(newest);
-            for k in 0..SLIDING_RING {
+            for (k, count) in stored.iter().enumerate() {
                 if let Some(dst) = k.checked_add(shift as usize).filter(|d| *d < SLIDING_RING) {
-                    counts[dst] = stored[k];
+                    counts[dst] = *count;
                 }
             }
         }
@@ -349,15 +346,10 @@ impl SlidingWindow {
         }
         let used: u64 = counts.iter().sum();
         let left = self.limit.saturating_sub(used);
-        let reset_for = |counts: &[u64; SLIDING_RING]| {
-            counts.iter().position(|c| *c > 0).map_or(0, |k| leaves_at(k) - now)
-        };
-        let status = |outcome, remaining, reset_ms, retry_after_ms| LimitStatus {
-            outcome,
-            remaining,
-            reset_ms,
-            retry_after_ms,
-        };
+        let reset_for =
+            |counts: &[u64; SLIDING_RING]| counts.iter().position(|c| *c > 0).map_or(0, |k| leaves_at(k) - now);
+        let status =
+            |outcome, remaining, reset_ms, retry_after_ms| LimitStatus { outcome, remaining, reset_ms, retry_after_ms };
         if cost > self.limit {
             let s = status(Outcome::Never, left, reset_for(&counts), 0);
             return Evaluation { status: s, next: *state };
@@ -454,13 +446,7 @@ impl Decision {
 
     /// A decision for a request no limit applies to (an exempt route).
     pub fn unlimited(cost: u64) -> Decision {
-        Decision {
-            outcome: Outcome::Allowed,
-            binding: 0,
-            cost,
-            statuses: [EMPTY_STATUS; MAX_LIMITS],
-            len: 0,
-        }
+        Decision { outcome: Outcome::Allowed, binding: 0, cost, statuses: [EMPTY_STATUS; MAX_LIMITS], len: 0 }
     }
 }
 
@@ -510,9 +496,8 @@ pub fn check(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64)
             .max_by_key(|i| (statuses[*i].retry_after_ms, std::cmp::Reverse(*i)))
             .unwrap_or(0);
     } else {
-        decision.binding = (0..n)
-            .min_by_key(|i| (statuses[*i].remaining, std::cmp::Reverse(statuses[*i].reset_ms)))
-            .unwrap_or(0);
+        decision.binding =
+            (0..n).min_by_key(|i| (statuses[*i].remaining, std::cmp::Reverse(statuses[*i].reset_ms))).unwrap_or(0);
         if cost > 0 {
             for i in 0..n {
                 states[i] = limits[i].evaluate(&states[i], now, cost).next;
@@ -677,7 +662,10 @@ mod tests {
         // An unaligned start (another window size wrote it) counts in the window it falls in.
         let d = bounded(f, State::Window { start: aligned + 7, count: 4 }, t, 1);
         assert_eq!((d.outcome, d.remaining(), d.reset_ms()), (Outcome::Allowed, 0, aligned + 60_000 - t));
-        assert!(bounded(f, State::Window { start: aligned - 7, count: 5 }, t, 1).allowed(), "an earlier window is over");
+        assert!(
+            bounded(f, State::Window { start: aligned - 7, count: 5 }, t, 1).allowed(),
+            "an earlier window is over"
+        );
 
         // A sliding window's newest slot far ahead is read as the slot holding now + span.
         let w = Algorithm::sliding_window(5, 60_000).unwrap();

@@ -44,7 +44,9 @@ pub fn is_preflight(method: &str, origin: Option<&str>, request_method: Option<&
 pub fn own_answer_fields(cors: &Cors, origin: Option<&str>) -> Vec<(&'static str, String)> {
     let Some(origin) = origin else { return Vec::new() };
     match &cors.allow_origins {
-        AllowOrigins::Any => vec![("Access-Control-Allow-Origin", "*".into()), ("Access-Control-Expose-Headers", EXPOSED.into())],
+        AllowOrigins::Any => {
+            vec![("Access-Control-Allow-Origin", "*".into()), ("Access-Control-Expose-Headers", EXPOSED.into())]
+        }
         AllowOrigins::List(list) if list.iter().any(|o| o.eq_ignore_ascii_case(origin)) => vec![
             ("Access-Control-Allow-Origin", origin.to_string()),
             ("Access-Control-Allow-Credentials", "true".into()),
@@ -83,7 +85,8 @@ mod tests {
         assert_eq!(fields[0], ("Access-Control-Allow-Origin", "*".to_string()));
         assert!(fields[1].1.contains("Retry-After") && fields[1].1.contains("RateLimit"));
         assert!(own_answer_fields(&any, None).is_empty(), "no Origin, no CORS");
-        let list = Cors { allow_origins: AllowOrigins::List(vec!["https://app.example".into()]), charge_preflight: false };
+        let list =
+            Cors { allow_origins: AllowOrigins::List(vec!["https://app.example".into()]), charge_preflight: false };
         let fields = own_answer_fields(&list, Some("https://APP.example"));
         assert_eq!(fields[0].1, "https://APP.example");
         assert!(fields.contains(&("Vary", "Origin".to_string())));

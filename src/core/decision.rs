@@ -30,13 +30,17 @@ pub fn rate_limit_headers(tier: &Tier, decision: &Decision, style: HeaderStyle) 
         let policy: Vec<String> = tier
             .limits
             .iter()
-            .map(|l| format!("\"{}\";q={};w={}", l.name, l.algorithm.capacity(), ceil_secs(l.algorithm.window_ms()).max(1)))
+            .map(|l| {
+                format!("\"{}\";q={};w={}", l.name, l.algorithm.capacity(), ceil_secs(l.algorithm.window_ms()).max(1))
+            })
             .collect();
         out.push(("RateLimit-Policy", policy.join(", ")));
         // The binding limit first, so a client reading only the first item reads the right one.
         let order = std::iter::once(decision.binding).chain((0..statuses.len()).filter(|i| *i != decision.binding));
         let current: Vec<String> = order
-            .map(|i| format!("\"{}\";r={};t={}", tier.limits[i].name, statuses[i].remaining, ceil_secs(statuses[i].reset_ms)))
+            .map(|i| {
+                format!("\"{}\";r={};t={}", tier.limits[i].name, statuses[i].remaining, ceil_secs(statuses[i].reset_ms))
+            })
             .collect();
         out.push(("RateLimit", current.join(", ")));
     }
@@ -89,7 +93,9 @@ pub fn too_many_requests(tier: &Tier, decision: &Decision, style: HeaderStyle, h
     };
     let kind = if retry.is_some() { "rate-limited" } else { "cost-exceeds-capacity" };
     if html {
-        let wait = retry.map_or("This request can never pass as it is.".to_string(), |s| format!("Please wait {s} seconds and try again."));
+        let wait = retry.map_or("This request can never pass as it is.".to_string(), |s| {
+            format!("Please wait {s} seconds and try again.")
+        });
         let body = format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>429 Too Many Requests</title></head>\
              <body><h1>Too many requests</h1><p>{}</p><p>{}</p><p><a href=\"{PROBLEM_DOCS}#{kind}\">How rate limits work here</a></p></body></html>",
@@ -132,10 +138,7 @@ pub fn prefers_html(accept: &str) -> bool {
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .next()
-            .map_or(1000, parse_qvalue);
+        let q = parts.filter_map(|p| p.trim().strip_prefix("q=")).next().map_or(1000, parse_qvalue);
         match media.as_str() {
             "text/html" | "application/xhtml+xml" => html = html.max(q),
             "application/json" | "application/problem+json" | "application/*" => json = json.max(q),
@@ -248,7 +251,8 @@ mod tests {
     fn a_huge_retry_time_does_not_overflow() {
         use crate::core::algorithm::{LimitStatus, Outcome};
         let t = tier();
-        let status = LimitStatus { outcome: Outcome::Denied, remaining: 0, reset_ms: u64::MAX, retry_after_ms: u64::MAX };
+        let status =
+            LimitStatus { outcome: Outcome::Denied, remaining: 0, reset_ms: u64::MAX, retry_after_ms: u64::MAX };
         let d = Decision::from_parts(Outcome::Denied, 0, 1, &[status, status]).unwrap();
         let r = too_many_requests(&t, &d, BOTH, false, 250);
         // No overflow, and no wait beyond the binding limit's own window.

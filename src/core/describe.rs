@@ -75,7 +75,9 @@ pub fn describe(policy: &Policy) -> Value {
             let what = match r.action {
                 RouteAction::Exempt => "not limited".to_string(),
                 RouteAction::Limit { cost, tier: None } => format!("costs {cost}"),
-                RouteAction::Limit { cost, tier: Some(t) } => format!("costs {cost}, against the limits of tier {}", tier_name(t)),
+                RouteAction::Limit { cost, tier: Some(t) } => {
+                    format!("costs {cost}, against the limits of tier {}", tier_name(t))
+                }
             };
             json!({
                 "path": r.path_prefix,

@@ -41,10 +41,23 @@ mod tests {
     #[test]
     fn redirects_to_the_origin_point_at_the_public_address() {
         let (origin, public) = ("http://127.0.0.1:3000", "https://app.example");
-        assert_eq!(public_location("http://127.0.0.1:3000/login?next=/a", origin, public).as_deref(), Some("https://app.example/login?next=/a"));
+        assert_eq!(
+            public_location("http://127.0.0.1:3000/login?next=/a", origin, public).as_deref(),
+            Some("https://app.example/login?next=/a")
+        );
         assert_eq!(public_location("HTTP://127.0.0.1:3000", origin, public).as_deref(), Some("https://app.example/"));
-        assert_eq!(public_location("http://127.0.0.1:3000/x", "http://127.0.0.1:3000/", public).as_deref(), Some("https://app.example/x"));
-        for other in ["/relative", "http://127.0.0.1:30001/x", "https://elsewhere.example/x", "http://127.0.0.1:3000@evil/x", "", "http"] {
+        assert_eq!(
+            public_location("http://127.0.0.1:3000/x", "http://127.0.0.1:3000/", public).as_deref(),
+            Some("https://app.example/x")
+        );
+        for other in [
+            "/relative",
+            "http://127.0.0.1:30001/x",
+            "https://elsewhere.example/x",
+            "http://127.0.0.1:3000@evil/x",
+            "",
+            "http",
+        ] {
             assert_eq!(public_location(other, origin, public), None, "{other}");
         }
     }

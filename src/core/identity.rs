@@ -210,21 +210,37 @@ fn masked(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> String {
     match ip {
         IpAddr::V4(v4) => {
             let net = Ipv4Addr::from(u32::from(v4) & mask32(v4_prefix));
-            if v4_prefix == 32 { net.to_string() } else { format!("{net}/{v4_prefix}") }
+            if v4_prefix == 32 {
+                net.to_string()
+            } else {
+                format!("{net}/{v4_prefix}")
+            }
         }
         IpAddr::V6(v6) => {
             let net = Ipv6Addr::from(u128::from(v6) & mask128(v6_prefix));
-            if v6_prefix == 128 { net.to_string() } else { format!("{net}/{v6_prefix}") }
+            if v6_prefix == 128 {
+                net.to_string()
+            } else {
+                format!("{net}/{v6_prefix}")
+            }
         }
     }
 }
 
 fn mask32(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix.min(32) as u32) }
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix.min(32) as u32)
+    }
 }
 
 fn mask128(prefix: u8) -> u128 {
-    if prefix == 0 { 0 } else { u128::MAX << (128 - prefix.min(128) as u32) }
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix.min(128) as u32)
+    }
 }
 
 /// Checks an HS256 token's form, algorithm, signature and time claims; returns its claims.
@@ -462,7 +478,10 @@ pub(crate) mod tests {
             let auth = format!("Bearer {theirs}");
             let c = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, Some(SECRET)).unwrap();
             assert_eq!((c.kind, c.subject.as_str()), (CallerKind::Anonymous, "ip:203.0.113.9"), "{theirs}");
-            assert!(!presents_credential(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, true), "{theirs}");
+            assert!(
+                !presents_credential(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, true),
+                "{theirs}"
+            );
         }
         // Without a secret no token can be ours: anonymous, never refused for our configuration.
         let missing = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, None).unwrap();
@@ -471,9 +490,14 @@ pub(crate) mod tests {
         // With an issuer named, only tokens of that issuer claim to be ours.
         let mut q = policy();
         q.identity.jwt.as_mut().unwrap().issuer = Some("https://id.example".into());
-        let other = format!("Bearer {}", sign(hdr, r#"{"sub":"u","iss":"https://other.example","exp":1800000060}"#, b"x"));
-        assert_eq!(identify(&q, &RequestFacts { authorization: Some(&other), ..facts() }, Some(SECRET)).unwrap().kind, CallerKind::Anonymous);
-        let forged = format!("Bearer {}", sign(hdr, r#"{"sub":"u","iss":"https://id.example","exp":1800000060}"#, b"x"));
+        let other =
+            format!("Bearer {}", sign(hdr, r#"{"sub":"u","iss":"https://other.example","exp":1800000060}"#, b"x"));
+        assert_eq!(
+            identify(&q, &RequestFacts { authorization: Some(&other), ..facts() }, Some(SECRET)).unwrap().kind,
+            CallerKind::Anonymous
+        );
+        let forged =
+            format!("Bearer {}", sign(hdr, r#"{"sub":"u","iss":"https://id.example","exp":1800000060}"#, b"x"));
         assert!(identify(&q, &RequestFacts { authorization: Some(&forged), ..facts() }, Some(SECRET)).is_err());
     }
 

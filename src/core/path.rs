@@ -193,7 +193,11 @@ fn forward_path(raw: &str, merge_slashes: bool, dots: Dots) -> Result<String, Pa
         let written = &out[start + 1..];
         // `%252e`: one decode gives `%2e`, a second `.`. Origins that decode twice read an
         // escape where others read a name. Checked on the output, so it stays a fixed point.
-        if written.as_bytes().windows(5).any(|w| w.starts_with(b"%25") && hex_value(w[3]).is_some() && hex_value(w[4]).is_some()) {
+        if written
+            .as_bytes()
+            .windows(5)
+            .any(|w| w.starts_with(b"%25") && hex_value(w[3]).is_some() && hex_value(w[4]).is_some())
+        {
             return Err(PathError::DoubleEncoded);
         }
         let name = written.split(';').next().unwrap_or(written);
@@ -324,7 +328,8 @@ fn is_unreserved(b: u8) -> bool {
 /// percent-encode set (which gained `^` in 2025, so `^` is encoded whatever the parser's
 /// vintage), and not `%`, `\`, `?` or `#`.
 fn stands_raw(b: u8) -> bool {
-    matches!(b, 0x21..=0x7E) && !matches!(b, b'"' | b'#' | b'%' | b'<' | b'>' | b'?' | b'\\' | b'^' | b'`' | b'{' | b'}')
+    matches!(b, 0x21..=0x7E)
+        && !matches!(b, b'"' | b'#' | b'%' | b'<' | b'>' | b'?' | b'\\' | b'^' | b'`' | b'{' | b'}')
 }
 
 /// An escape that route rules read decoded: the character could have been sent raw, and
@@ -589,8 +594,18 @@ mod tests {
         assert!(EncodedSemicolon.to_string().contains("%3B"));
         assert!(DotSegmentWithParams.to_string().contains("..;x"));
         let all = [
-            NotOriginForm, QueryOrFragment, MalformedEscape, EncodedSlash, EncodedBackslash, EncodedSemicolon,
-            Backslash, ControlCharacter, AboveRoot, DotSegmentWithParams, DotDotAfterEmptySegment, DotSegmentInPrefix,
+            NotOriginForm,
+            QueryOrFragment,
+            MalformedEscape,
+            EncodedSlash,
+            EncodedBackslash,
+            EncodedSemicolon,
+            Backslash,
+            ControlCharacter,
+            AboveRoot,
+            DotSegmentWithParams,
+            DotDotAfterEmptySegment,
+            DotSegmentInPrefix,
         ];
         for e in all {
             let m = e.to_string();
@@ -614,10 +629,65 @@ mod tests {
 
     /// The pieces tricks are made of, slashes the most common.
     const TOKENS: &[&str] = &[
-        "/", "/", "/", "/", "//", ".", "..", "%2e", "%2E", ".%2e", "%2f", "%5C", "%3b", "%3a", "%40", ";", ";x=1", "a",
-        "B", "zz", "%41", "%7e", "%5f", "%", "%4", "%zz", " ", "\u{e9}", "\u{20ac}", "\\", "\0", "\t", "\u{7f}", "?",
-        "#", "%00", "%1f", "%7F", "%20", "%25", "%3F", "%23", "%5E", "^", "~", "|", "[", "]", "\"", "{", "<", "`",
-        "%c3%a9", "%E2%82%AC", "'", "+", "%2B", ":", "@",
+        "/",
+        "/",
+        "/",
+        "/",
+        "//",
+        ".",
+        "..",
+        "%2e",
+        "%2E",
+        ".%2e",
+        "%2f",
+        "%5C",
+        "%3b",
+        "%3a",
+        "%40",
+        ";",
+        ";x=1",
+        "a",
+        "B",
+        "zz",
+        "%41",
+        "%7e",
+        "%5f",
+        "%",
+        "%4",
+        "%zz",
+        " ",
+        "\u{e9}",
+        "\u{20ac}",
+        "\\",
+        "\0",
+        "\t",
+        "\u{7f}",
+        "?",
+        "#",
+        "%00",
+        "%1f",
+        "%7F",
+        "%20",
+        "%25",
+        "%3F",
+        "%23",
+        "%5E",
+        "^",
+        "~",
+        "|",
+        "[",
+        "]",
+        "\"",
+        "{",
+        "<",
+        "`",
+        "%c3%a9",
+        "%E2%82%AC",
+        "'",
+        "+",
+        "%2B",
+        ":",
+        "@",
     ];
 
     fn tricky_path() -> impl Strategy<Value = String> {
@@ -648,12 +718,16 @@ mod tests {
             prop_assert!(!f.contains("//") && !m.contains("//"), "{raw:?} -> {n:?}");
         }
         let mut escapes = f.split('%').skip(1);
-        prop_assert!(escapes.all(|e| {
-            let b = e.as_bytes();
-            b.len() >= 2
-                && b[..2].iter().all(|d| d.is_ascii_digit() || (b'A'..=b'F').contains(d))
-                && escape_value(b[0], b[1]).is_some_and(|v| !is_unreserved(v) && !b"/\\;".contains(&v) && v > 0x1F && v != 0x7F)
-        }), "escape not canonical in {f:?}");
+        prop_assert!(
+            escapes.all(|e| {
+                let b = e.as_bytes();
+                b.len() >= 2
+                    && b[..2].iter().all(|d| d.is_ascii_digit() || (b'A'..=b'F').contains(d))
+                    && escape_value(b[0], b[1])
+                        .is_some_and(|v| !is_unreserved(v) && !b"/\\;".contains(&v) && v > 0x1F && v != 0x7F)
+            }),
+            "escape not canonical in {f:?}"
+        );
         prop_assert_eq!(normalize_prefix(f, opts), Ok(m.to_string()), "the path as a prefix");
         prop_assert_eq!(normalize_prefix(m, opts), Ok(m.to_string()), "matched is not its own form");
         if opts.ignore_params {
@@ -662,7 +736,8 @@ mod tests {
             prop_assert_eq!(m.matches(';').count(), f.matches(';').count());
         }
         if opts.case_insensitive {
-            let mut upper_outside_escapes = m.split('%').enumerate().map(|(i, s)| if i == 0 { s } else { s.get(2..).unwrap_or("") });
+            let mut upper_outside_escapes =
+                m.split('%').enumerate().map(|(i, s)| if i == 0 { s } else { s.get(2..).unwrap_or("") });
             prop_assert!(!upper_outside_escapes.any(|s| s.bytes().any(|b| b.is_ascii_uppercase())), "{m:?}");
         }
         Ok(())

@@ -149,7 +149,10 @@ pub struct Route {
 pub enum RouteAction {
     Exempt,
     /// Check `cost` units, against `tier`'s limits instead of the caller's when set.
-    Limit { cost: u64, tier: Option<TierId> },
+    Limit {
+        cost: u64,
+        tier: Option<TierId>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,10 +205,7 @@ impl Policy {
     /// Parses and validates a policy document.
     pub fn parse(text: &str) -> Result<Policy, PolicyErrors> {
         let value: Value = serde_json::from_str(text).map_err(|e| {
-            PolicyErrors(vec![PolicyError {
-                path: String::new(),
-                message: format!("not valid JSON: {e}"),
-            }])
+            PolicyErrors(vec![PolicyError { path: String::new(), message: format!("not valid JSON: {e}") }])
         })?;
         let mut p = Parser { errors: Vec::new() };
         let policy = p.policy(&value);
@@ -250,9 +250,7 @@ impl Policy {
     pub fn plan(&self, method: &str, path: &str, caller_tier: TierId) -> Plan {
         match self.rule(method, path, caller_tier).map(|r| r.action) {
             Some(RouteAction::Exempt) => Plan::Exempt,
-            Some(RouteAction::Limit { cost, tier }) => {
-                Plan::Check { tier: tier.unwrap_or(caller_tier), cost }
-            }
+            Some(RouteAction::Limit { cost, tier }) => Plan::Check { tier: tier.unwrap_or(caller_tier), cost },
             None => Plan::Check { tier: caller_tier, cost: 1 },
         }
     }
@@ -376,7 +374,9 @@ impl Parser {
         match v.as_u64() {
             Some(n) if (min..=max).contains(&n) => Some(n),
             Some(n) => self.fail(path, format!("{n} is out of range; expected {min} to {max}")),
-            None => self.fail(path, format!("expected a whole number from {min} to {max}, found {}", type_name_or_value(v))),
+            None => {
+                self.fail(path, format!("expected a whole number from {min} to {max}, found {}", type_name_or_value(v)))
+            }
         }
     }
 
@@ -401,9 +401,8 @@ impl Parser {
 
     fn header_name(&mut self, v: &Value, path: &str) -> Option<String> {
         let s = self.string(v, path)?;
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok =
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Some(s.to_ascii_lowercase())
         } else {
@@ -586,9 +585,7 @@ impl Parser {
             None => self.fail(&cpath, "missing; how many units the bucket holds (its burst)"),
         };
         let refill = match map.get("refill") {
-            Some(r) => self
-                .string(r, &rpath)
-                .and_then(|s| self.ok(Rate::parse(s), &rpath)),
+            Some(r) => self.string(r, &rpath).and_then(|s| self.ok(Rate::parse(s), &rpath)),
             None => self.fail(&rpath, "missing; how fast units come back, like \"10/s\" or \"0.1/s\""),
         };
         self.ok(Algorithm::token_bucket(capacity?, refill?), path)
@@ -646,7 +643,8 @@ impl Parser {
         if v.is_null() {
             return Some(ip);
         }
-        let map = self.object(v, path, &["header", "trust_forwarded_for", "ipv4_prefix", "ipv6_prefix", "ipv6_wide"])?;
+        let map =
+            self.object(v, path, &["header", "trust_forwarded_for", "ipv4_prefix", "ipv6_prefix", "ipv6_wide"])?;
         let mut ok = true;
         if let Some(h) = map.get("header") {
             ok &= self.header_name(h, &join(path, "header")).map(|h| ip.header = h).is_some();
@@ -665,14 +663,22 @@ impl Parser {
             let wide = self.object(w, &wpath, &["prefix", "limits"]).and_then(|m| {
                 let narrow = ip.ipv6_prefix as u64;
                 let prefix = match m.get("prefix") {
-                    Some(n) => self.integer(n, &join(&wpath, "prefix"), 16, narrow.saturating_sub(1).max(16)).filter(|p| *p < narrow),
+                    Some(n) => self
+                        .integer(n, &join(&wpath, "prefix"), 16, narrow.saturating_sub(1).max(16))
+                        .filter(|p| *p < narrow),
                     None => self.fail(&join(&wpath, "prefix"), "missing; the wider IPv6 prefix, like 48"),
                 };
                 let limits = match m.get("limits") {
                     Some(l) => self.limits(l, &join(&wpath, "limits")),
-                    None => self.fail(&join(&wpath, "limits"), "missing; the limits every caller in such a network shares"),
+                    None => {
+                        self.fail(&join(&wpath, "limits"), "missing; the limits every caller in such a network shares")
+                    }
                 };
-                let tier = Tier { name: IPV6_WIDE.into(), description: "Anonymous callers, per wider IPv6 network".into(), limits: limits? };
+                let tier = Tier {
+                    name: IPV6_WIDE.into(),
+                    description: "Anonymous callers, per wider IPv6 network".into(),
+                    limits: limits?,
+                };
                 Some(WideNet { prefix: prefix? as u8, tier })
             });
             ok &= wide.map(|w| ip.ipv6_wide = Some(w)).is_some();
@@ -692,7 +698,10 @@ impl Parser {
                 if !p.is_empty() && p.len() <= 32 && p.bytes().all(|b| b.is_ascii_graphic()) {
                     Some(p.to_string())
                 } else {
-                    self.fail(&join(path, "prefix"), format!("`{p}` is not a key prefix: 1 to 32 visible ASCII characters, like \"rl_\""))
+                    self.fail(
+                        &join(path, "prefix"),
+                        format!("`{p}` is not a key prefix: 1 to 32 visible ASCII characters, like \"rl_\""),
+                    )
                 }
             }),
         };
@@ -716,7 +725,9 @@ impl Parser {
                 }
                 ok.then_some(out)
             }
-            Some(other) => self.fail(&kpath, format!("expected an object of SHA-256 digest to tier, found {}", type_name(other))),
+            Some(other) => {
+                self.fail(&kpath, format!("expected an object of SHA-256 digest to tier, found {}", type_name(other)))
+            }
             None => self.fail(&kpath, "missing; map each key's SHA-256 digest to a tier"),
         };
         Some(ApiKeys { header: header?, keys: keys?, prefix: prefix? })
@@ -771,16 +782,25 @@ impl Parser {
                             let ipath = format!("{opath}[{i}]");
                             let s = self.string(item, &ipath)?;
                             let (scheme, host) = s.split_once("://").unwrap_or(("", ""));
-                            if matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains(['/', ' ', '*']) {
+                            if matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains(['/', ' ', '*'])
+                            {
                                 Some(s.to_string())
                             } else {
-                                self.fail(&ipath, format!("`{s}` is not an origin: write scheme and host, like \"https://app.example\""))
+                                self.fail(
+                                    &ipath,
+                                    format!(
+                                        "`{s}` is not an origin: write scheme and host, like \"https://app.example\""
+                                    ),
+                                )
                             }
                         })
                         .collect();
                     items.into_iter().collect::<Option<Vec<String>>>().map(AllowOrigins::List)
                 }
-                other => self.fail(&opath, format!("expected \"*\" or an array of origins, found {}", type_name_or_value(other))),
+                other => self.fail(
+                    &opath,
+                    format!("expected \"*\" or an array of origins, found {}", type_name_or_value(other)),
+                ),
             };
             ok &= origins.map(|o| c.allow_origins = o).is_some();
         }
@@ -799,7 +819,11 @@ impl Parser {
                 Err(e) => self.fail(path, format!("the built-in default is not JSON: {e}")),
             },
         };
-        Some(Tier { name: PREFLIGHTS.into(), description: "CORS preflights, per client address".into(), limits: limits? })
+        Some(Tier {
+            name: PREFLIGHTS.into(),
+            description: "CORS preflights, per client address".into(),
+            limits: limits?,
+        })
     }
 
     fn paths(&mut self, v: &Value, path: &str) -> Option<PathOptions> {
@@ -840,7 +864,10 @@ impl Parser {
         let path_prefix = match map.get("path") {
             Some(p) => self.string(p, &ppath).and_then(|p| {
                 if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
-                    return self.fail(&ppath, format!("`{p}` is not a path prefix: it must start with / and hold no ?, # or space"));
+                    return self.fail(
+                        &ppath,
+                        format!("`{p}` is not a path prefix: it must start with / and hold no ?, # or space"),
+                    );
                 }
                 match normalize_prefix(p, paths) {
                     Ok(normal) => Some(normal),
@@ -862,7 +889,9 @@ impl Parser {
                 }
                 out.into_iter().collect()
             }
-            Some(other) => self.fail(&mpath, format!("expected a method or a non-empty array of them, found {}", type_name(other))),
+            Some(other) => {
+                self.fail(&mpath, format!("expected a method or a non-empty array of them, found {}", type_name(other)))
+            }
         };
         let tpath = join(path, "tiers");
         let filter = match map.get("tiers") {
@@ -872,7 +901,9 @@ impl Parser {
                     ts.iter().enumerate().map(|(i, t)| self.tier_ref(t, &format!("{tpath}[{i}]"), tiers)).collect();
                 out.into_iter().collect()
             }
-            Some(other) => self.fail(&tpath, format!("expected a non-empty array of tier names, found {}", type_name(other))),
+            Some(other) => {
+                self.fail(&tpath, format!("expected a non-empty array of tier names, found {}", type_name(other)))
+            }
         };
         let exempt = match map.get("exempt") {
             None => Some(false),
@@ -890,7 +921,8 @@ impl Parser {
             None => Some(None),
             Some(l) => self.limit(l, &join(path, "websocket_messages")).map(Some),
         };
-        let (exempt, cost, use_tier, filter, websocket_messages) = (exempt?, cost?, use_tier?, filter?, websocket_messages?);
+        let (exempt, cost, use_tier, filter, websocket_messages) =
+            (exempt?, cost?, use_tier?, filter?, websocket_messages?);
         let action = if exempt {
             if cost.is_some() || use_tier.is_some() {
                 return self.fail(path, "an exempt rule takes no cost or use_tier");
@@ -936,7 +968,10 @@ impl Parser {
             Some("legacy") => Some(HeaderStyle { ietf: false, legacy: true }),
             Some("both") => Some(HeaderStyle { ietf: true, legacy: true }),
             Some("none") => Some(HeaderStyle { ietf: false, legacy: false }),
-            _ => self.fail(path, format!("expected \"ietf\", \"legacy\", \"both\" or \"none\", found {}", type_name_or_value(v))),
+            _ => self.fail(
+                path,
+                format!("expected \"ietf\", \"legacy\", \"both\" or \"none\", found {}", type_name_or_value(v)),
+            ),
         }
     }
 
@@ -950,7 +985,10 @@ impl Parser {
                 Some("memory") => Some(FailMode::Memory),
                 Some("open") => Some(FailMode::Open),
                 Some("closed") => Some(FailMode::Closed),
-                _ => self.fail(&join(path, "on_failure"), format!("expected \"memory\", \"open\" or \"closed\", found {}", type_name_or_value(m))),
+                _ => self.fail(
+                    &join(path, "on_failure"),
+                    format!("expected \"memory\", \"open\" or \"closed\", found {}", type_name_or_value(m)),
+                ),
             };
             ok &= mode.map(|m| s.on_failure = m).is_some();
         }
@@ -958,13 +996,22 @@ impl Parser {
             ok &= self.duration(t, &join(path, "timeout"), 1, 30_000).map(|t| s.timeout_ms = t).is_some();
         }
         if let Some(n) = map.get("breaker_failures") {
-            ok &= self.integer(n, &join(path, "breaker_failures"), 1, 1_000).map(|n| s.breaker_failures = n as u32).is_some();
+            ok &= self
+                .integer(n, &join(path, "breaker_failures"), 1, 1_000)
+                .map(|n| s.breaker_failures = n as u32)
+                .is_some();
         }
         if let Some(t) = map.get("breaker_cooldown") {
-            ok &= self.duration(t, &join(path, "breaker_cooldown"), 1, 3_600_000).map(|t| s.breaker_cooldown_ms = t).is_some();
+            ok &= self
+                .duration(t, &join(path, "breaker_cooldown"), 1, 3_600_000)
+                .map(|t| s.breaker_cooldown_ms = t)
+                .is_some();
         }
         if let Some(n) = map.get("memory_max_keys") {
-            ok &= self.integer(n, &join(path, "memory_max_keys"), 1, 1_000_000).map(|n| s.memory_max_keys = n as usize).is_some();
+            ok &= self
+                .integer(n, &join(path, "memory_max_keys"), 1, 1_000_000)
+                .map(|n| s.memory_max_keys = n as usize)
+                .is_some();
         }
         if let Some(b) = map.get("deny_cache") {
             ok &= self.boolean(b, &join(path, "deny_cache")).map(|b| s.deny_cache = b).is_some();
@@ -1119,7 +1166,14 @@ mod tests {
             r#"{"tiers": {"anonymous": {"limits": {"b": "1/s"}}},
                 "identity": {"api_key": {"keys": {"00000000000000000000000000000000000000000000000000000000000000ff": "gold"}}}}"#,
         );
-        assert!(has(&errs, "identity.api_key.keys.00000000000000000000000000000000000000000000000000000000000000ff", "no tier named `gold`"), "{errs:?}");
+        assert!(
+            has(
+                &errs,
+                "identity.api_key.keys.00000000000000000000000000000000000000000000000000000000000000ff",
+                "no tier named `gold`"
+            ),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -1127,11 +1181,16 @@ mod tests {
         assert!(errors("{").iter().any(|e| e.contains("not valid JSON")));
         assert!(errors("[]")[0].contains("expected an object"));
         assert!(has(&errors(r#"{"tiers": {}}"#), "tiers", "at least one tier"));
-        assert!(has(&errors(r#"{"tiers": {"t": {"limits": {"b": "1/s"}}}}"#), "identity.anonymous_tier", "no tier named `anonymous`"));
+        assert!(has(
+            &errors(r#"{"tiers": {"t": {"limits": {"b": "1/s"}}}}"#),
+            "identity.anonymous_tier",
+            "no tier named `anonymous`"
+        ));
         assert!(has(&errors(&MINIMAL.replace("}}}}", "}}}, \"version\": 2}")), "version", "only version 1"));
         let too_big = r#"{"tiers": {"anonymous": {"limits": {"b": {"token_bucket": {"capacity": 9007199254740992, "refill": "1/day"}}}}}}"#;
         assert!(has(&errors(too_big), "tiers.anonymous.limits.b.token_bucket", "too large to count exactly"));
-        let unreachable = r#"{"tiers": {"anonymous": {"limits": {"b": "10/s"}}}, "routes": [{"path": "/upload", "cost": 11}]}"#;
+        let unreachable =
+            r#"{"tiers": {"anonymous": {"limits": {"b": "10/s"}}}, "routes": [{"path": "/upload", "cost": 11}]}"#;
         assert!(has(&errors(unreachable), "routes[0].cost", "could never pass"));
         let jwt_without_tier = r#"{"tiers": {"anonymous": {"limits": {"b": "10/s"}}}, "identity": {"jwt": {}}}"#;
         assert!(has(&errors(jwt_without_tier), "identity.jwt.default_tier", "no tier named `authenticated`"));
@@ -1150,7 +1209,8 @@ mod tests {
         let bad = MINIMAL.replace("}}}}", r#"}}}, "identity": {"auth_failures": {"guesses": "lots"}}}"#);
         let errs = errors(&bad);
         assert!(errs.iter().any(|e| e.contains("`identity.auth_failures.guesses`")), "{errs:?}");
-        let reserved = r#"{"tiers": {"anonymous": {"limits": {"b": "1/s"}}, "auth-failures": {"limits": {"b": "1/s"}}}}"#;
+        let reserved =
+            r#"{"tiers": {"anonymous": {"limits": {"b": "1/s"}}, "auth-failures": {"limits": {"b": "1/s"}}}}"#;
         assert!(has(&errors(reserved), "tiers.auth-failures", "reserved"));
     }
 
@@ -1178,12 +1238,20 @@ mod tests {
 
     #[test]
     fn a_wider_ipv6_net_has_limits_of_its_own() {
-        let with = |wide: &str| MINIMAL.replace("}}}}", &format!(r#"}}}}}}, "identity": {{"client_ip": {{"ipv6_wide": {wide}}}}}}}"#));
+        let with = |wide: &str| {
+            MINIMAL.replace("}}}}", &format!(r#"}}}}}}, "identity": {{"client_ip": {{"ipv6_wide": {wide}}}}}}}"#))
+        };
         let p = Policy::parse(&with(r#"{"prefix": 48, "limits": {"burst": "100/s"}}"#)).unwrap();
         let wide = p.identity.client_ip.ipv6_wide.unwrap();
-        assert_eq!((wide.prefix, wide.tier.name.as_str(), wide.tier.limits[0].algorithm.capacity()), (48, IPV6_WIDE, 100));
+        assert_eq!(
+            (wide.prefix, wide.tier.name.as_str(), wide.tier.limits[0].algorithm.capacity()),
+            (48, IPV6_WIDE, 100)
+        );
         let errs = errors(&with(r#"{"prefix": 64, "limits": {"burst": "100/s"}}"#));
-        assert!(errs.iter().any(|e| e.contains("`identity.client_ip.ipv6_wide.prefix`")), "not wider than the /64: {errs:?}");
+        assert!(
+            errs.iter().any(|e| e.contains("`identity.client_ip.ipv6_wide.prefix`")),
+            "not wider than the /64: {errs:?}"
+        );
         assert!(has(&errors(&with(r#"{"prefix": 48}"#)), "identity.client_ip.ipv6_wide.limits", "missing"));
     }
 
@@ -1191,7 +1259,8 @@ mod tests {
     fn cors_is_any_origin_unless_the_policy_lists_some() {
         assert_eq!(Policy::parse(MINIMAL).unwrap().cors, Cors::default());
         let with = |c: &str| MINIMAL.replace("}}}}", &format!(r#"}}}}}}, "cors": {c}}}"#));
-        let p = Policy::parse(&with(r#"{"allow_origins": ["https://app.example"], "charge_preflight": true}"#)).unwrap();
+        let p =
+            Policy::parse(&with(r#"{"allow_origins": ["https://app.example"], "charge_preflight": true}"#)).unwrap();
         assert_eq!(p.cors.allow_origins, AllowOrigins::List(vec!["https://app.example".into()]));
         assert!(p.cors.charge_preflight);
         assert_eq!(Policy::parse(&with(r#"{"allow_origins": []}"#)).unwrap().cors.allow_origins, AllowOrigins::None);

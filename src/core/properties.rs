@@ -107,22 +107,13 @@ fn times(t0: Millis, steps: &[(u64, u64)]) -> Vec<(Millis, u64)> {
 }
 
 fn admitted(requests: &[(Millis, u64)], statuses: &[LimitStatus]) -> Vec<(Millis, u64)> {
-    requests
-        .iter()
-        .zip(statuses)
-        .filter(|(_, s)| s.outcome == Outcome::Allowed)
-        .map(|(r, _)| *r)
-        .collect()
+    requests.iter().zip(statuses).filter(|(_, s)| s.outcome == Outcome::Allowed).map(|(r, _)| *r).collect()
 }
 
 /// Total cost of `admitted` with time in `[lo, hi]`, by brute force so it cannot share a
 /// bug with anything clever.
 fn cost_within(admitted: &[(Millis, u64)], lo: i128, hi: i128) -> u128 {
-    admitted
-        .iter()
-        .filter(|(t, _)| (lo..=hi).contains(&(*t as i128)))
-        .map(|(_, c)| *c as u128)
-        .sum()
+    admitted.iter().filter(|(t, _)| (lo..=hi).contains(&(*t as i128))).map(|(_, c)| *c as u128).sum()
 }
 
 /// The token-bucket bound: between any two admitted requests, no more than a full bucket

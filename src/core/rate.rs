@@ -34,18 +34,16 @@ impl Rate {
 
     /// Parses "N/unit" or "N/<duration>", N a whole or decimal number.
     pub fn parse(text: &str) -> Result<Rate, String> {
-        let (count, per) = text
-            .split_once('/')
-            .ok_or_else(|| format!("`{text}` is not a rate: write it as COUNT/PERIOD, like \"10/s\" or \"1000/day\""))?;
+        let (count, per) = text.split_once('/').ok_or_else(|| {
+            format!("`{text}` is not a rate: write it as COUNT/PERIOD, like \"10/s\" or \"1000/day\"")
+        })?;
         let (numerator, scale) = parse_decimal(count.trim())
             .ok_or_else(|| format!("`{}` is not a number (in rate `{text}`)", count.trim()))?;
         let period = parse_duration_ms(per.trim(), true)?;
         if period > MAX_PERIOD_MS {
             return Err(format!("the period of `{text}` is longer than one year"));
         }
-        let period_scaled = period
-            .checked_mul(scale)
-            .ok_or_else(|| format!("`{text}` has too many decimal places"))?;
+        let period_scaled = period.checked_mul(scale).ok_or_else(|| format!("`{text}` has too many decimal places"))?;
         Rate::new(numerator, period_scaled).map_err(|e| format!("{e} (in rate `{text}`)"))
     }
 
@@ -56,9 +54,8 @@ impl Rate {
             .split_once('/')
             .ok_or_else(|| format!("`{text}` is not a window limit: write it as COUNT/WINDOW, like \"5000/min\""))?;
         let count = count.trim();
-        let limit: u64 = count
-            .parse()
-            .map_err(|_| format!("`{count}` is not a whole number of units (in `{text}`)"))?;
+        let limit: u64 =
+            count.parse().map_err(|_| format!("`{count}` is not a whole number of units (in `{text}`)"))?;
         if limit == 0 {
             return Err(format!("the count in `{text}` must be at least 1"));
         }
@@ -85,9 +82,7 @@ impl fmt::Display for Rate {
 /// Parses "250ms", "10s", "1.5h", "day", "min". A bare unit means one of it when
 /// `bare_unit_ok` (the rate form "10/s").
 pub fn parse_duration_ms(text: &str, bare_unit_ok: bool) -> Result<u64, String> {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let unit_ms: u64 = match unit.trim() {
         "ms" | "millisecond" | "milliseconds" => 1,
@@ -97,24 +92,14 @@ pub fn parse_duration_ms(text: &str, bare_unit_ok: bool) -> Result<u64, String> 
         "d" | "day" | "days" => 86_400_000,
         "w" | "week" | "weeks" => 7 * 86_400_000,
         "" => return Err(format!("`{text}` has no unit: add ms, s, min, h, day or week")),
-        other => {
-            return Err(format!(
-                "`{other}` is not a time unit: use ms, s, min, h, day or week"
-            ))
-        }
+        other => return Err(format!("`{other}` is not a time unit: use ms, s, min, h, day or week")),
     };
     if number.is_empty() {
-        return if bare_unit_ok {
-            Ok(unit_ms)
-        } else {
-            Err(format!("`{text}` has no number"))
-        };
+        return if bare_unit_ok { Ok(unit_ms) } else { Err(format!("`{text}` has no number")) };
     }
     let (numerator, scale) =
         parse_decimal(number).ok_or_else(|| format!("`{number}` is not a number (in `{text}`)"))?;
-    let total = numerator
-        .checked_mul(unit_ms)
-        .ok_or_else(|| format!("`{text}` is too long"))?;
+    let total = numerator.checked_mul(unit_ms).ok_or_else(|| format!("`{text}` is too long"))?;
     if total % scale != 0 {
         return Err(format!("`{text}` is not a whole number of milliseconds"));
     }
@@ -127,13 +112,7 @@ pub fn parse_duration_ms(text: &str, bare_unit_ok: bool) -> Result<u64, String> 
 
 /// Renders milliseconds in the largest unit that divides them exactly.
 pub fn format_duration(ms: u64) -> String {
-    const UNITS: [(u64, &str); 5] = [
-        (86_400_000, "day"),
-        (3_600_000, "h"),
-        (60_000, "min"),
-        (1_000, "s"),
-        (1, "ms"),
-    ];
+    const UNITS: [(u64, &str); 5] = [(86_400_000, "day"), (3_600_000, "h"), (60_000, "min"), (1_000, "s"), (1, "ms")];
     for (size, name) in UNITS {
         if ms % size == 0 {
             let n = ms / size;

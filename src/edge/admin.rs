@@ -84,7 +84,8 @@ pub(super) async fn handle(mut req: Request, iso: &Isolate, route: &str, now: u6
             json_response(200, &status(iso, now, true))
         }
         (Method::Get | Method::Post, "subject") | (Method::Post, "reset") => {
-            let query: Vec<(String, String)> = req.url()?.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            let query: Vec<(String, String)> =
+                req.url()?.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
             let body = if method == Method::Post { req.text().await.unwrap_or_default() } else { String::new() };
             let (pairs, source) = if body.trim().is_empty() {
                 (query, FieldSource::Query)
@@ -104,7 +105,11 @@ pub(super) async fn handle(mut req: Request, iso: &Isolate, route: &str, now: u6
                 console_log!("edge-limiter: admin reset tier={} subject={hash}", tier.name);
                 return match iso.store.reset(&request).await {
                     Ok(()) => json_response(200, &json!({ "reset": true, "tier": tier.name, "subject_hash": hash })),
-                    Err(e) => error(503, "Store unavailable", &format!("The reset did not reach the store ({}): {e}", e.class())),
+                    Err(e) => error(
+                        503,
+                        "Store unavailable",
+                        &format!("The reset did not reach the store ({}): {e}", e.class()),
+                    ),
                 };
             }
             console_log!("edge-limiter: admin inspected tier={} subject={hash}", tier.name);

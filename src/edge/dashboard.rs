@@ -81,7 +81,10 @@ pub(super) async fn serve(req: Request, env: &Env, iso: &Isolate, rest: &str) ->
         return admin::handle(req, iso, rest.trim_start_matches("admin").trim_start_matches('/'), now).await;
     }
     if !matches!(req.method(), Method::Get | Method::Head) {
-        return refusal(problem(405, "Method Not Allowed", "The dashboard only answers GET.", "method-not-allowed"), None);
+        return refusal(
+            problem(405, "Method Not Allowed", "The dashboard only answers GET.", "method-not-allowed"),
+            None,
+        );
     }
     if rest == "status.json" {
         // Live counts and the policy in words: public only in front of the demo origin.

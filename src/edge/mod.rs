@@ -17,13 +17,13 @@ use std::rc::Rc;
 use worker::{console_error, console_log, Env, Headers, Request, Response, Result};
 
 use crate::core::algorithm::{Algorithm, Decision};
-use crate::core::decision::{ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
 use crate::core::cors::{exposed_with_ours, is_preflight, own_answer_fields, Cors};
-use crate::core::path::{normalize, split_url, NormalPath, PathError, PathOptions};
+use crate::core::decision::{ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
 use crate::core::identity::{
     failure_subject, identify, presents_credential, subject_hash, wide_subject, CallerKind, RequestFacts,
     DEMO_KEY_DIGESTS,
 };
+use crate::core::path::{normalize, split_url, NormalPath, PathError, PathOptions};
 use crate::core::policy::{Plan, Policy, Tier, TierId, DEFAULT_STORE, EXAMPLE_POLICY};
 use crate::store::deny_cache::DenyCache;
 use crate::store::hybrid::{Hybrid, Note};
@@ -67,7 +67,14 @@ impl TierLimits {
     }
 
     fn request<'a>(&'a self, tier: &'a Tier, hash: &'a str, now: u64, cost: u64) -> CheckRequest<'a> {
-        CheckRequest { tier: &tier.name, limits: &self.algorithms, limit_names: &self.names, subject_hash: hash, now, cost }
+        CheckRequest {
+            tier: &tier.name,
+            limits: &self.algorithms,
+            limit_names: &self.names,
+            subject_hash: hash,
+            now,
+            cost,
+        }
     }
 }
 
@@ -103,7 +110,14 @@ struct Isolate {
 
 impl Isolate {
     /// A check of `cost` units against the limits of tier `tier_id`, for one subject digest.
-    fn check_request<'a>(&'a self, policy: &'a Policy, tier_id: TierId, hash: &'a str, now: u64, cost: u64) -> (&'a Tier, CheckRequest<'a>) {
+    fn check_request<'a>(
+        &'a self,
+        policy: &'a Policy,
+        tier_id: TierId,
+        hash: &'a str,
+        now: u64,
+        cost: u64,
+    ) -> (&'a Tier, CheckRequest<'a>) {
         let tier = &policy.tiers[tier_id];
         (tier, self.tiers[tier_id].request(tier, hash, now, cost))
     }
@@ -283,7 +297,14 @@ fn locked_out(iso: &Isolate, policy: &Policy, address: &str, now: u64, html: boo
 /// costs the caller's address one unit of `identity.auth_failures`, through the same store
 /// as every limit. Within them the answer is `unauthorized` (401); past them, 429 with
 /// `Retry-After`, and the address is locked out in this isolate until then.
-async fn failed_credential(iso: &Isolate, policy: &Policy, address: &str, now: u64, html: bool, unauthorized: Refusal) -> Result<Response> {
+async fn failed_credential(
+    iso: &Isolate,
+    policy: &Policy,
+    address: &str,
+    now: u64,
+    html: bool,
+    unauthorized: Refusal,
+) -> Result<Response> {
     let tier = &policy.identity.auth_failures;
     let hash = subject_hash(address);
     let request = iso.auth_limits.request(tier, &hash, now, 1);
@@ -319,15 +340,20 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     // The path is parsed once: the dashboard, the route rules and the origin all get this.
     let url = req.inner().url();
     let options = iso.policy.as_ref().map_or_else(|_| PathOptions::default(), |p| p.paths);
-    let target = match split_url(&url).ok_or(PathError::NotOriginForm).and_then(|t| Ok((t, normalize(t.path, &options)?))) {
-        Ok((t, path)) => Target { origin: t.origin, path, query: t.query },
-        Err(e) => {
-            let detail = format!("The request path was refused: {e}.");
-            let origin = req.headers().get("origin").ok().flatten();
-            let cors = iso.policy.as_ref().map_or_else(|_| Cors::default(), |p| p.cors.clone());
-            return with_cors(refusal(problem(400, "Bad Request", &detail, "invalid-path"), None)?, &cors, origin.as_deref());
-        }
-    };
+    let target =
+        match split_url(&url).ok_or(PathError::NotOriginForm).and_then(|t| Ok((t, normalize(t.path, &options)?))) {
+            Ok((t, path)) => Target { origin: t.origin, path, query: t.query },
+            Err(e) => {
+                let detail = format!("The request path was refused: {e}.");
+                let origin = req.headers().get("origin").ok().flatten();
+                let cors = iso.policy.as_ref().map_or_else(|_| Cors::default(), |p| p.cors.clone());
+                return with_cors(
+                    refusal(problem(400, "Bad Request", &detail, "invalid-path"), None)?,
+                    &cors,
+                    origin.as_deref(),
+                );
+            }
+        };
     let path = target.path.forward.as_str();
     if let Some(prefix) = &iso.dashboard_prefix {
         // Exact prefix match on the normalised path: `..` is resolved and `%2F` refused, so
@@ -377,12 +403,19 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
 }
 
 /// The request's way through the limits: identify, plan, check, then forward or refuse.
-async fn protect(req: Request, iso: &Isolate, policy: &Policy, target: &Target<'_>, fields: &Fields, method: &str) -> Result<Response> {
+async fn protect(
+    req: Request,
+    iso: &Isolate,
+    policy: &Policy,
+    target: &Target<'_>,
+    fields: &Fields,
+    method: &str,
+) -> Result<Response> {
     let now = js_sys::Date::now() as u64;
     let facts = fields.facts(now);
     let address = failure_subject(&policy.identity.client_ip, &facts);
     if presents_credential(policy, &facts, iso.jwt_secret.is_some()) {
-        if let Some(r) = locked_out(&iso, policy, &address, now, fields.html()) {
+        if let Some(r) = locked_out(iso, policy, &address, now, fields.html()) {
             return r;
         }
     }
@@ -391,18 +424,20 @@ async fn protect(req: Request, iso: &Isolate, policy: &Policy, target: &Target<'
         Err(e) => {
             let mut r = problem(401, "Unauthorized", &e.to_string(), "invalid-credential");
             r.headers.push(("WWW-Authenticate", "Bearer".to_string()));
-            return failed_credential(&iso, policy, &address, now, fields.html(), r).await;
+            return failed_credential(iso, policy, &address, now, fields.html(), r).await;
         }
     };
     // A WebSocket on a route that limits its messages is relayed, and counted, by the Worker.
     let messages = policy.rule(method, &target.path.matched, caller.tier).and_then(|r| r.websocket_messages);
     let (tier_id, cost) = match policy.plan(method, &target.path.matched, caller.tier) {
-        Plan::Exempt => return proxy::forward(req, &iso.origin, target, fields.client_ip.as_deref(), messages, &[]).await,
+        Plan::Exempt => {
+            return proxy::forward(req, &iso.origin, target, fields.client_ip.as_deref(), messages, &[]).await
+        }
         Plan::Check { tier, cost } => (tier, cost),
     };
     let hash = subject_hash(&caller.subject);
     let (mut tier, request) = iso.check_request(policy, tier_id, &hash, now, cost);
-    let (mut decision, mut backend) = match checked(&iso, policy, tier, &request, fields.html()).await {
+    let (mut decision, mut backend) = match checked(iso, policy, tier, &request, fields.html()).await {
         Ok(answer) => answer,
         Err(refused) => return refused,
     };
@@ -413,7 +448,7 @@ async fn protect(req: Request, iso: &Isolate, policy: &Policy, target: &Target<'
         if let Some(subject) = wide_subject(&policy.identity.client_ip, &facts) {
             let wide_hash = subject_hash(&subject);
             let request = limits.request(&net.tier, &wide_hash, now, cost);
-            let (d, b) = match checked(&iso, policy, &net.tier, &request, fields.html()).await {
+            let (d, b) = match checked(iso, policy, &net.tier, &request, fields.html()).await {
                 Ok(answer) => answer,
                 Err(refused) => return refused,
             };

@@ -119,8 +119,13 @@ pub(super) async fn forward(
         // The origin accepted the upgrade: hand its socket to the client, untouched.
         return match (answer.websocket(), messages) {
             (Some(socket), Some(limit)) => super::relay::relay(socket, limit, headers),
-            (Some(socket), None) => Ok(Response::builder().with_status(101).with_headers(headers).with_websocket(socket).empty()),
-            (None, _) => refusal(problem(502, "Bad Gateway", "The origin answered 101 without a WebSocket.", "origin-unreachable"), None),
+            (Some(socket), None) => {
+                Ok(Response::builder().with_status(101).with_headers(headers).with_websocket(socket).empty())
+            }
+            (None, _) => refusal(
+                problem(502, "Bad Gateway", "The origin answered 101 without a WebSocket.", "origin-unreachable"),
+                None,
+            ),
         };
     }
     let builder = Response::builder().with_status(status).with_headers(headers);

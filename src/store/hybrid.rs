@@ -137,7 +137,8 @@ impl<P: Store> Hybrid<P> {
                 if let Some(Transition::Recovered { since }) = self.breaker.record_success() {
                     self.logged.set(0);
                     let down = r.now.saturating_sub(since);
-                    notes.push(Note::Info(format!("Upstash answers again after {down} ms of failures; circuit closed")));
+                    notes
+                        .push(Note::Info(format!("Upstash answers again after {down} ms of failures; circuit closed")));
                 }
                 if let (Some(cache), Some(key)) = (&self.denials, &cache_key) {
                     cache.remember(key, r.now, &decision);
@@ -171,10 +172,12 @@ impl<P: Store> Hybrid<P> {
     pub async fn inspect(&self, r: &CheckRequest<'_>) -> (Decision, Backend) {
         let peek = CheckRequest { cost: 0, ..*r };
         match &self.primary {
-            Some(primary) if matches!(self.breaker.state(), BreakerState::Closed { .. }) => match primary.check(&peek).await {
-                Ok(answer) => answer,
-                Err(_) => (self.memory.check_now(&peek), Backend::Fallback),
-            },
+            Some(primary) if matches!(self.breaker.state(), BreakerState::Closed { .. }) => {
+                match primary.check(&peek).await {
+                    Ok(answer) => answer,
+                    Err(_) => (self.memory.check_now(&peek), Backend::Fallback),
+                }
+            }
             Some(_) => (self.memory.check_now(&peek), Backend::Fallback),
             None => (self.memory.check_now(&peek), Backend::Memory),
         }
@@ -217,8 +220,8 @@ impl<P: Store> Hybrid<P> {
 mod tests {
     use super::*;
     use crate::core::algorithm::{Algorithm, Outcome};
-    use std::cell::RefCell;
     use crate::store::run_ready as run;
+    use std::cell::RefCell;
 
     /// A primary whose health the test switches; when healthy it is a real engine (a memory
     /// store of its own), so its answers are real decisions. The Upstash path itself is tested
@@ -271,7 +274,14 @@ mod tests {
             Rig { limits: [Algorithm::fixed_window(2, 60_000).unwrap()], names: ["m".into()] }
         }
         fn req(&self, subject: &'static str, now: u64) -> CheckRequest<'_> {
-            CheckRequest { tier: "t", limits: &self.limits, limit_names: &self.names, subject_hash: subject, now, cost: 1 }
+            CheckRequest {
+                tier: "t",
+                limits: &self.limits,
+                limit_names: &self.names,
+                subject_hash: subject,
+                now,
+                cost: 1,
+            }
         }
     }
 

@@ -56,7 +56,8 @@ impl MemoryStore {
         if !entries.contains_key(&key) && entries.len() >= self.max_keys {
             evict(&mut entries, r.now, self.max_keys);
         }
-        let entry = entries.entry(key).or_insert(Entry { states: [State::Empty; MAX_LIMITS], expires_at: 0, last_used: 0 });
+        let entry =
+            entries.entry(key).or_insert(Entry { states: [State::Empty; MAX_LIMITS], expires_at: 0, last_used: 0 });
         if entry.expires_at <= r.now {
             entry.states = [State::Empty; MAX_LIMITS];
         }

@@ -106,10 +106,9 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Unauthorized => write!(
-                f,
-                "Upstash refused the token (401/403): configuration error, check UPSTASH_REDIS_REST_TOKEN"
-            ),
+            StoreError::Unauthorized => {
+                write!(f, "Upstash refused the token (401/403): configuration error, check UPSTASH_REDIS_REST_TOKEN")
+            }
             StoreError::Server { status, message } => write!(f, "Upstash answered {status}: {message}"),
             StoreError::Timeout { after_ms } => write!(f, "Upstash did not answer within {after_ms} ms"),
             StoreError::Network(m) => write!(f, "Upstash could not be reached: {m}"),

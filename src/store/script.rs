@@ -62,7 +62,13 @@ const fn sha1_hex(msg: &[u8]) -> [u8; 40] {
             (e, d, c, b, a) = (d, c, b.rotate_left(30), a, next);
             t += 1;
         }
-        h = [h[0].wrapping_add(a), h[1].wrapping_add(b), h[2].wrapping_add(c), h[3].wrapping_add(d), h[4].wrapping_add(e)];
+        h = [
+            h[0].wrapping_add(a),
+            h[1].wrapping_add(b),
+            h[2].wrapping_add(c),
+            h[3].wrapping_add(d),
+            h[4].wrapping_add(e),
+        ];
         block += 64;
     }
     let digits = b"0123456789abcdef";

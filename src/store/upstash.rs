@@ -99,7 +99,8 @@ pub fn read_reply(status: u16, body: &str) -> Result<Value, StoreError> {
         return Err(StoreError::Unauthorized);
     }
     let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let error = parsed.as_ref().and_then(|v| v.get("error")).map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string));
+    let error =
+        parsed.as_ref().and_then(|v| v.get("error")).map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string));
     if status >= 500 || !(200..300).contains(&status) && status != 400 {
         let message = error.unwrap_or_else(|| clip(body));
         return Err(StoreError::Server { status, message: clip(&message) });
@@ -246,8 +247,8 @@ mod fetch {
 mod tests {
     use super::*;
     use crate::core::algorithm::{Algorithm, Outcome};
-    use std::cell::RefCell;
     use crate::store::run_ready as run;
+    use std::cell::RefCell;
 
     /// Answers each POST with the next canned reply and records the bodies.
     struct Canned {
@@ -277,7 +278,14 @@ mod tests {
     fn check(store: &UpstashStore<Canned>) -> Result<(Decision, Backend), StoreError> {
         let limits = limits();
         let names = ["minute".to_string()];
-        let r = CheckRequest { tier: "anon", limits: &limits, limit_names: &names, subject_hash: "ab", now: 1_000, cost: 1 };
+        let r = CheckRequest {
+            tier: "anon",
+            limits: &limits,
+            limit_names: &names,
+            subject_hash: "ab",
+            now: 1_000,
+            cost: 1,
+        };
         run(store.check(&r))
     }
 
@@ -316,7 +324,10 @@ mod tests {
             read_script_reply(500, r#"{"error":"injected"}"#),
             Err(StoreError::Server { status: 500, message: "injected".into() })
         );
-        assert!(matches!(read_script_reply(502, "<html>bad gateway</html>"), Err(StoreError::Server { status: 502, .. })));
+        assert!(matches!(
+            read_script_reply(502, "<html>bad gateway</html>"),
+            Err(StoreError::Server { status: 502, .. })
+        ));
         assert!(matches!(read_script_reply(302, ""), Err(StoreError::Server { status: 302, .. })));
         for garbage in ["", "<html>", "{\"result\":\"OK\"}", "{\"result\":[1,\"x\"]}", "{\"result\":[1.5]}", "[1,2]"] {
             assert!(matches!(read_script_reply(200, garbage), Err(StoreError::Malformed(_))), "{garbage}");
