@@ -18,7 +18,9 @@ use worker::{console_error, console_log, Env, Headers, Request, Response, Result
 
 use crate::core::algorithm::{Algorithm, Decision};
 use crate::core::cors::{exposed_with_ours, is_preflight, own_answer_fields, Cors};
-use crate::core::decision::{ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal};
+use crate::core::decision::{
+    ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal, PROBLEM_DOCS,
+};
 use crate::core::identity::{
     failure_subject, identify, presents_credential, subject_hash, wide_subject, CallerKind, RequestFacts,
     DEMO_KEY_DIGESTS,
@@ -88,6 +90,9 @@ struct Isolate {
     policy_text: String,
     /// Where the dashboard and admin API live (`DASHBOARD_PATH`), or `None` when off.
     dashboard_prefix: Option<String>,
+    /// Where the problem types' docs page is when DASHBOARD_PATH moves it (`about:blank`
+    /// when the dashboard is off); `None` at the default `/__limiter/`.
+    docs_moved: Option<String>,
     /// `Ok(token)` when the admin API is on, else why it is off.
     admin_token: std::result::Result<String, &'static str>,
     started_at: u64,
@@ -219,11 +224,17 @@ fn isolate(env: &Env) -> Rc<Isolate> {
              they pass to the origin and their callers are limited by address"
         );
     }
+    let dashboard_prefix = dashboard::prefix(env_text(env, "DASHBOARD_PATH").as_deref());
     let max_keys = policy.as_ref().map_or(DEFAULT_STORE.memory_max_keys, |p| p.store.memory_max_keys);
     let iso = Rc::new(Isolate {
         policy,
         policy_text,
-        dashboard_prefix: dashboard::prefix(env_text(env, "DASHBOARD_PATH").as_deref()),
+        docs_moved: match &dashboard_prefix {
+            Some(p) if format!("{p}docs.html") == PROBLEM_DOCS => None,
+            Some(p) => Some(format!("{p}docs.html")),
+            None => Some("about:blank".to_string()),
+        },
+        dashboard_prefix,
         admin_token,
         started_at: js_sys::Date::now() as u64,
         tiers,
@@ -526,6 +537,12 @@ fn jitter_ms() -> u64 {
 
 /// Renders a core refusal (429, 401, 500...) as a response.
 fn refusal(r: Refusal, backend: Option<Backend>) -> Result<Response> {
+    // Problem types point at the docs page under DASHBOARD_PATH; the core writes the default
+    // one, so a custom path is put in here (`None` from `docs_moved` for the default).
+    let body = match ISOLATE.with(|i| i.borrow().as_ref().and_then(|iso| iso.docs_moved.clone())) {
+        Some(docs) => r.body.replace(PROBLEM_DOCS, &docs),
+        None => r.body,
+    };
     let headers = Headers::new();
     headers.set(OWN_ANSWER, "1")?;
     headers.set("Content-Type", r.content_type)?;
@@ -536,5 +553,5 @@ fn refusal(r: Refusal, backend: Option<Backend>) -> Result<Response> {
     if let Some(b) = backend {
         headers.set(BACKEND_HEADER, b.as_str())?;
     }
-    Ok(Response::builder().with_status(r.status).with_headers(headers).fixed(r.body.into_bytes()))
+    Ok(Response::builder().with_status(r.status).with_headers(headers).fixed(body.into_bytes()))
 }

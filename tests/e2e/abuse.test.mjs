@@ -252,3 +252,29 @@ test("one IPv6 allocation rotating through its /64s meets the wider /48 net", as
     await w.stop();
   }
 });
+
+test("problem types point at the docs page where DASHBOARD_PATH puts it", async () => {
+  const policy = { key_prefix: "docs", tiers: { anonymous: { limits: { burst: { token_bucket: { capacity: 1, refill: "1/h" } } } } } };
+  for (const [setting, docs] of [["/ops/", "/ops/docs.html"], ["off", "about:blank"], [undefined, "/__limiter/docs.html"]]) {
+    const vars = { POLICY: JSON.stringify(policy), ORIGIN_URL: origin.url };
+    if (setting) vars.DASHBOARD_PATH = setting;
+    const w = await startWorker(vars);
+    try {
+      const ip = freshIp();
+      await send(w, "/d", { "CF-Connecting-IP": ip });
+      const denied = await send(w, "/d", { "CF-Connecting-IP": ip });
+      assert.equal(denied.status, 429);
+      assert.equal(JSON.parse(denied.body).type, `${docs}#rate-limited`, `DASHBOARD_PATH ${setting}`);
+      const page = await send(w, "/d", { "CF-Connecting-IP": ip, Accept: "text/html" });
+      assert.ok(page.body.includes(`href="${docs}#rate-limited"`), `${setting}: ${page.body.slice(0, 300)}`);
+      if (setting === "/ops/") {
+        // The dashboard answers there, not the origin (Miniflare binds no assets here, so it
+        // says the files are missing; dashboard.test.mjs serves them under wrangler dev).
+        const there = await send(w, "/ops/docs.html");
+        assert.match(JSON.parse(there.body).type, /#dashboard-missing$/);
+      }
+    } finally {
+      await w.stop();
+    }
+  }
+});
