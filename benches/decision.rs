@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // a benchmark harness, not a request path
 //! Native benchmark of one limiting decision: what `check` costs per request with one and
 //! with three limits, next to governor's GCRA doing the same single-limit job. A plain
 //! `Instant` harness (no criterion) keeps the dev-dependencies lean; the median of several

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failure should stop it loudly
 //! One algorithm, two executions: the Rust engine and its Lua twin (`src/store/check.lua`)
 //! running in a real `redis-server` must decide every request identically. This test runs
 //! the hand-written cases of `tests/vectors.json` through both, then thousands of random

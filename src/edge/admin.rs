@@ -100,7 +100,9 @@ pub(super) async fn handle(mut req: Request, iso: &Isolate, route: &str, now: u6
                 Err(e) => return error(400, "Bad Request", &e),
             };
             let hash = subject_hash(&subject.subject);
-            let (tier, request) = iso.check_request(policy, subject.tier, &hash, now, 0);
+            let Some((tier, request)) = iso.check_request(policy, subject.tier, &hash, now, 0) else {
+                return error(400, "Bad Request", "No such tier.");
+            };
             if route == "reset" {
                 console_log!("edge-limiter: admin reset tier={} subject={hash}", tier.name);
                 return match iso.store.reset(&request).await {

@@ -42,8 +42,8 @@ pub(super) fn status(iso: &Isolate, now: u64, private: bool) -> Value {
     let counts = store.counts();
     let last_failure = store.last_failure().map(|(at, e)| {
         let mut v = json!({ "class": e.class(), "ago_ms": now.saturating_sub(at) });
-        if private {
-            v["message"] = json!(e.to_string());
+        if let (true, Some(fields)) = (private, v.as_object_mut()) {
+            fields.insert("message".into(), json!(e.to_string()));
         }
         v
     });

@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 //! The Worker's request path: identify the caller, apply the route rules, check the
 //! tier's limits, then forward to the origin or answer 429. Everything that can be decided
 //! without the runtime is decided in `core`; this module only reads the request, keeps the
@@ -122,9 +123,11 @@ impl Isolate {
         hash: &'a str,
         now: u64,
         cost: u64,
-    ) -> (&'a Tier, CheckRequest<'a>) {
-        let tier = &policy.tiers[tier_id];
-        (tier, self.tiers[tier_id].request(tier, hash, now, cost))
+    ) -> Option<(&'a Tier, CheckRequest<'a>)> {
+        // Tier ids come from the policy this isolate laid out, so both lookups succeed; an
+        // id from elsewhere is `None`, never a panic.
+        let tier = policy.tiers.get(tier_id)?;
+        Some((tier, self.tiers.get(tier_id)?.request(tier, hash, now, cost)))
     }
 
     /// The dashboard's data is public only in front of the demo origin.
@@ -447,7 +450,9 @@ async fn protect(
         Plan::Check { tier, cost } => (tier, cost),
     };
     let hash = subject_hash(&caller.subject);
-    let (mut tier, request) = iso.check_request(policy, tier_id, &hash, now, cost);
+    let Some((mut tier, request)) = iso.check_request(policy, tier_id, &hash, now, cost) else {
+        return refusal(problem(500, "Rate limiter misconfigured", "No such tier.", "invalid-policy"), None);
+    };
     let (mut decision, mut backend) = match checked(iso, policy, tier, &request, fields.html()).await {
         Ok(answer) => answer,
         Err(refused) => return refused,

@@ -62,7 +62,8 @@ impl MemoryStore {
             entry.states = [State::Empty; MAX_LIMITS];
         }
         let n = r.limits.len().min(MAX_LIMITS);
-        let decision = check(&r.limits[..n], &mut entry.states[..n], r.now, r.cost);
+        let (limits, states) = (r.limits.get(..n).unwrap_or_default(), entry.states.get_mut(..n).unwrap_or_default());
+        let decision = check(limits, states, r.now, r.cost);
         let whole_in = decision.limits().iter().map(|s| s.reset_ms).max().unwrap_or(0);
         entry.expires_at = r.now.saturating_add(whole_in);
         entry.last_used = use_no;

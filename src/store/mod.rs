@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 //! Where bucket state lives. Each backend applies the core's pure check atomically for one
 //! subject: the memory store runs `core::algorithm::check` on its own map, the Upstash store
 //! runs the Lua twin of it (`check.lua`) in one script call, and the hybrid puts the two

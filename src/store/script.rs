@@ -16,6 +16,8 @@ pub const CHECK_SHA1: &str = match core::str::from_utf8(&sha1_hex(CHECK_LUA.as_b
 };
 
 /// SHA-1 (FIPS 180-4) as a `const fn`. Used only to name a script, never for security.
+/// Evaluated at compile time (`CHECK_SHA1`): an index out of range would fail the build.
+#[allow(clippy::indexing_slicing)]
 const fn sha1_hex(msg: &[u8]) -> [u8; 40] {
     // The padded message: the bytes, 0x80, zeros, then the bit length in 8 bytes.
     let padded_len = (msg.len() + 8) / 64 * 64 + 64;
@@ -144,18 +146,23 @@ pub fn decode_reply(reply: &[i64], limits: usize, cost: u64) -> Result<Decision,
         Ok(n) => Err(MalformedReply(format!("value {n} is beyond what the script can compute"))),
         Err(_) => Err(MalformedReply(format!("negative value {v}"))),
     };
+    let [overall, binding, per_limit @ ..] = reply else {
+        return Err(MalformedReply("no outcome and binding".into()));
+    };
     let mut statuses = Vec::with_capacity(limits);
-    for chunk in reply[2..].chunks(4) {
+    for chunk in per_limit.chunks_exact(4) {
+        let &[o, remaining, reset, retry] = chunk else { continue };
         statuses.push(LimitStatus {
-            outcome: outcome(chunk[0])?,
-            remaining: nonneg(chunk[1])?,
-            reset_ms: nonneg(chunk[2])?,
-            retry_after_ms: nonneg(chunk[3])?,
+            outcome: outcome(o)?,
+            remaining: nonneg(remaining)?,
+            reset_ms: nonneg(reset)?,
+            retry_after_ms: nonneg(retry)?,
         });
     }
-    let binding = usize::try_from(reply[1] - 1).map_err(|_| MalformedReply(format!("binding {}", reply[1])))?;
-    Decision::from_parts(outcome(reply[0])?, binding, cost, &statuses)
-        .ok_or_else(|| MalformedReply(format!("binding {} out of range", reply[1])))
+    let index = binding.checked_sub(1).and_then(|b| usize::try_from(b).ok());
+    let index = index.ok_or_else(|| MalformedReply(format!("binding {binding}")))?;
+    Decision::from_parts(outcome(*overall)?, index, cost, &statuses)
+        .ok_or_else(|| MalformedReply(format!("binding {binding} out of range")))
 }
 
 #[cfg(test)]
