@@ -3,7 +3,7 @@
 //! of the field at fault (`tiers.premium.limits.burst.refill`) and what is wrong with it,
 //! and so that unknown fields are refused rather than silently ignored.
 //!
-//! The format is documented in README.md ("Policy format"); `policy.example.json` is a full
+//! The format is documented in docs/policy.md; `policy.example.json` is a full
 //! example and is what the Worker runs when no policy is configured.
 
 use std::fmt;

@@ -119,7 +119,7 @@ pub(super) async fn handle(mut req: Request, iso: &Isolate, route: &str, now: u6
             json_response(200, &subject_state(tier, &hash, &decision, backend.as_str()))
         }
         (_, "policy" | "health" | "subject" | "reset") => {
-            error(405, "Method Not Allowed", "See README: GET policy, health, subject; POST subject, reset.")
+            error(405, "Method Not Allowed", "See docs/dashboard.md: GET policy, health, subject; POST subject, reset.")
         }
         _ => error(404, "Not Found", "Admin routes: GET policy, GET health, GET/POST subject, POST reset."),
     }

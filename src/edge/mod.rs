@@ -181,7 +181,7 @@ fn isolate(env: &Env) -> Rc<Isolate> {
         } else {
             console_error!(
                 "edge-limiter: no POLICY set: the built-in demo policy is running in front of a real origin; \
-                 set POLICY to your own (README: Policy format)"
+                 set POLICY to your own (docs/policy.md)"
             );
         }
         EXAMPLE_POLICY.to_string()

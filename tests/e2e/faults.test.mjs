@@ -210,7 +210,7 @@ test("deny cache: a subject hammering past its limit costs no store calls", asyn
 });
 
 after(() => {
-  // The table for README, also left in build/fault-table.md.
+  // The table for docs/store.md, also left in build/fault-table.md.
   const lines = [
     "| fault | requests sent | 5xx seen | hammering caller during the fault: denied / allowed | worst added latency during the fault | requests that waited on Upstash during the fault | back on Upstash after healing |",
     "| --- | --- | --- | --- | --- | --- | --- |",
