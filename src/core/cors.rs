@@ -25,9 +25,13 @@ pub enum AllowOrigins {
     None,
 }
 
+/// The `cors` of a policy that names none: any origin may read the limiter's answers, and
+/// preflights are not charged.
+pub const DEFAULT_CORS: Cors = Cors { allow_origins: AllowOrigins::Any, charge_preflight: false };
+
 impl Default for Cors {
     fn default() -> Self {
-        Cors { allow_origins: AllowOrigins::Any, charge_preflight: false }
+        DEFAULT_CORS
     }
 }
 

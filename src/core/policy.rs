@@ -448,7 +448,13 @@ impl Parser {
             None => Some(Cors::default()),
             Some(v) => self.cors(v, "cors"),
         };
-        let preflights = self.preflights(map.get("cors").and_then(|c| c.get("preflight_limits")));
+        let preflights = self.own_tier(
+            map.get("cors").and_then(|c| c.get("preflight_limits")),
+            "cors.preflight_limits",
+            DEFAULT_PREFLIGHTS,
+            PREFLIGHTS,
+            "CORS preflights, per client address",
+        );
         let routes = match map.get("routes") {
             None => Some(Vec::new()),
             Some(v) => self.routes(v, "routes", &tier_list, &paths.unwrap_or_default()),
@@ -610,19 +616,13 @@ impl Parser {
             None => Some(None),
             Some(v) => self.jwt(v, &join(path, "jwt"), tiers).map(Some),
         };
-        let fpath = join(path, "auth_failures");
-        let auth_limits = match map.get("auth_failures") {
-            Some(v) => self.limits(v, &fpath),
-            None => match serde_json::from_str::<Value>(DEFAULT_AUTH_FAILURES) {
-                Ok(v) => self.limits(&v, &fpath),
-                Err(e) => self.fail(&fpath, format!("the built-in default is not JSON: {e}")),
-            },
-        };
-        let auth_failures = auth_limits.map(|limits| Tier {
-            name: AUTH_FAILURES.to_string(),
-            description: "Failed credentials, per client address".to_string(),
-            limits,
-        });
+        let auth_failures = self.own_tier(
+            map.get("auth_failures"),
+            &join(path, "auth_failures"),
+            DEFAULT_AUTH_FAILURES,
+            AUTH_FAILURES,
+            "Failed credentials, per client address",
+        );
         Some(Identity {
             anonymous_tier: anonymous_tier?,
             client_ip: client_ip?,
@@ -765,7 +765,7 @@ impl Parser {
     }
 
     fn cors(&mut self, v: &Value, path: &str) -> Option<Cors> {
-        // `preflight_limits` is read by `preflights`.
+        // `preflight_limits` is read by `own_tier`, beside the other reserved tiers.
         let map = self.object(v, path, &["allow_origins", "charge_preflight", "preflight_limits"])?;
         let mut c = Cors::default();
         let mut ok = true;
@@ -810,20 +810,24 @@ impl Parser {
         ok.then_some(c)
     }
 
-    fn preflights(&mut self, v: Option<&Value>) -> Option<Tier> {
-        let path = "cors.preflight_limits";
+    /// Limits of their own under a reserved tier name (failed credentials, preflights): as
+    /// the policy writes them at `path`, or the built-in `default`.
+    fn own_tier(
+        &mut self,
+        v: Option<&Value>,
+        path: &str,
+        default: &str,
+        name: &str,
+        description: &str,
+    ) -> Option<Tier> {
         let limits = match v {
             Some(v) => self.limits(v, path),
-            None => match serde_json::from_str::<Value>(DEFAULT_PREFLIGHTS) {
+            None => match serde_json::from_str::<Value>(default) {
                 Ok(v) => self.limits(&v, path),
                 Err(e) => self.fail(path, format!("the built-in default is not JSON: {e}")),
             },
         };
-        Some(Tier {
-            name: PREFLIGHTS.into(),
-            description: "CORS preflights, per client address".into(),
-            limits: limits?,
-        })
+        Some(Tier { name: name.into(), description: description.into(), limits: limits? })
     }
 
     fn paths(&mut self, v: &Value, path: &str) -> Option<PathOptions> {

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use worker::{console_error, console_log, Env, Headers, Request, Response, Result};
 
 use crate::core::algorithm::{Algorithm, Decision};
-use crate::core::cors::{exposed_with_ours, is_preflight, own_answer_fields, Cors};
+use crate::core::cors::{exposed_with_ours, is_preflight, own_answer_fields, Cors, DEFAULT_CORS};
 use crate::core::decision::{
     ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal, PROBLEM_DOCS,
 };
@@ -262,7 +262,6 @@ struct Fields {
     api_key: Option<String>,
     authorization: Option<String>,
     accept: Option<String>,
-    origin: Option<String>,
     cors_request_method: Option<String>,
 }
 
@@ -275,7 +274,6 @@ impl Fields {
             api_key: policy.identity.api_key.as_ref().and_then(|k| text(&k.header)),
             authorization: text("authorization"),
             accept: text("accept"),
-            origin: text("origin"),
             cors_request_method: text("access-control-request-method"),
         }
     }
@@ -351,6 +349,10 @@ fn log_notes(notes: &[Note]) {
 
 pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let iso = isolate(&env);
+    // CORS fields for the limiter's own answers: the policy's, or the default while the
+    // policy is broken.
+    let origin = req.headers().get("origin").ok().flatten();
+    let cors = iso.policy.as_ref().map_or(&DEFAULT_CORS, |p| &p.cors);
     // The path is parsed once: the dashboard, the route rules and the origin all get this.
     let url = req.inner().url();
     let options = iso.policy.as_ref().map_or_else(|_| PathOptions::default(), |p| p.paths);
@@ -359,13 +361,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
             Ok((t, path)) => Target { origin: t.origin, path, query: t.query },
             Err(e) => {
                 let detail = format!("The request path was refused: {e}.");
-                let origin = req.headers().get("origin").ok().flatten();
-                let cors = iso.policy.as_ref().map_or_else(|_| Cors::default(), |p| p.cors.clone());
-                return with_cors(
-                    refusal(problem(400, "Bad Request", &detail, "invalid-path"), None)?,
-                    &cors,
-                    origin.as_deref(),
-                );
+                let response = refusal(problem(400, "Bad Request", &detail, "invalid-path"), None)?;
+                return with_cors(response, cors, origin.as_deref());
             }
         };
     let path = target.path.forward.as_str();
@@ -391,15 +388,14 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         Ok(p) => p,
         Err(e) => {
             let detail = format!("The rate limiter's policy is invalid: {e}");
-            let origin = req.headers().get("origin").ok().flatten();
             let response = refusal(problem(500, "Rate limiter misconfigured", &detail, "invalid-policy"), None)?;
-            return with_cors(response, &Cors::default(), origin.as_deref());
+            return with_cors(response, cors, origin.as_deref());
         }
     };
     let fields = Fields::read(req.headers(), policy);
     // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
     let method = req.inner().method();
-    let preflight = is_preflight(&method, fields.origin.as_deref(), fields.cors_request_method.as_deref());
+    let preflight = is_preflight(&method, origin.as_deref(), fields.cors_request_method.as_deref());
     if preflight && !policy.cors.charge_preflight {
         // The browser asks the app whether it may: the app's answer, not charged to the
         // caller's tier, but counted on the preflights' own limits so OPTIONS is no way
@@ -408,12 +404,12 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         let hash = subject_hash(&failure_subject(&policy.identity.client_ip, &fields.facts(now)));
         let request = iso.preflight_limits.request(&policy.preflights, &hash, now, 1);
         if let Err(refused) = checked(&iso, policy, &policy.preflights, &request, false).await {
-            return with_cors(refused?, &policy.cors, fields.origin.as_deref());
+            return with_cors(refused?, cors, origin.as_deref());
         }
         return proxy::forward(req, &iso.origin, &target, fields.client_ip.as_deref(), None, &[]).await;
     }
     let response = protect(req, &iso, policy, &target, &fields, &method).await?;
-    with_cors(response, &policy.cors, fields.origin.as_deref())
+    with_cors(response, cors, origin.as_deref())
 }
 
 /// The request's way through the limits: identify, plan, check, then forward or refuse.

@@ -7,7 +7,7 @@
 //! advances with each message (each is I/O).
 
 use futures_util::StreamExt;
-use worker::{Headers, Response, Result, WebSocket, WebSocketPair, WebsocketEvent};
+use worker::{Headers, MessageEvent, Response, Result, WebSocket, WebSocketPair, WebsocketEvent};
 
 use crate::core::algorithm::{check, Algorithm, State};
 
@@ -40,12 +40,7 @@ async fn client_to_origin(client: WebSocket, origin: WebSocket, limit: Algorithm
                     let _ = origin.close(Some(1000), Some("the client exceeded its message rate limit"));
                     return;
                 }
-                let sent = match (m.text(), m.bytes()) {
-                    (Some(text), _) => origin.send_with_str(text),
-                    (None, Some(bytes)) => origin.send_with_bytes(bytes),
-                    (None, None) => Ok(()),
-                };
-                if sent.is_err() {
+                if pass_message(&origin, &m).is_err() {
                     let _ = client.close(Some(1011), Some("the origin's socket is gone"));
                     return;
                 }
@@ -61,18 +56,22 @@ async fn origin_to_client(origin: WebSocket, client: WebSocket) {
     while let Some(event) = events.next().await {
         match event {
             Ok(WebsocketEvent::Message(m)) => {
-                let sent = match (m.text(), m.bytes()) {
-                    (Some(text), _) => client.send_with_str(text),
-                    (None, Some(bytes)) => client.send_with_bytes(bytes),
-                    (None, None) => Ok(()),
-                };
-                if sent.is_err() {
+                if pass_message(&client, &m).is_err() {
                     return pass_close(&origin, 1001, "the client is gone");
                 }
             }
             Ok(WebsocketEvent::Close(c)) => return pass_close(&client, c.code(), &c.reason()),
             Err(_) => return pass_close(&client, 1011, "relay error"),
         }
+    }
+}
+
+/// Sends a message on as it came: text as text, binary as binary.
+fn pass_message(to: &WebSocket, m: &MessageEvent) -> Result<()> {
+    match (m.text(), m.bytes()) {
+        (Some(text), _) => to.send_with_str(text),
+        (None, Some(bytes)) => to.send_with_bytes(bytes),
+        (None, None) => Ok(()),
     }
 }
 

@@ -5,13 +5,11 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { ROOT, freePort, freshIp, parseRateLimit, sleep, startOrigin, startWorker } from "./harness.mjs";
+import { ROOT, freePort, freshIp, launchChromium, parseRateLimit, sleep, startOrigin, startWorker } from "./harness.mjs";
 
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(12).toString("hex");
-const CHROMIUM = "/usr/bin/chromium";
 let dev, base;
 
 /** `wrangler dev` with extra `--var`s, on its own port and inspector port. */
@@ -154,12 +152,7 @@ test("without ADMIN_TOKEN the admin API is off", async () => {
 });
 
 test("in Chromium: the try-it panel fires a burst past the anonymous capacity and shows the denials", async () => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/test installs Debian's chromium`);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage({ viewport: { width: 1000, height: 1400 } });
     const errors = [];
@@ -209,11 +202,7 @@ test("in Chromium: the try-it panel fires a burst past the anonymous capacity an
 test("in Chromium, in front of a real origin: the dashboard asks for the token, then shows the state, and offers no demo key", async () => {
   const origin = await startOrigin();
   const real = await startDev({ ADMIN_TOKEN, ORIGIN_URL: origin.url });
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     const errors = [];

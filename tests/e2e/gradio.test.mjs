@@ -6,8 +6,7 @@ import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
 import path from "node:path";
 import { promisify } from "node:util";
-import { chromium } from "playwright-core";
-import { ROOT, startWorker, freePort, freshIp, sleep } from "./harness.mjs";
+import { ROOT, startWorker, freePort, freshIp, launchChromium, sleep } from "./harness.mjs";
 
 const PYTHON = process.env.APPS_PYTHON ?? path.join(ROOT, ".venv-apps/bin/python");
 const run = promisify(execFile);
@@ -78,11 +77,7 @@ test("past the limit gradio_client gets a clear 429, and a script hammering the 
 });
 
 test("in Chromium the Gradio page loads completely under the example policy, and a click returns its result", async () => {
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     await page.setExtraHTTPHeaders({ "CF-Connecting-IP": freshIp() });

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Miniflare } from "miniflare";
+import { chromium } from "playwright-core";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const JWT_SECRET = "e2e-test-secret-" + Math.random().toString(36).slice(2);
@@ -219,4 +220,16 @@ export async function startStack(vars, { token } = {}) {
     await stack.redis.stop();
   };
   return stack;
+}
+
+/** Debian's Chromium, headless, as playwright-core drives it (scripts/test installs it). */
+export const CHROMIUM = "/usr/bin/chromium";
+export function launchChromium() {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: scripts/test installs Debian's chromium`);
+  // Without the background-networking flags Chromium keeps calling out to a closed network.
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
 }
