@@ -5,16 +5,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::algorithm::Decision;
-use super::identity::{constant_time_eq, hex, identify, CallerKind, RequestFacts, UNKNOWN_ADDRESS};
+use super::identity::{bearer_token, constant_time_eq, hex, identify, CallerKind, RequestFacts, UNKNOWN_ADDRESS};
 use super::policy::{Policy, Tier, TierId};
 
 /// True when `authorization` is `Bearer <ADMIN_TOKEN>`. Both sides are hashed first, so the
 /// comparison takes the same time whatever the length or content of the guess.
 pub fn authorized(authorization: Option<&str>, admin_token: &str) -> bool {
-    let Some(given) = authorization.and_then(|a| {
-        let (scheme, rest) = a.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-    }) else {
+    let Some(given) = authorization.and_then(bearer_token) else {
         return false;
     };
     let (given, expected) = (Sha256::digest(given.as_bytes()), Sha256::digest(admin_token.as_bytes()));

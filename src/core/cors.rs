@@ -40,8 +40,9 @@ pub const EXPOSED: &str =
     "Retry-After, RateLimit, RateLimit-Policy, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, X-Limiter-Backend";
 
 /// A CORS preflight (Fetch standard): `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
-pub fn is_preflight(method: &str, origin: Option<&str>, request_method: Option<&str>) -> bool {
-    method.eq_ignore_ascii_case("OPTIONS") && origin.is_some() && request_method.is_some()
+/// The last is asked for only when the first two hold (reading a header costs a crossing).
+pub fn is_preflight<S>(method: &str, origin: Option<&str>, request_method: impl FnOnce() -> Option<S>) -> bool {
+    method.eq_ignore_ascii_case("OPTIONS") && origin.is_some() && request_method().is_some()
 }
 
 /// The CORS fields for one of the limiter's own answers to a request from `origin`.
@@ -77,9 +78,10 @@ mod tests {
 
     #[test]
     fn preflights_are_told_apart() {
-        assert!(is_preflight("OPTIONS", Some("https://a.example"), Some("POST")));
-        assert!(!is_preflight("OPTIONS", Some("https://a.example"), None), "a plain OPTIONS is a request");
-        assert!(!is_preflight("GET", Some("https://a.example"), Some("POST")));
+        assert!(is_preflight("OPTIONS", Some("https://a.example"), || Some("POST")));
+        assert!(!is_preflight("OPTIONS", Some("https://a.example"), || None::<&str>), "a plain OPTIONS is a request");
+        assert!(!is_preflight("GET", Some("https://a.example"), || Some("POST")));
+        assert!(!is_preflight("GET", Some("https://a.example"), || -> Option<&str> { panic!("not asked") }));
     }
 
     #[test]

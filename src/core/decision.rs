@@ -121,6 +121,13 @@ pub fn too_many_requests(tier: &Tier, decision: &Decision, style: HeaderStyle, h
 }
 
 /// A problem+json answer for anything that is not a rate-limit denial (401, 500, 502...).
+/// A 401 that asks for a bearer credential (`WWW-Authenticate: Bearer`).
+pub fn unauthorized(detail: &str, kind: &str) -> Refusal {
+    let mut r = problem(401, "Unauthorized", detail, kind);
+    r.headers.push(("WWW-Authenticate", "Bearer".to_string()));
+    r
+}
+
 pub fn problem(status: u16, title: &str, detail: &str, kind: &str) -> Refusal {
     let body = json!({
         "type": format!("{PROBLEM_DOCS}#{kind}"),

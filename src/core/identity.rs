@@ -171,7 +171,7 @@ pub const DEMO_KEY_DIGESTS: [&str; 2] = [
 ];
 
 /// `Bearer <token>`, scheme case-insensitive. Other schemes are not ours to judge.
-fn bearer_token(authorization: &str) -> Option<&str> {
+pub fn bearer_token(authorization: &str) -> Option<&str> {
     let (scheme, rest) = authorization.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }

@@ -248,7 +248,12 @@ impl Policy {
 
     /// Applies the route rules to a request by `caller_tier`.
     pub fn plan(&self, method: &str, path: &str, caller_tier: TierId) -> Plan {
-        match self.rule(method, path, caller_tier).map(|r| r.action) {
+        Policy::plan_of(self.rule(method, path, caller_tier), caller_tier)
+    }
+
+    /// What the rule found by [`Policy::rule`] (or none) does with a request by `caller_tier`.
+    pub fn plan_of(rule: Option<&Route>, caller_tier: TierId) -> Plan {
+        match rule.map(|r| r.action) {
             Some(RouteAction::Exempt) => Plan::Exempt,
             Some(RouteAction::Limit { cost, tier }) => Plan::Check { tier: tier.unwrap_or(caller_tier), cost },
             None => Plan::Check { tier: caller_tier, cost: 1 },

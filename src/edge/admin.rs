@@ -18,16 +18,12 @@ use worker::{console_log, Method, Request, Response, Result};
 use super::dashboard::{json_response, status};
 use super::{failed_credential, locked_out, refusal, Fields, Isolate};
 use crate::core::admin::{authorized, body_fields, subject_from_fields, subject_state, FieldSource};
-use crate::core::decision::problem;
+use crate::core::decision::{problem, unauthorized};
 use crate::core::describe::describe;
 use crate::core::identity::{failure_subject, subject_hash};
 
 fn error(status: u16, title: &str, detail: &str) -> Result<Response> {
-    let mut r = problem(status, title, detail, "admin");
-    if status == 401 {
-        r.headers.push(("WWW-Authenticate", "Bearer".to_string()));
-    }
-    refusal(r, None)
+    refusal(problem(status, title, detail, "admin"), None)
 }
 
 /// `None` when the request carries the admin token; otherwise the answer to give: 404 when
@@ -53,8 +49,7 @@ pub(super) async fn authorize(req: &Request, iso: &Isolate, what: &str, now: u64
     if authorized(header.as_deref(), token) {
         return None;
     }
-    let mut r = problem(401, "Unauthorized", &format!("{what} needs `Authorization: Bearer <ADMIN_TOKEN>`."), "admin");
-    r.headers.push(("WWW-Authenticate", "Bearer".to_string()));
+    let r = unauthorized(&format!("{what} needs `Authorization: Bearer <ADMIN_TOKEN>`."), "admin");
     // No token at all is a question, not a guess: only a wrong one is charged.
     let Some(_) = header else { return Some(refusal(r, None)) };
     console_log!("edge-limiter: {what}: refused (wrong admin token)");

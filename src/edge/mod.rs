@@ -20,7 +20,7 @@ use worker::{console_error, console_log, Env, Headers, Request, Response, Result
 use crate::core::algorithm::{Algorithm, Decision};
 use crate::core::cors::{exposed_with_ours, is_preflight, own_answer_fields, Cors, DEFAULT_CORS};
 use crate::core::decision::{
-    ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, Refusal, PROBLEM_DOCS,
+    ceil_secs, prefers_html, problem, rate_limit_headers, too_many_requests, unauthorized, Refusal, PROBLEM_DOCS,
 };
 use crate::core::identity::{
     failure_subject, identify, presents_credential, subject_hash, wide_subject, CallerKind, RequestFacts,
@@ -262,7 +262,6 @@ struct Fields {
     api_key: Option<String>,
     authorization: Option<String>,
     accept: Option<String>,
-    cors_request_method: Option<String>,
 }
 
 impl Fields {
@@ -274,7 +273,6 @@ impl Fields {
             api_key: policy.identity.api_key.as_ref().and_then(|k| text(&k.header)),
             authorization: text("authorization"),
             accept: text("accept"),
-            cors_request_method: text("access-control-request-method"),
         }
     }
 
@@ -395,7 +393,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let fields = Fields::read(req.headers(), policy);
     // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
     let method = req.inner().method();
-    let preflight = is_preflight(&method, origin.as_deref(), fields.cors_request_method.as_deref());
+    let asks = || req.headers().get("access-control-request-method").ok().flatten();
+    let preflight = is_preflight(&method, origin.as_deref(), asks);
     if preflight && !policy.cors.charge_preflight {
         // The browser asks the app whether it may: the app's answer, not charged to the
         // caller's tier, but counted on the preflights' own limits so OPTIONS is no way
@@ -432,14 +431,14 @@ async fn protect(
     let caller = match identify(policy, &facts, iso.jwt_secret.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            let mut r = problem(401, "Unauthorized", &e.to_string(), "invalid-credential");
-            r.headers.push(("WWW-Authenticate", "Bearer".to_string()));
+            let r = unauthorized(&e.to_string(), "invalid-credential");
             return failed_credential(iso, policy, &address, now, fields.html(), r).await;
         }
     };
     // A WebSocket on a route that limits its messages is relayed, and counted, by the Worker.
-    let messages = policy.rule(method, &target.path.matched, caller.tier).and_then(|r| r.websocket_messages);
-    let (tier_id, cost) = match policy.plan(method, &target.path.matched, caller.tier) {
+    let rule = policy.rule(method, &target.path.matched, caller.tier);
+    let messages = rule.and_then(|r| r.websocket_messages);
+    let (tier_id, cost) = match Policy::plan_of(rule, caller.tier) {
         Plan::Exempt => {
             return proxy::forward(req, &iso.origin, target, fields.client_ip.as_deref(), messages, &[]).await
         }
