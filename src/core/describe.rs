@@ -44,7 +44,7 @@ pub fn limit_in_words(a: &Algorithm) -> String {
 }
 
 pub fn describe(policy: &Policy) -> Value {
-    let tier_name = |id: usize| policy.tiers.get(id).map_or("?", |t| t.name.as_str()).to_string();
+    let tier_name = |id| policy.tier(id).map_or("?", |t| t.name.as_str()).to_string();
     let tiers: Vec<Value> = policy
         .tiers
         .iter()

@@ -18,8 +18,10 @@ use super::rate::{parse_duration_ms, Rate};
 /// The policy the Worker runs when none is configured: three tiers and a few routes.
 pub const EXAMPLE_POLICY: &str = include_str!("../../policy.example.json");
 
-/// Index of a tier in [`Policy::tiers`].
-pub type TierId = usize;
+/// A tier of one policy, as its rules and callers name it. Only the parser makes one, from
+/// a tier it found, so [`Policy::tier`] resolves it; it is not a number to count with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TierId(usize);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -234,7 +236,12 @@ impl Policy {
     }
 
     pub fn tier_id(&self, name: &str) -> Option<TierId> {
-        self.tiers.iter().position(|t| t.name == name)
+        self.tiers.iter().position(|t| t.name == name).map(TierId)
+    }
+
+    /// The tier an id of this policy names (`None` only for an id from another policy).
+    pub fn tier(&self, id: TierId) -> Option<&Tier> {
+        self.tiers.get(id.0)
     }
 
     /// The first route rule that matches a request by `caller_tier`.
@@ -418,7 +425,7 @@ impl Parser {
     fn tier_ref(&mut self, v: &Value, path: &str, tiers: &[Tier]) -> Option<TierId> {
         let s = self.string(v, path)?;
         match tiers.iter().position(|t| t.name == s) {
-            Some(id) => Some(id),
+            Some(id) => Some(TierId(id)),
             None if tiers.is_empty() => None, // the tiers themselves failed; said already
             None => {
                 let names: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
@@ -942,16 +949,17 @@ impl Parser {
             // A cost no bucket can ever hold would make the route unreachable: say so now.
             let applies_to: Vec<TierId> = match use_tier {
                 Some(t) => vec![t],
-                None if filter.is_empty() => (0..tiers.len()).collect(),
+                None if filter.is_empty() => (0..tiers.len()).map(TierId).collect(),
                 None => filter.clone(),
             };
             for t in applies_to {
-                if let Some(l) = tiers[t].limits.iter().find(|l| l.algorithm.capacity() < cost) {
+                let Some(tier) = tiers.get(t.0) else { continue };
+                if let Some(l) = tier.limits.iter().find(|l| l.algorithm.capacity() < cost) {
                     return self.fail(
                         &join(path, "cost"),
                         format!(
                             "cost {cost} is more than limit `{}` of tier `{}` can ever hold ({}), so the route could never pass",
-                            l.name, tiers[t].name, l.algorithm.capacity()
+                            l.name, tier.name, l.algorithm.capacity()
                         ),
                     );
                 }
@@ -1287,9 +1295,9 @@ mod tests {
         let errs = errors(text);
         assert!(errs.iter().any(|e| e.contains("`routes[1].websocket_messages`")), "{errs:?}");
         let p = Policy::parse(&text.replace(r#", {"path": "/x", "websocket_messages": "lots"}"#, "")).unwrap();
-        let limit = p.rule("GET", "/chat/room", 0).and_then(|r| r.websocket_messages).unwrap();
+        let limit = p.rule("GET", "/chat/room", p.identity.anonymous_tier).and_then(|r| r.websocket_messages).unwrap();
         assert_eq!(limit, Algorithm::token_bucket(20, Rate::parse("20/s").unwrap()).unwrap());
-        assert!(p.rule("GET", "/other", 0).is_none());
+        assert!(p.rule("GET", "/other", p.identity.anonymous_tier).is_none());
     }
 
     #[test]
@@ -1312,8 +1320,9 @@ mod tests {
                 ]}"#,
         )
         .unwrap();
-        let (anon, premium, uploads) = (0, 1, 2);
-        assert_eq!(p.tier_id("uploads"), Some(uploads));
+        let id = |name| p.tier_id(name).unwrap();
+        let (anon, premium, uploads) = (id("anonymous"), id("premium"), id("uploads"));
+        assert_eq!(p.tier(uploads).map(|t| t.name.as_str()), Some("uploads"));
         assert_eq!(p.plan("GET", "/health", anon), Plan::Exempt);
         assert_eq!(p.plan("GET", "/health/deep", anon), Plan::Exempt);
         assert_eq!(p.plan("GET", "/healthz", anon), Plan::Check { tier: anon, cost: 1 });

@@ -126,8 +126,9 @@ impl Isolate {
     ) -> Option<(&'a Tier, CheckRequest<'a>)> {
         // Tier ids come from the policy this isolate laid out, so both lookups succeed; an
         // id from elsewhere is `None`, never a panic.
-        let tier = policy.tiers.get(tier_id)?;
-        Some((tier, self.tiers.get(tier_id)?.request(tier, hash, now, cost)))
+        let tier = policy.tier(tier_id)?;
+        let at = policy.tiers.iter().position(|t| std::ptr::eq(t, tier))?;
+        Some((tier, self.tiers.get(at)?.request(tier, hash, now, cost)))
     }
 
     /// The dashboard's data is public only in front of the demo origin.
