@@ -5,8 +5,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::algorithm::Decision;
-use super::identity::{bearer_token, constant_time_eq, hex, identify, CallerKind, RequestFacts, UNKNOWN_ADDRESS};
+use super::identity::{bearer_token, constant_time_eq, hex, identify, CallerKind, RequestFacts};
 use super::policy::{Policy, Tier, TierId};
+use super::subject::{Subject, SubjectDigest};
 
 /// True when `authorization` is `Bearer <ADMIN_TOKEN>`. Both sides are hashed first, so the
 /// comparison takes the same time whatever the length or content of the guess.
@@ -22,8 +23,8 @@ pub fn authorized(authorization: Option<&str>, admin_token: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubjectRef {
     pub tier: TierId,
-    /// As the limiter knows it before hashing (`ip:203.0.113.0/24`, `key:<digest>`, `jwt:<sub>`).
-    pub subject: String,
+    /// As the limiter knows it before hashing.
+    pub subject: Subject,
 }
 
 /// Where an admin call's fields came from. A raw API key is a secret: it may come in a
@@ -64,7 +65,7 @@ pub fn subject_from_fields(
             let ip = get("ip").unwrap_or_default();
             let c = identify(policy, &RequestFacts { client_ip: Some(ip), ..facts }, None)
                 .map_err(|e| format!("ip: {e}"))?;
-            if c.subject == UNKNOWN_ADDRESS {
+            if c.subject == Subject::UnknownAddress {
                 return Err(format!("ip: {ip:?} is not an IP address"));
             }
             (c.tier, c.subject)
@@ -86,7 +87,7 @@ pub fn subject_from_fields(
             let text = get("key_digest").unwrap_or_default().to_ascii_lowercase();
             let known = keys.keys.iter().find(|(digest, _)| hex(digest) == text);
             let (digest, tier) = known.ok_or("key_digest: no key of the policy has this digest")?;
-            (*tier, format!("key:{}", hex(digest)))
+            (*tier, Subject::Key(hex(digest)))
         }
         _ => {
             let jwt = policy.identity.jwt.as_ref().ok_or("sub: the policy accepts no JWTs")?;
@@ -94,7 +95,7 @@ pub fn subject_from_fields(
             if sub.is_empty() {
                 return Err("sub: empty".into());
             }
-            (jwt.default_tier, format!("jwt:{sub}"))
+            (jwt.default_tier, Subject::Token(sub.to_string()))
         }
     };
     Ok(SubjectRef { tier: tier.unwrap_or(caller_tier), subject })
@@ -115,7 +116,7 @@ pub fn body_fields(body: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// A subject's state per limit, as the admin API reports it.
-pub fn subject_state(tier: &Tier, subject_hash: &str, decision: &Decision, backend: &str) -> Value {
+pub fn subject_state(tier: &Tier, subject_hash: &SubjectDigest, decision: &Decision, backend: &str) -> Value {
     let limits: Vec<Value> = tier
         .limits
         .iter()
@@ -130,7 +131,7 @@ pub fn subject_state(tier: &Tier, subject_hash: &str, decision: &Decision, backe
             })
         })
         .collect();
-    json!({ "tier": tier.name, "subject_hash": subject_hash, "backend": backend, "limits": limits })
+    json!({ "tier": tier.name, "subject_hash": subject_hash.as_str(), "backend": backend, "limits": limits })
 }
 
 #[cfg(test)]
@@ -165,17 +166,17 @@ mod tests {
         let anon = p.tier_id("anonymous").unwrap();
         assert_eq!(
             subject_from_query(&p, &pairs(&[("ip", "203.0.113.9")])),
-            Ok(SubjectRef { tier: anon, subject: "ip:203.0.113.9".into() })
+            Ok(SubjectRef { tier: anon, subject: Subject::Address("203.0.113.9".into()) })
         );
         assert_eq!(subject_from_query(&p, &pairs(&[("ip", "2001:db8::1")])).unwrap().subject, "ip:2001:db8::/64");
         let premium = subject_from_query(&p, &pairs(&[("key", "demo-premium-key")])).unwrap();
         assert_eq!(premium.tier, p.tier_id("premium").unwrap());
-        assert!(premium.subject.starts_with("key:") && !premium.subject.contains("demo"));
+        assert!(premium.subject.to_string().starts_with("key:") && !premium.subject.to_string().contains("demo"));
         let digest = crate::core::identity::DEMO_KEY_DIGESTS[0];
         let by_digest = subject_from_query(&p, &pairs(&[("key_digest", digest)])).unwrap();
         assert_eq!(by_digest, premium, "a digest names the same subject as the key");
         let sub = subject_from_query(&p, &pairs(&[("sub", "u1"), ("tier", "premium")])).unwrap();
-        assert_eq!(sub, SubjectRef { tier: p.tier_id("premium").unwrap(), subject: "jwt:u1".into() });
+        assert_eq!(sub, SubjectRef { tier: p.tier_id("premium").unwrap(), subject: Subject::Token("u1".into()) });
     }
 
     #[test]

@@ -461,6 +461,12 @@ impl Algorithm {
     }
 }
 
+impl AsRef<Algorithm> for Algorithm {
+    fn as_ref(&self) -> &Algorithm {
+        self
+    }
+}
+
 const EMPTY_STATUS: LimitStatus =
     LimitStatus { outcome: Outcome::Allowed, remaining: 0, reset_ms: 0, retry_after_ms: 0 };
 
@@ -469,8 +475,9 @@ const EMPTY_STATUS: LimitStatus =
 /// it had to clamp as clamped ([`Algorithm::honour`]).
 ///
 /// `states[i]` belongs to `limits[i]`; both slices must have the same length, at most
-/// [`MAX_LIMITS`] (the policy guarantees it).
-pub fn check(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64) -> Decision {
+/// [`MAX_LIMITS`] (the policy guarantees it). A limit is anything that holds an algorithm:
+/// the engine's own values, or a tier's named limits.
+pub fn check<L: AsRef<Algorithm>>(limits: &[L], states: &mut [State], now: Millis, cost: u64) -> Decision {
     debug_assert_eq!(limits.len(), states.len());
     let n = limits.len().min(states.len()).min(MAX_LIMITS);
     // Times past 2^53 ms (year 287,000) are treated as that instant, so that no sum below
@@ -483,7 +490,7 @@ pub fn check(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64)
     // evaluates each limit a second time to get its next state, which is cheaper than
     // initialising MAX_LIMITS states on every call.
     for i in 0..n {
-        decision.statuses[i] = limits[i].evaluate(&states[i], now, cost).status;
+        decision.statuses[i] = limits[i].as_ref().evaluate(&states[i], now, cost).status;
     }
     let statuses = &decision.statuses[..n];
     if let Some(i) = statuses.iter().position(|s| s.outcome == Outcome::Never) {
@@ -500,7 +507,7 @@ pub fn check(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64)
             (0..n).min_by_key(|i| (statuses[*i].remaining, std::cmp::Reverse(statuses[*i].reset_ms))).unwrap_or(0);
         if cost > 0 {
             for i in 0..n {
-                states[i] = limits[i].evaluate(&states[i], now, cost).next;
+                states[i] = limits[i].as_ref().evaluate(&states[i], now, cost).next;
             }
         }
         return decision;
@@ -509,9 +516,9 @@ pub fn check(limits: &[Algorithm], states: &mut [State], now: Millis, cost: u64)
     // state that had to be clamped is kept as clamped (module doc), so its wait comes due.
     for i in 0..n {
         if decision.statuses[i].outcome == Outcome::Allowed {
-            decision.statuses[i] = limits[i].evaluate(&states[i], now, 0).status;
+            decision.statuses[i] = limits[i].as_ref().evaluate(&states[i], now, 0).status;
         }
-        let honoured = limits[i].honour(&states[i], now);
+        let honoured = limits[i].as_ref().honour(&states[i], now);
         if honoured != State::Empty {
             states[i] = honoured;
         }

@@ -13,6 +13,51 @@ use super::policy::{HeaderStyle, Tier};
 /// Where the problem types are explained (the Worker serves its docs there).
 pub const PROBLEM_DOCS: &str = "/__limiter/docs.html";
 
+/// Response field naming the backend that decided ([`Backend::as_str`]).
+pub const BACKEND_HEADER: &str = "X-Limiter-Backend";
+
+/// Which backend made a decision, as the `X-Limiter-Backend` response field reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Upstash decided: the fleet-wide answer.
+    Upstash,
+    /// The isolate's memory decided, because no Upstash is configured.
+    Memory,
+    /// The isolate's memory decided, because Upstash failed (policy `on_failure: memory`).
+    Fallback,
+    /// The deny cache decided: Upstash said earlier that this subject is denied until later.
+    DenyCache,
+    /// Nobody decided: Upstash failed and the policy says `on_failure: open`.
+    FailOpen,
+    /// Nobody decided: Upstash failed and the policy says `on_failure: closed`.
+    FailClosed,
+}
+
+impl Backend {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backend::Upstash => "upstash",
+            Backend::Memory => "memory",
+            Backend::Fallback => "memory-fallback",
+            Backend::DenyCache => "deny-cache",
+            Backend::FailOpen => "fail-open",
+            Backend::FailClosed => "fail-closed",
+        }
+    }
+}
+
+/// The fields an admitted request's answer carries: the rate-limit fields and the backend.
+pub fn admitted_fields(
+    tier: &Tier,
+    decision: &Decision,
+    style: HeaderStyle,
+    backend: Backend,
+) -> Vec<(&'static str, String)> {
+    let mut fields = rate_limit_headers(tier, decision, style);
+    fields.push((BACKEND_HEADER, backend.as_str().to_string()));
+    fields
+}
+
 /// Whole seconds, rounded up: a client that waits this long is never early.
 pub fn ceil_secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
@@ -60,6 +105,30 @@ pub struct Refusal {
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
+}
+
+impl Refusal {
+    /// Names the backend whose decision this refusal tells.
+    pub fn decided_by(mut self, backend: Backend) -> Refusal {
+        self.headers.push((BACKEND_HEADER, backend.as_str().to_string()));
+        self
+    }
+
+    /// Adds the rate-limit fields of a decision that charged this refusal (a failed
+    /// credential within its limits: 401, with what is left of them), and its backend.
+    pub fn charged(mut self, tier: &Tier, decision: &Decision, style: HeaderStyle, backend: Backend) -> Refusal {
+        self.headers.extend(admitted_fields(tier, decision, style, backend));
+        self
+    }
+}
+
+/// The 429 of a store that is failing under `on_failure: closed`: retry once the breaker
+/// may have closed again.
+pub fn store_unavailable(cooldown_ms: u64, backend: Backend) -> Refusal {
+    let detail = "The rate limiter cannot reach its store and is configured to refuse requests until it can.";
+    let mut r = problem(429, "Rate limiter store unavailable", detail, "store-unavailable");
+    r.headers.push(("Retry-After", ceil_secs(cooldown_ms).max(1).to_string()));
+    r.decided_by(backend)
 }
 
 /// The 429 for a denied decision. `jitter_ms` (a few hundred ms at most, random at the edge)

@@ -6,7 +6,7 @@
 //! cannot rotate through its /64). A credential that is present but wrong is an error
 //! (401), never a quiet fall back to anonymous.
 //!
-//! Subjects never carry a raw key, token or address into a store key: [`subject_hash`]
+//! Subjects never carry a raw key, token or address into a store key: [`Subject::digest`]
 //! turns them into digests first.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -16,6 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::policy::{ClientIp, Jwt, Policy, TierId};
+use super::subject::Subject;
 
 /// What the edge read off the request. Header values are as the runtime gave them.
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,9 +34,8 @@ pub struct RequestFacts<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub tier: TierId,
-    /// What the caller is known by, before hashing: `ip:203.0.113.7`, `ip:2001:db8::/64`,
-    /// `key:<digest hex>`, `jwt:<sub>`, or `ip:unknown` for requests with no address.
-    pub subject: String,
+    /// What the caller is known by, before hashing.
+    pub subject: Subject,
     pub kind: CallerKind,
 }
 
@@ -82,7 +82,7 @@ pub fn identify(policy: &Policy, facts: &RequestFacts, jwt_secret: Option<&[u8]>
             }
         }
         let tier = found.ok_or(IdentityError::UnknownApiKey)?;
-        return Ok(Caller { tier, subject: format!("key:{}", hex(&digest)), kind: CallerKind::ApiKey });
+        return Ok(Caller { tier, subject: Subject::Key(hex(&digest)), kind: CallerKind::ApiKey });
     }
     if let (Some(jwt), Some(auth), Some(secret)) = (&id.jwt, facts.authorization, jwt_secret) {
         if let Some(token) = bearer_token(auth).filter(|t| claims_to_be_ours(t, jwt)) {
@@ -97,28 +97,25 @@ pub fn identify(policy: &Policy, facts: &RequestFacts, jwt_secret: Option<&[u8]>
                 Some(Value::Number(n)) => n.to_string(),
                 _ => return Err(IdentityError::InvalidToken("it has no subject claim")),
             };
-            return Ok(Caller { tier, subject: format!("jwt:{sub}"), kind: CallerKind::Jwt });
+            return Ok(Caller { tier, subject: Subject::Token(sub), kind: CallerKind::Jwt });
         }
     }
     Ok(Caller { tier: id.anonymous_tier, subject: client_subject(&id.client_ip, facts), kind: CallerKind::Anonymous })
 }
 
-/// The subject of requests with no usable client address: one documented, shared bucket.
-pub const UNKNOWN_ADDRESS: &str = "ip:unknown";
-
 /// The caller's address as a subject (`ip:203.0.113.7`, `ip:2001:db8::/64`), or
-/// [`UNKNOWN_ADDRESS`]: what anonymous callers and failed credentials are counted by.
-pub fn client_subject(rules: &ClientIp, facts: &RequestFacts) -> String {
+/// `ip:unknown`: what anonymous callers and failed credentials are counted by.
+pub fn client_subject(rules: &ClientIp, facts: &RequestFacts) -> Subject {
     match client_network(rules, facts) {
-        Some(net) => format!("ip:{net}"),
-        None => UNKNOWN_ADDRESS.to_string(),
+        Some(net) => Subject::Address(net),
+        None => Subject::UnknownAddress,
     }
 }
 
 /// What failed credentials are counted by: the caller's address, or for IPv6 its wider net
 /// when the policy casts one, so that one allocation cannot rotate through its /64s for
 /// fresh guesses.
-pub fn failure_subject(rules: &ClientIp, facts: &RequestFacts) -> String {
+pub fn failure_subject(rules: &ClientIp, facts: &RequestFacts) -> Subject {
     wide_subject(rules, facts).unwrap_or_else(|| client_subject(rules, facts))
 }
 
@@ -183,10 +180,10 @@ pub fn client_network(rules: &ClientIp, facts: &RequestFacts) -> Option<String> 
 
 /// The subject of the caller's wider IPv6 network (`ip:2001:db8:1::/48`), when the policy
 /// casts that net and the caller comes over IPv6.
-pub fn wide_subject(rules: &ClientIp, facts: &RequestFacts) -> Option<String> {
+pub fn wide_subject(rules: &ClientIp, facts: &RequestFacts) -> Option<Subject> {
     let wide = rules.ipv6_wide.as_ref()?;
     match client_address(rules, facts)? {
-        ip @ IpAddr::V6(_) => Some(format!("ip:{}", masked(ip, rules.ipv4_prefix, wide.prefix))),
+        ip @ IpAddr::V6(_) => Some(Subject::Address(masked(ip, rules.ipv4_prefix, wide.prefix))),
         IpAddr::V4(_) => None,
     }
 }
@@ -336,11 +333,6 @@ pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The digest a store key carries instead of the subject: 128 bits of SHA-256, hex.
-pub fn subject_hash(subject: &str) -> String {
-    hex(&Sha256::digest(subject.as_bytes())[..16])
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -396,7 +388,7 @@ pub(crate) mod tests {
         let p = policy();
         let anon = p.tier_id("anonymous").unwrap();
         let c = identify(&p, &facts(), None).unwrap();
-        assert_eq!((c.tier, c.subject.as_str(), c.kind), (anon, "ip:203.0.113.9", CallerKind::Anonymous));
+        assert_eq!((c.tier, c.subject.to_string().as_str(), c.kind), (anon, "ip:203.0.113.9", CallerKind::Anonymous));
         let a = identify(&p, &RequestFacts { client_ip: Some("2001:db8:1:2:aaaa::1"), ..facts() }, None).unwrap();
         let b = identify(&p, &RequestFacts { client_ip: Some("2001:db8:1:2:ffff:1:2:3"), ..facts() }, None).unwrap();
         let other = identify(&p, &RequestFacts { client_ip: Some("2001:db8:1:3::1"), ..facts() }, None).unwrap();
@@ -427,7 +419,7 @@ pub(crate) mod tests {
         let c = identify(&p, &RequestFacts { api_key: Some("demo-premium-key"), ..facts() }, None).unwrap();
         assert_eq!(c.tier, p.tier_id("premium").unwrap());
         assert_eq!(c.kind, CallerKind::ApiKey);
-        assert!(!c.subject.contains("demo-premium-key"));
+        assert!(!c.subject.to_string().contains("demo-premium-key"));
         let e = identify(&p, &RequestFacts { api_key: Some("guess"), ..facts() }, None).unwrap_err();
         assert_eq!(e, IdentityError::UnknownApiKey);
         let long = "k".repeat(16 * 1024);
@@ -442,7 +434,7 @@ pub(crate) mod tests {
         let f = |t: &'static str| RequestFacts { authorization: Some(t), ..facts() };
         let auth = format!("Bearer {good}");
         let c = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, Some(SECRET)).unwrap();
-        assert_eq!((c.tier, c.subject.as_str()), (p.tier_id("premium").unwrap(), "jwt:u1"));
+        assert_eq!((c.tier, c.subject.to_string().as_str()), (p.tier_id("premium").unwrap(), "jwt:u1"));
         // An unknown tier claim gets the default tier, not an error and not the claim.
         let odd = format!("bearer {}", sign(hdr, r#"{"sub":"u2","tier":"platinum","exp":1800000060}"#, SECRET));
         let c = identify(&p, &RequestFacts { authorization: Some(&odd), ..facts() }, Some(SECRET)).unwrap();
@@ -477,7 +469,7 @@ pub(crate) mod tests {
         ] {
             let auth = format!("Bearer {theirs}");
             let c = identify(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, Some(SECRET)).unwrap();
-            assert_eq!((c.kind, c.subject.as_str()), (CallerKind::Anonymous, "ip:203.0.113.9"), "{theirs}");
+            assert_eq!((c.kind, c.subject.to_string().as_str()), (CallerKind::Anonymous, "ip:203.0.113.9"), "{theirs}");
             assert!(
                 !presents_credential(&p, &RequestFacts { authorization: Some(&auth), ..facts() }, true),
                 "{theirs}"
@@ -510,7 +502,10 @@ pub(crate) mod tests {
         .unwrap();
         let rules = &p.identity.client_ip;
         let at = |ip: &'static str| RequestFacts { client_ip: Some(ip), ..facts() };
-        assert_eq!(wide_subject(rules, &at("2001:db8:1:2::1")).as_deref(), Some("ip:2001:db8:1::/48"));
+        assert_eq!(
+            wide_subject(rules, &at("2001:db8:1:2::1")).map(|s| s.to_string()).as_deref(),
+            Some("ip:2001:db8:1::/48")
+        );
         assert_eq!(wide_subject(rules, &at("2001:db8:1:ffff::1")), wide_subject(rules, &at("2001:db8:1:2::1")));
         assert_ne!(wide_subject(rules, &at("2001:db8:2::1")), wide_subject(rules, &at("2001:db8:1::1")));
         assert_eq!(wide_subject(rules, &at("203.0.113.9")), None);
@@ -539,7 +534,7 @@ pub(crate) mod tests {
         assert!(!presents_credential(&p, &basic, true) && !presents_credential(&p, &facts(), true));
         p.identity.jwt = None;
         assert!(!presents_credential(&p, &bearer, true));
-        assert_eq!(client_subject(&p.identity.client_ip, &RequestFacts::default()), UNKNOWN_ADDRESS);
+        assert_eq!(client_subject(&p.identity.client_ip, &RequestFacts::default()), Subject::UnknownAddress);
     }
 
     #[test]
@@ -559,10 +554,10 @@ pub(crate) mod tests {
 
     #[test]
     fn subjects_are_hashed_for_keys() {
-        let h = subject_hash("ip:203.0.113.9");
-        assert_eq!(h.len(), 32);
-        assert!(!h.contains("203"));
-        assert_ne!(h, subject_hash("ip:203.0.113.8"));
+        let h = Subject::Address("203.0.113.9".into()).digest();
+        assert_eq!(h.as_str().len(), 32);
+        assert!(!h.as_str().contains("203"));
+        assert_ne!(h, Subject::Address("203.0.113.8".into()).digest());
         assert_eq!(base64url_decode("aGk").unwrap(), b"hi");
         assert!(base64url_decode("a").is_none());
     }

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod path;
 pub mod policy;
 pub mod rate;
+pub mod subject;
 
 #[cfg(test)]
 mod properties;

@@ -15,68 +15,40 @@
 use serde_json::{json, Value};
 use worker::{console_log, Method, Request, Response, Result};
 
-use super::dashboard::{json_response, status};
-use super::{failed_credential, locked_out, refusal, Fields, Isolate};
-use crate::core::admin::{authorized, body_fields, subject_from_fields, subject_state, FieldSource};
-use crate::core::decision::{problem, unauthorized};
+use super::guard;
+use super::isolate::{Config, Isolate};
+use super::respond;
+use super::status::status;
+use crate::core::admin::{body_fields, subject_from_fields, subject_state, FieldSource};
+use crate::core::decision::problem;
 use crate::core::describe::describe;
-use crate::core::identity::{failure_subject, subject_hash};
+use crate::store::CheckRequest;
 
-fn error(status: u16, title: &str, detail: &str) -> Result<Response> {
-    refusal(problem(status, title, detail, "admin"), None)
+fn error(iso: &Isolate, status: u16, title: &str, detail: &str) -> Result<Response> {
+    iso.answer(problem(status, title, detail, "admin"))
 }
 
-/// `None` when the request carries the admin token; otherwise the answer to give: 404 when
-/// the API is off, 401 for a missing or wrong token (charged to the caller's address), 429
-/// once the address has used up its failed-credential limits.
-pub(super) async fn authorize(req: &Request, iso: &Isolate, what: &str, now: u64) -> Option<Result<Response>> {
-    let token = match &iso.admin_token {
-        Ok(t) => t,
-        Err(why) => return Some(error(404, "Not Found", why)),
-    };
-    let policy = iso.policy.as_ref().ok();
-    let fields = policy.map(|p| Fields::read(req.headers(), p));
-    let address = match (policy, &fields) {
-        (Some(p), Some(f)) => Some(failure_subject(&p.identity.client_ip, &f.facts(now))),
-        _ => None,
-    };
-    if let (Some(p), Some(a), Some(f)) = (policy, &address, &fields) {
-        if let Some(r) = locked_out(iso, p, a, now, f.html()) {
-            return Some(r);
-        }
-    }
-    let header = req.headers().get("authorization").ok().flatten();
-    if authorized(header.as_deref(), token) {
-        return None;
-    }
-    let r = unauthorized(&format!("{what} needs `Authorization: Bearer <ADMIN_TOKEN>`."), "admin");
-    // No token at all is a question, not a guess: only a wrong one is charged.
-    let Some(_) = header else { return Some(refusal(r, None)) };
-    console_log!("edge-limiter: {what}: refused (wrong admin token)");
-    Some(match (policy, address, fields) {
-        (Some(p), Some(a), Some(f)) => failed_credential(iso, p, &a, now, f.html(), r).await,
-        _ => refusal(r, None),
-    })
-}
-
-pub(super) async fn handle(mut req: Request, iso: &Isolate, route: &str, now: u64) -> Result<Response> {
+/// `route` is what follows `admin/` (`policy`, `health`, ...).
+pub async fn handle(mut req: Request, iso: &Isolate, route: &str, now: u64) -> Result<Response> {
     let method = req.method();
-    if let Some(refused) = authorize(&req, iso, "The admin API", now).await {
+    if let Some(refused) = guard::admin_token(&req, iso, "The admin API", now).await {
         return refused;
     }
-    let policy = match &iso.policy {
-        Ok(p) => p,
-        Err(e) => return error(500, "Rate limiter misconfigured", &format!("The policy is invalid: {e}")),
+    let (policy, written) = match &iso.config {
+        Config::Ready { policy, written } => (policy, written),
+        Config::Broken(e) => {
+            return error(iso, 500, "Rate limiter misconfigured", &format!("The policy is invalid: {e}"))
+        }
     };
     match (method.clone(), route) {
         (Method::Get, "policy") => {
             console_log!("edge-limiter: admin read the policy");
-            let written: Value = serde_json::from_str(&iso.policy_text).unwrap_or(Value::Null);
-            json_response(200, &json!({ "policy": written, "described": describe(policy) }))
+            let written: Value = serde_json::from_str(written).unwrap_or(Value::Null);
+            respond::json(200, &json!({ "policy": written, "described": describe(policy) }))
         }
         (Method::Get, "health") => {
             console_log!("edge-limiter: admin read the store health");
-            json_response(200, &status(iso, now, true))
+            respond::json(200, &status(iso, now, true))
         }
         (Method::Get | Method::Post, "subject") | (Method::Post, "reset") => {
             let query: Vec<(String, String)> =
@@ -87,35 +59,43 @@ pub(super) async fn handle(mut req: Request, iso: &Isolate, route: &str, now: u6
             } else {
                 match body_fields(&body) {
                     Ok(p) => (p, FieldSource::Body),
-                    Err(e) => return error(400, "Bad Request", &e),
+                    Err(e) => return error(iso, 400, "Bad Request", &e),
                 }
             };
             let subject = match subject_from_fields(policy, &pairs, source) {
                 Ok(s) => s,
-                Err(e) => return error(400, "Bad Request", &e),
+                Err(e) => return error(iso, 400, "Bad Request", &e),
             };
-            let hash = subject_hash(&subject.subject);
-            let Some((tier, request)) = iso.check_request(policy, subject.tier, &hash, now, 0) else {
-                return error(400, "Bad Request", "No such tier.");
+            let Some(tier) = policy.tier(subject.tier) else {
+                return error(iso, 400, "Bad Request", "No such tier.");
             };
+            let digest = subject.subject.digest();
+            let request = CheckRequest::new(tier, &digest, now, 0);
             if route == "reset" {
-                console_log!("edge-limiter: admin reset tier={} subject={hash}", tier.name);
+                console_log!("edge-limiter: admin reset tier={} subject={digest}", tier.name);
                 return match iso.store.reset(&request).await {
-                    Ok(()) => json_response(200, &json!({ "reset": true, "tier": tier.name, "subject_hash": hash })),
+                    Ok(()) => respond::json(
+                        200,
+                        &json!({ "reset": true, "tier": tier.name, "subject_hash": digest.as_str() }),
+                    ),
                     Err(e) => error(
+                        iso,
                         503,
                         "Store unavailable",
                         &format!("The reset did not reach the store ({}): {e}", e.class()),
                     ),
                 };
             }
-            console_log!("edge-limiter: admin inspected tier={} subject={hash}", tier.name);
+            console_log!("edge-limiter: admin inspected tier={} subject={digest}", tier.name);
             let (decision, backend) = iso.store.inspect(&request).await;
-            json_response(200, &subject_state(tier, &hash, &decision, backend.as_str()))
+            respond::json(200, &subject_state(tier, &digest, &decision, backend.as_str()))
         }
-        (_, "policy" | "health" | "subject" | "reset") => {
-            error(405, "Method Not Allowed", "See docs/dashboard.md: GET policy, health, subject; POST subject, reset.")
-        }
-        _ => error(404, "Not Found", "Admin routes: GET policy, GET health, GET/POST subject, POST reset."),
+        (_, "policy" | "health" | "subject" | "reset") => error(
+            iso,
+            405,
+            "Method Not Allowed",
+            "See docs/dashboard.md: GET policy, health, subject; POST subject, reset.",
+        ),
+        _ => error(iso, 404, "Not Found", "Admin routes: GET policy, GET health, GET/POST subject, POST reset."),
     }
 }

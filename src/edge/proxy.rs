@@ -7,10 +7,29 @@
 
 use worker::{console_error, Fetch, Headers, Request, Response, ResponseBody, Result};
 
-use super::{refusal, Origin, Target};
+use super::isolate::{Isolate, Origin};
+use super::respond::{fields, OWN_ANSWER};
 use crate::core::algorithm::Algorithm;
 use crate::core::decision::problem;
 use crate::core::forwarding::{forwarded_for, public_location};
+use crate::core::path::{normalize, split_url, NormalPath, PathError, PathOptions};
+
+/// Where a request goes, parsed once: the origin it was sent to (`https://host`), its
+/// normalised path (what the dashboard prefix and the route rules match, and exactly what
+/// the origin is sent), and its query as sent (`?a=1`, or empty).
+pub struct Target<'a> {
+    pub origin: &'a str,
+    pub path: NormalPath,
+    pub query: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// The runtime's request URL, split and normalised; an error is a 400 `invalid-path`.
+    pub fn parse(url: &'a str, options: &PathOptions) -> std::result::Result<Target<'a>, PathError> {
+        let t = split_url(url).ok_or(PathError::NotOriginForm)?;
+        Ok(Target { origin: t.origin, path: normalize(t.path, options)?, query: t.query })
+    }
+}
 
 /// Connection-level fields that must not cross a proxy (RFC 9110 §7.6.1), plus `host`,
 /// which the outgoing URL decides.
@@ -27,7 +46,7 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// A WebSocket opening handshake (RFC 6455 §4.1): `Upgrade: websocket`.
-pub(super) fn is_websocket(headers: &Headers) -> bool {
+fn is_websocket(headers: &Headers) -> bool {
     headers.get("upgrade").ok().flatten().is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
 }
 
@@ -38,7 +57,7 @@ fn copy_headers(from: &Headers, websocket: bool) -> Result<Headers> {
     let to = Headers::new();
     for (name, value) in from.entries() {
         let lower = name.to_ascii_lowercase();
-        if lower != super::OWN_ANSWER && !HOP_BY_HOP.contains(&lower.as_str()) {
+        if lower != OWN_ANSWER && !HOP_BY_HOP.contains(&lower.as_str()) {
             to.append(&name, &value)?;
         }
     }
@@ -63,15 +82,17 @@ fn tell_the_origin(headers: &Headers, public: &str, client: Option<&str>) -> Res
     Ok(())
 }
 
-/// Sends the request on with exactly the path the route rules matched (`Target::path`).
-pub(super) async fn forward(
+/// Sends the request on with exactly the path the route rules matched (`Target::path`),
+/// and its answer back with the `added` fields (the rate-limit fields of its decision).
+pub async fn forward(
     req: Request,
-    origin: &Origin,
+    iso: &Isolate,
     to: &Target<'_>,
     client: Option<&str>,
     messages: Option<Algorithm>,
     added: &[(&'static str, String)],
 ) -> Result<Response> {
+    let origin = &iso.origin;
     let base = match origin {
         Origin::Demo => return demo(&req, &to.path.forward, added),
         Origin::Url(base) => base.as_str(),
@@ -100,7 +121,7 @@ pub(super) async fn forward(
         Err(e) => {
             console_error!("edge-limiter: origin request failed: {e}");
             let detail = "The origin server could not be reached or failed to answer.";
-            return refusal(problem(502, "Bad Gateway", detail, "origin-unreachable"), None);
+            return iso.answer(problem(502, "Bad Gateway", detail, "origin-unreachable"));
         }
     };
     // Fetched responses have immutable headers: build a new response around the same body.
@@ -122,10 +143,12 @@ pub(super) async fn forward(
             (Some(socket), None) => {
                 Ok(Response::builder().with_status(101).with_headers(headers).with_websocket(socket).empty())
             }
-            (None, _) => refusal(
-                problem(502, "Bad Gateway", "The origin answered 101 without a WebSocket.", "origin-unreachable"),
-                None,
-            ),
+            (None, _) => iso.answer(problem(
+                502,
+                "Bad Gateway",
+                "The origin answered 101 without a WebSocket.",
+                "origin-unreachable",
+            )),
         };
     }
     let builder = Response::builder().with_status(status).with_headers(headers);
@@ -144,10 +167,7 @@ fn demo(req: &Request, path: &str, added: &[(&'static str, String)]) -> Result<R
         "path": path,
         "note": "Set ORIGIN_URL to put the limiter in front of your own service.",
     });
-    let headers = Headers::new();
-    headers.set("Content-Type", "application/json")?;
-    for (name, value) in added {
-        headers.set(name, value)?;
-    }
+    let added = added.iter().map(|(name, value)| (*name, value.as_str()));
+    let headers = fields(std::iter::once(("Content-Type", "application/json")).chain(added))?;
     Ok(Response::builder().with_headers(headers).fixed(body.to_string().into_bytes()))
 }

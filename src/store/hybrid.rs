@@ -132,7 +132,7 @@ impl<P: Store> Hybrid<P> {
         }
         self.count(|c| c.store_calls += 1);
         match primary.check(r).await {
-            Ok((decision, backend)) => {
+            Ok(decision) => {
                 let mut notes = Vec::new();
                 if let Some(Transition::Recovered { since }) = self.breaker.record_success() {
                     self.logged.set(0);
@@ -143,7 +143,7 @@ impl<P: Store> Hybrid<P> {
                 if let (Some(cache), Some(key)) = (&self.denials, &cache_key) {
                     cache.remember(key, r.now, &decision);
                 }
-                Verdict { decision: Ok(decision), backend, notes }
+                Verdict { decision: Ok(decision), backend: Backend::Upstash, notes }
             }
             Err(error) => {
                 self.count(|c| c.store_failures += 1);
@@ -174,7 +174,7 @@ impl<P: Store> Hybrid<P> {
         match &self.primary {
             Some(primary) if matches!(self.breaker.state(), BreakerState::Closed { .. }) => {
                 match primary.check(&peek).await {
-                    Ok(answer) => answer,
+                    Ok(decision) => (decision, Backend::Upstash),
                     Err(_) => (self.memory.check_now(&peek), Backend::Fallback),
                 }
             }
@@ -220,6 +220,8 @@ impl<P: Store> Hybrid<P> {
 mod tests {
     use super::*;
     use crate::core::algorithm::{Algorithm, Outcome};
+    use crate::core::policy::Tier;
+    use crate::core::subject::SubjectDigest;
     use crate::store::run_ready as run;
     use std::cell::RefCell;
 
@@ -239,11 +241,11 @@ mod tests {
     }
 
     impl Store for &Switchable {
-        async fn check(&self, r: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError> {
+        async fn check(&self, r: &CheckRequest<'_>) -> Result<Decision, StoreError> {
             self.calls.set(self.calls.get() + 1);
             match self.failing.borrow().clone() {
                 Some(e) => Err(e),
-                None => Ok((self.engine.check_now(r), Backend::Upstash)),
+                None => Ok(self.engine.check_now(r)),
             }
         }
 
@@ -265,23 +267,18 @@ mod tests {
     }
 
     struct Rig {
-        limits: [Algorithm; 1],
-        names: [String; 1],
+        tier: Tier,
+        subjects: [SubjectDigest; 4],
     }
 
     impl Rig {
         fn new() -> Rig {
-            Rig { limits: [Algorithm::fixed_window(2, 60_000).unwrap()], names: ["m".into()] }
+            let tier = crate::store::test_tier("t", "m", Algorithm::fixed_window(2, 60_000).unwrap());
+            Rig { tier, subjects: ["s", "a", "b", "c"].map(SubjectDigest::raw) }
         }
         fn req(&self, subject: &'static str, now: u64) -> CheckRequest<'_> {
-            CheckRequest {
-                tier: "t",
-                limits: &self.limits,
-                limit_names: &self.names,
-                subject_hash: subject,
-                now,
-                cost: 1,
-            }
+            let at = ["s", "a", "b", "c"].iter().position(|s| *s == subject).unwrap();
+            CheckRequest::new(&self.tier, &self.subjects[at], now, 1)
         }
     }
 

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::{Backend, CheckRequest, Store, StoreError};
+use super::{CheckRequest, Store, StoreError};
 use crate::core::algorithm::{check, Decision, Millis, State, MAX_LIMITS};
 
 struct Entry {
@@ -61,8 +61,8 @@ impl MemoryStore {
         if entry.expires_at <= r.now {
             entry.states = [State::Empty; MAX_LIMITS];
         }
-        let n = r.limits.len().min(MAX_LIMITS);
-        let (limits, states) = (r.limits.get(..n).unwrap_or_default(), entry.states.get_mut(..n).unwrap_or_default());
+        let n = r.limits().len().min(MAX_LIMITS);
+        let (limits, states) = (r.limits().get(..n).unwrap_or_default(), entry.states.get_mut(..n).unwrap_or_default());
         let decision = check(limits, states, r.now, r.cost);
         let whole_in = decision.limits().iter().map(|s| s.reset_ms).max().unwrap_or(0);
         entry.expires_at = r.now.saturating_add(whole_in);
@@ -85,8 +85,8 @@ fn evict(entries: &mut HashMap<String, Entry>, now: Millis, max_keys: usize) {
 }
 
 impl Store for MemoryStore {
-    async fn check(&self, request: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError> {
-        Ok((self.check_now(request), Backend::Memory))
+    async fn check(&self, request: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+        Ok(self.check_now(request))
     }
 
     async fn reset(&self, request: &CheckRequest<'_>) -> Result<(), StoreError> {
@@ -99,25 +99,27 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::core::algorithm::Algorithm;
+    use crate::core::policy::Tier;
     use crate::core::rate::Rate;
+    use crate::core::subject::SubjectDigest;
 
-    fn limits() -> [Algorithm; 1] {
-        [Algorithm::token_bucket(2, Rate::parse("1/s").unwrap()).unwrap()]
+    fn limits() -> Tier {
+        crate::store::test_tier("anonymous", "b", Algorithm::token_bucket(2, Rate::parse("1/s").unwrap()).unwrap())
     }
 
-    fn req<'a>(l: &'a [Algorithm], subject: &'a str, now: Millis) -> CheckRequest<'a> {
-        CheckRequest { tier: "anonymous", limits: l, limit_names: &[], subject_hash: subject, now, cost: 1 }
+    fn check(s: &MemoryStore, tier: &Tier, subject: &str, now: Millis) -> Decision {
+        s.check_now(&CheckRequest::new(tier, &SubjectDigest::raw(subject), now, 1))
     }
 
     #[test]
     fn subjects_have_their_own_buckets() {
         let s = MemoryStore::new(100);
         let l = limits();
-        assert!(s.check_now(&req(&l, "a", 0)).allowed());
-        assert!(s.check_now(&req(&l, "a", 0)).allowed());
-        assert!(!s.check_now(&req(&l, "a", 0)).allowed());
-        assert!(s.check_now(&req(&l, "b", 0)).allowed());
-        assert!(s.check_now(&req(&l, "a", 1_000)).allowed());
+        assert!(check(&s, &l, "a", 0).allowed());
+        assert!(check(&s, &l, "a", 0).allowed());
+        assert!(!check(&s, &l, "a", 0).allowed());
+        assert!(check(&s, &l, "b", 0).allowed());
+        assert!(check(&s, &l, "a", 1_000).allowed());
     }
 
     #[test]
@@ -125,12 +127,12 @@ mod tests {
         let s = MemoryStore::new(1_000);
         let l = limits();
         // The first subject is used up and then kept busy; it must survive the flood.
-        s.check_now(&req(&l, "victim", 0));
-        s.check_now(&req(&l, "victim", 0));
+        check(&s, &l, "victim", 0);
+        check(&s, &l, "victim", 0);
         for i in 0..50_000u64 {
-            s.check_now(&req(&l, &format!("flood-{i}"), 10));
+            check(&s, &l, &format!("flood-{i}"), 10);
             if i % 100 == 0 {
-                assert!(!s.check_now(&req(&l, "victim", 10)).allowed(), "victim state lost at {i}");
+                assert!(!check(&s, &l, "victim", 10).allowed(), "victim state lost at {i}");
             }
             assert!(s.len() <= 1_000);
         }
@@ -142,11 +144,11 @@ mod tests {
         let s = MemoryStore::new(10);
         let l = limits();
         for i in 0..10 {
-            s.check_now(&req(&l, &format!("s{i}"), 0));
+            check(&s, &l, &format!("s{i}"), 0);
         }
         assert_eq!(s.len(), 10);
         // A second later every bucket is full again: the next new key sweeps them all.
-        s.check_now(&req(&l, "late", 1_000));
+        check(&s, &l, "late", 1_000);
         assert_eq!(s.len(), 1);
     }
 }

@@ -13,59 +13,46 @@ pub mod upstash;
 
 use std::fmt;
 
+pub use crate::core::decision::Backend;
+
 use crate::core::algorithm::{Algorithm, Decision, Millis};
+use crate::core::policy::{NamedLimit, Tier};
+use crate::core::subject::SubjectDigest;
 
-/// Which backend made a decision, as reported in the `X-Limiter-Backend` response field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// Upstash decided: the fleet-wide answer.
-    Upstash,
-    /// The isolate's memory decided, because no Upstash is configured.
-    Memory,
-    /// The isolate's memory decided, because Upstash failed (policy `on_failure: memory`).
-    Fallback,
-    /// The deny cache decided: Upstash said earlier that this subject is denied until later.
-    DenyCache,
-    /// Nobody decided: Upstash failed and the policy says `on_failure: open`.
-    FailOpen,
-    /// Nobody decided: Upstash failed and the policy says `on_failure: closed`.
-    FailClosed,
-}
-
-impl Backend {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Backend::Upstash => "upstash",
-            Backend::Memory => "memory",
-            Backend::Fallback => "memory-fallback",
-            Backend::DenyCache => "deny-cache",
-            Backend::FailOpen => "fail-open",
-            Backend::FailClosed => "fail-closed",
-        }
-    }
-}
-
-/// One check: these limits, for this subject of this tier, at this time, for this cost.
+/// One check: the limits of this tier, for this subject, at this time, for this cost.
 #[derive(Clone, Copy, Debug)]
 pub struct CheckRequest<'a> {
-    pub tier: &'a str,
-    pub limits: &'a [Algorithm],
-    /// The limits' names, in the same order: with each limit's parameters they name the
+    /// Its limits are checked together; with each limit's name and parameters they name the
     /// Upstash keys (`script::state_key`).
-    pub limit_names: &'a [String],
-    /// The subject's digest (`core::identity::subject_hash`), never the subject itself.
-    pub subject_hash: &'a str,
+    pub tier: &'a Tier,
+    /// The subject's digest, never the subject itself.
+    pub subject: &'a SubjectDigest,
     pub now: Millis,
     pub cost: u64,
 }
 
-impl CheckRequest<'_> {
+/// A tier's limits go to the engine as they are.
+impl AsRef<Algorithm> for NamedLimit {
+    fn as_ref(&self) -> &Algorithm {
+        &self.algorithm
+    }
+}
+
+impl<'a> CheckRequest<'a> {
+    pub fn new(tier: &'a Tier, subject: &'a SubjectDigest, now: Millis, cost: u64) -> CheckRequest<'a> {
+        CheckRequest { tier, subject, now, cost }
+    }
+
+    pub fn limits(&self) -> &'a [NamedLimit] {
+        &self.tier.limits
+    }
+
     /// The subject within its tier, `<tier>:<subject digest>`: the key of the memory store
     /// and of the deny cache. Unlike the Upstash keys it needs no limit parameters: both live
     /// in one isolate, which reads its policy once, so under one tier name they only ever
     /// see one set of limits; a policy change is a new deployment and new isolates.
     pub fn subject_key(&self) -> String {
-        format!("{}:{}", self.tier, self.subject_hash)
+        format!("{}:{}", self.tier.name, self.subject)
     }
 }
 
@@ -120,6 +107,12 @@ impl fmt::Display for StoreError {
     }
 }
 
+/// A tier of one limit, for the stores' tests.
+#[cfg(test)]
+pub(crate) fn test_tier(name: &str, limit: &str, algorithm: Algorithm) -> Tier {
+    Tier { name: name.into(), description: String::new(), limits: vec![NamedLimit { name: limit.into(), algorithm }] }
+}
+
 /// Runs a future that never waits on real I/O (the test doubles answer at once).
 #[cfg(test)]
 pub(crate) fn run_ready<F: std::future::Future>(f: F) -> F::Output {
@@ -133,7 +126,7 @@ pub(crate) fn run_ready<F: std::future::Future>(f: F) -> F::Output {
 /// The one job of a store: measure and replace, atomically, for one subject.
 #[allow(async_fn_in_trait)] // Workers run one thread per isolate: no `Send` bound is wanted.
 pub trait Store {
-    async fn check(&self, request: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError>;
+    async fn check(&self, request: &CheckRequest<'_>) -> Result<Decision, StoreError>;
 
     /// Forgets the subject's state for these limits: its buckets are full again.
     async fn reset(&self, request: &CheckRequest<'_>) -> Result<(), StoreError>;

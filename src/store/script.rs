@@ -111,12 +111,12 @@ pub fn params_tag(limit: &Algorithm) -> String {
 }
 
 /// ARGV for `check.lua`: now, cost, then kind and three parameters per limit.
-pub fn script_args(limits: &[Algorithm], now: Millis, cost: u64) -> Vec<String> {
+pub fn script_args<L: AsRef<Algorithm>>(limits: &[L], now: Millis, cost: u64) -> Vec<String> {
     let mut args = Vec::with_capacity(2 + 4 * limits.len());
     args.push(now.to_string());
     args.push(cost.to_string());
     for l in limits {
-        args.extend(l.script_params().iter().map(u64::to_string));
+        args.extend(l.as_ref().script_params().iter().map(u64::to_string));
     }
     args
 }

@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use super::script::{decode_reply, script_args, state_key, CHECK_LUA, CHECK_SHA1};
-use super::{Backend, CheckRequest, Store, StoreError};
+use super::{CheckRequest, Store, StoreError};
 use crate::core::algorithm::Decision;
 
 /// Where the database is and how to get in: `UPSTASH_REDIS_REST_URL` and
@@ -169,10 +169,9 @@ impl<T: Transport> UpstashStore<T> {
     /// One key per limit, named by the limit and its parameters (`state_key`); reset and the
     /// admin's inspect build the same `CheckRequest`, so they reach the same keys.
     fn keys(&self, r: &CheckRequest<'_>) -> Vec<String> {
-        r.limit_names
+        r.limits()
             .iter()
-            .zip(r.limits)
-            .map(|(name, limit)| state_key(&self.key_prefix, r.tier, name, limit, r.subject_hash))
+            .map(|l| state_key(&self.key_prefix, &r.tier.name, &l.name, &l.algorithm, r.subject.as_str()))
             .collect()
     }
 }
@@ -188,12 +187,11 @@ impl<T: Transport> Store for UpstashStore<T> {
         }
     }
 
-    async fn check(&self, r: &CheckRequest<'_>) -> Result<(Decision, Backend), StoreError> {
+    async fn check(&self, r: &CheckRequest<'_>) -> Result<Decision, StoreError> {
         let keys = self.keys(r);
-        let args = script_args(r.limits, r.now, r.cost);
+        let args = script_args(r.limits(), r.now, r.cost);
         let reply = self.run_script(&keys, &args).await?;
-        let decision = decode_reply(&reply, r.limits.len(), r.cost).map_err(|e| StoreError::Malformed(e.0))?;
-        Ok((decision, Backend::Upstash))
+        decode_reply(&reply, r.limits().len(), r.cost).map_err(|e| StoreError::Malformed(e.0))
     }
 }
 
@@ -247,6 +245,7 @@ mod fetch {
 mod tests {
     use super::*;
     use crate::core::algorithm::{Algorithm, Outcome};
+    use crate::core::subject::SubjectDigest;
     use crate::store::run_ready as run;
     use std::cell::RefCell;
 
@@ -271,22 +270,10 @@ mod tests {
         }
     }
 
-    fn limits() -> [Algorithm; 1] {
-        [Algorithm::fixed_window(5, 60_000).unwrap()]
-    }
-
-    fn check(store: &UpstashStore<Canned>) -> Result<(Decision, Backend), StoreError> {
-        let limits = limits();
-        let names = ["minute".to_string()];
-        let r = CheckRequest {
-            tier: "anon",
-            limits: &limits,
-            limit_names: &names,
-            subject_hash: "ab",
-            now: 1_000,
-            cost: 1,
-        };
-        run(store.check(&r))
+    fn check(store: &UpstashStore<Canned>) -> Result<Decision, StoreError> {
+        let tier = crate::store::test_tier("anon", "minute", Algorithm::fixed_window(5, 60_000).unwrap());
+        let subject = SubjectDigest::raw("ab");
+        run(store.check(&CheckRequest::new(&tier, &subject, 1_000, 1)))
     }
 
     const ALLOWED: &str = r#"{"result":[0,1,0,4,59000,0]}"#;
@@ -343,8 +330,8 @@ mod tests {
     #[test]
     fn steady_state_is_one_evalsha() {
         let store = UpstashStore::new(Canned::new(vec![Ok((200, ALLOWED))]), "rl");
-        let (decision, backend) = check(&store).unwrap();
-        assert_eq!((decision.outcome, decision.remaining(), backend), (Outcome::Allowed, 4, Backend::Upstash));
+        let decision = check(&store).unwrap();
+        assert_eq!((decision.outcome, decision.remaining()), (Outcome::Allowed, 4));
         let sent = store.transport().sent.borrow();
         assert_eq!(sent.len(), 1);
         let command: Vec<String> = serde_json::from_str(&sent[0]).unwrap();
@@ -356,7 +343,7 @@ mod tests {
     fn noscript_is_answered_with_eval_of_the_same_call() {
         let noscript = r#"{"error":"NOSCRIPT No matching script. Please use EVAL."}"#;
         let store = UpstashStore::new(Canned::new(vec![Ok((400, noscript)), Ok((200, ALLOWED))]), "rl");
-        assert_eq!(check(&store).unwrap().1, Backend::Upstash);
+        assert!(check(&store).unwrap().allowed());
         let sent = store.transport().sent.borrow();
         let first: Vec<String> = serde_json::from_str(&sent[0]).unwrap();
         let second: Vec<String> = serde_json::from_str(&sent[1]).unwrap();

@@ -1,0 +1,278 @@
+//! What one isolate keeps between requests, read from the environment once: the
+//! configuration (the policy, or why there is none), the settings beside it, the store, and
+//! the counts the dashboard shows.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use wasm_bindgen::JsValue;
+use worker::{console_error, console_log, Env, Response, Result};
+
+use super::respond;
+use crate::core::cors::{Cors, DEFAULT_CORS};
+use crate::core::decision::{Refusal, PROBLEM_DOCS};
+use crate::core::identity::DEMO_KEY_DIGESTS;
+use crate::core::path::PathOptions;
+use crate::core::policy::{Policy, StoreSettings, DEFAULT_STORE, EXAMPLE_POLICY};
+use crate::store::deny_cache::DenyCache;
+use crate::store::hybrid::{Hybrid, Note, Verdict};
+use crate::store::upstash::{Endpoint, FetchTransport, UpstashStore};
+use crate::store::CheckRequest;
+
+/// Where allowed requests go.
+pub enum Origin {
+    /// `ORIGIN_URL` set: requests are re-addressed to it, path and query kept.
+    Url(String),
+    /// `ORIGIN_URL = "demo"`: a small built-in origin, for trying the limiter locally.
+    Demo,
+    /// No `ORIGIN_URL`: the request goes on to the URL it was sent to, as on a Workers route.
+    Passthrough,
+}
+
+/// The policy this isolate runs, or why it runs none: then every limited request is a 500
+/// naming the fault, and the dashboard still answers. (One per isolate: its size is no cost.)
+#[allow(clippy::large_enum_variant)]
+pub enum Config {
+    Ready {
+        policy: Policy,
+        /// The policy as written (for the admin API).
+        written: String,
+    },
+    Broken(String),
+}
+
+/// Shortest `ADMIN_TOKEN` accepted: a shorter one could be guessed, so the API stays off.
+const MIN_ADMIN_TOKEN: usize = 32;
+
+pub struct Isolate {
+    pub config: Config,
+    pub origin: Origin,
+    /// Where the dashboard and admin API live (`DASHBOARD_PATH`), or `None` when off.
+    pub dashboard: Option<String>,
+    /// Where the problem types' docs page is when DASHBOARD_PATH moves it (`about:blank`
+    /// when the dashboard is off); `None` at the default `/__limiter/`.
+    docs_moved: Option<String>,
+    /// `Ok(token)` when the admin API is on, else why it is off.
+    pub admin_token: std::result::Result<String, &'static str>,
+    pub jwt_secret: Option<Vec<u8>>,
+    pub store: Hybrid<UpstashStore<FetchTransport>>,
+    /// Addresses that have used up their failed-credential limits, until when: their
+    /// credentials are refused unjudged, so a guesser learns nothing from a right guess.
+    pub lockouts: DenyCache,
+    pub started_at: u64,
+    allowed: Cell<u64>,
+    denied: Cell<u64>,
+}
+
+thread_local! {
+    static ISOLATE: RefCell<Option<Rc<Isolate>>> = const { RefCell::new(None) };
+}
+
+impl Isolate {
+    /// This isolate's state, made on its first request.
+    pub fn get(env: &Env) -> Rc<Isolate> {
+        if let Some(iso) = ISOLATE.with(|i| i.borrow().clone()) {
+            return iso;
+        }
+        let iso = Rc::new(Isolate::from_env(env));
+        ISOLATE.with(|i| *i.borrow_mut() = Some(iso.clone()));
+        iso
+    }
+
+    fn from_env(env: &Env) -> Isolate {
+        let origin = match env_text(env, "ORIGIN_URL") {
+            Some(u) if u.trim() == "demo" => Origin::Demo,
+            Some(u) => Origin::Url(u.trim().trim_end_matches('/').to_string()),
+            None => Origin::Passthrough,
+        };
+        let config = configure(env, matches!(origin, Origin::Demo));
+        let settings = match &config {
+            Config::Ready { policy, .. } => &policy.store,
+            Config::Broken(_) => &DEFAULT_STORE,
+        };
+        let store = Hybrid::new(config.policy().and_then(|p| upstash(env, p)), settings);
+        let lockouts = DenyCache::new(settings.memory_max_keys);
+        let jwt_secret = env_text(env, "JWT_SECRET").map(String::into_bytes);
+        if config.policy().is_some_and(|p| p.identity.jwt.is_some()) && jwt_secret.is_none() {
+            console_error!(
+                "edge-limiter: the policy accepts JWTs but JWT_SECRET is not set: no bearer token is judged; \
+                 they pass to the origin and their callers are limited by address"
+            );
+        }
+        let dashboard = dashboard_prefix(env_text(env, "DASHBOARD_PATH").as_deref());
+        Isolate {
+            config,
+            origin,
+            docs_moved: match &dashboard {
+                Some(p) if format!("{p}docs.html") == PROBLEM_DOCS => None,
+                Some(p) => Some(format!("{p}docs.html")),
+                None => Some("about:blank".to_string()),
+            },
+            dashboard,
+            admin_token: admin_token(env),
+            jwt_secret,
+            store,
+            lockouts,
+            started_at: js_sys::Date::now() as u64,
+            allowed: Cell::new(0),
+            denied: Cell::new(0),
+        }
+    }
+
+    pub fn policy(&self) -> Option<&Policy> {
+        self.config.policy()
+    }
+
+    /// The CORS fields of the limiter's own answers: the policy's, or the default while the
+    /// policy is broken.
+    pub fn cors(&self) -> &Cors {
+        self.policy().map_or(&DEFAULT_CORS, |p| &p.cors)
+    }
+
+    pub fn path_options(&self) -> PathOptions {
+        self.policy().map_or_else(PathOptions::default, |p| p.paths)
+    }
+
+    pub fn store_settings(&self) -> &StoreSettings {
+        self.policy().map_or(&DEFAULT_STORE, |p| &p.store)
+    }
+
+    /// The dashboard's data is public only in front of the demo origin.
+    pub fn demo(&self) -> bool {
+        matches!(self.origin, Origin::Demo)
+    }
+
+    /// A core refusal as this isolate's answer (its problem-type links where its docs are).
+    pub fn answer(&self, r: Refusal) -> Result<Response> {
+        respond::render(r, self.docs_moved.as_deref())
+    }
+
+    /// One check through the store, its notes (failures, the breaker) logged.
+    pub async fn check(&self, request: &CheckRequest<'_>) -> Verdict {
+        let verdict = self.store.check(request).await;
+        for note in &verdict.notes {
+            match note {
+                Note::Error(m) => console_error!("edge-limiter: {m}"),
+                Note::Info(m) => console_log!("edge-limiter: {m}"),
+            }
+        }
+        verdict
+    }
+
+    pub fn count_allowed(&self) {
+        self.allowed.set(self.allowed.get() + 1);
+    }
+
+    pub fn count_denied(&self) {
+        self.denied.set(self.denied.get() + 1);
+    }
+
+    /// Requests allowed and denied since the isolate started.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.allowed.get(), self.denied.get())
+    }
+}
+
+impl Config {
+    pub fn policy(&self) -> Option<&Policy> {
+        match self {
+            Config::Ready { policy, .. } => Some(policy),
+            Config::Broken(_) => None,
+        }
+    }
+}
+
+fn env_text(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string()).filter(|s| !s.trim().is_empty())
+}
+
+/// `POLICY` as JSON text (a secret, or a string in `[vars]`) or as an object (a
+/// `[vars.POLICY]` table, which wrangler passes as one); `None` when unset.
+fn policy_text(env: &Env) -> Option<String> {
+    let value = js_sys::Reflect::get(env, &JsValue::from_str("POLICY")).ok()?;
+    if let Some(text) = value.as_string() {
+        return Some(text).filter(|s| !s.trim().is_empty());
+    }
+    if value.is_object() {
+        return js_sys::JSON::stringify(&value).ok().map(String::from);
+    }
+    None
+}
+
+/// The policy: `POLICY`, or the built-in example when none is set, checked once.
+fn configure(env: &Env, demo: bool) -> Config {
+    let written = policy_text(env).unwrap_or_else(|| {
+        if demo {
+            console_log!("edge-limiter: no POLICY set; running the built-in example policy");
+        } else {
+            console_error!(
+                "edge-limiter: no POLICY set: the built-in demo policy is running in front of a real origin; \
+                 set POLICY to your own (docs/policy.md)"
+            );
+        }
+        EXAMPLE_POLICY.to_string()
+    });
+    let mut policy = match Policy::parse(&written) {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = e.to_string();
+            console_error!(
+                "edge-limiter: the policy is invalid, every request will get a 500 until it is fixed: {reason}"
+            );
+            return Config::Broken(reason);
+        }
+    };
+    // The demo keys are published: in front of a real origin they would be a free pass.
+    if !demo && policy.drop_keys(&DEMO_KEY_DIGESTS) > 0 {
+        console_error!(
+            "edge-limiter: the policy lists the published demo API keys, which work only with ORIGIN_URL = \"demo\"; \
+             here they are unknown keys. Replace them with your own key digests."
+        );
+    }
+    Config::Ready { policy, written }
+}
+
+/// The Upstash store, when both settings are present and sound; otherwise memory, said once.
+fn upstash(env: &Env, policy: &Policy) -> Option<UpstashStore<FetchTransport>> {
+    let url = env_text(env, "UPSTASH_REDIS_REST_URL");
+    let token = env_text(env, "UPSTASH_REDIS_REST_TOKEN");
+    match Endpoint::from_settings(url.as_deref(), token.as_deref()) {
+        Ok(Some(endpoint)) => {
+            console_log!("edge-limiter: store is Upstash at {} (timeout {} ms)", endpoint.url, policy.store.timeout_ms);
+            let transport = FetchTransport { endpoint, timeout_ms: policy.store.timeout_ms };
+            Some(UpstashStore::new(transport, &policy.key_prefix))
+        }
+        Ok(None) => {
+            console_log!("edge-limiter: store is the isolate's memory (no Upstash configured)");
+            None
+        }
+        Err(e) => {
+            console_error!("edge-limiter: configuration error, running on the isolate's memory: {e}");
+            None
+        }
+    }
+}
+
+fn admin_token(env: &Env) -> std::result::Result<String, &'static str> {
+    match env_text(env, "ADMIN_TOKEN") {
+        None => Err("The admin API is off: set the secret ADMIN_TOKEN to turn it on."),
+        Some(t) if t.trim().len() < MIN_ADMIN_TOKEN => {
+            console_error!(
+                "edge-limiter: configuration error: ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN} characters, \
+                 so the admin API stays off (make one with `openssl rand -hex 32`)"
+            );
+            Err("The admin API is off: ADMIN_TOKEN is shorter than 32 characters.")
+        }
+        Some(t) => Ok(t.trim().to_string()),
+    }
+}
+
+/// The dashboard prefix from `DASHBOARD_PATH`: `/__limiter/` by default, `off` for none.
+/// Always starts and ends with `/`.
+fn dashboard_prefix(setting: Option<&str>) -> Option<String> {
+    match setting.map(str::trim) {
+        None | Some("") => Some("/__limiter/".into()),
+        Some("off") => None,
+        Some(p) => Some(format!("/{}/", p.trim_matches('/'))),
+    }
+}

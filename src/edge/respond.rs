@@ -1,0 +1,83 @@
+//! The leaf of the Worker: core answers and plain values made into `worker::Response`s. It
+//! knows no state and calls nothing of the Worker's, so every other module may use it.
+
+use serde_json::Value;
+use worker::{Headers, Response, Result};
+
+use crate::core::cors::{exposed_with_ours, own_answer_fields, Cors};
+use crate::core::decision::{Refusal, PROBLEM_DOCS};
+
+/// Marks the limiter's own answers (set by [`render`], removed by [`with_cors`] or
+/// [`unmarked`]; dropped from whatever a client or an origin sends), so CORS fields go only
+/// where the limiter answered.
+pub const OWN_ANSWER: &str = "x-edge-limiter-own-answer";
+
+/// Header fields from name-value pairs: the one place a list of fields becomes `Headers`.
+pub fn fields<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Headers> {
+    let headers = Headers::new();
+    for (name, value) in pairs {
+        headers.set(name, value)?;
+    }
+    Ok(headers)
+}
+
+/// Renders a core refusal (429, 401, 500...). The core links its problem types to the docs
+/// page at the default dashboard path; `docs` is where that page is instead, when
+/// `DASHBOARD_PATH` moved it (or `about:blank` when the dashboard is off).
+pub fn render(r: Refusal, docs: Option<&str>) -> Result<Response> {
+    let body = match docs {
+        Some(docs) => r.body.replace(PROBLEM_DOCS, docs),
+        None => r.body,
+    };
+    let fixed = [(OWN_ANSWER, "1"), ("Content-Type", r.content_type), ("Cache-Control", "no-store")];
+    let added = r.headers.iter().map(|(name, value)| (*name, value.as_str()));
+    let headers = fields(fixed.into_iter().chain(added))?;
+    Ok(Response::builder().with_status(r.status).with_headers(headers).fixed(body.into_bytes()))
+}
+
+/// A JSON answer of the dashboard or the admin API, never cached.
+pub fn json(status: u16, body: &Value) -> Result<Response> {
+    let headers = fields([("Content-Type", "application/json"), ("Cache-Control", "no-store")])?;
+    Ok(Response::builder().with_status(status).with_headers(headers).fixed(body.to_string().into_bytes()))
+}
+
+/// A permanent redirect (the dashboard's prefix without its last slash).
+pub fn redirect(location: &str) -> Result<Response> {
+    Ok(Response::empty()?.with_status(308).with_headers(fields([("Location", location)])?))
+}
+
+/// The limiter's own answers get the CORS fields the policy allows; the origin's answers
+/// keep their own, with the limiter's response fields exposed too when they allow a read.
+pub fn with_cors(response: Response, cors: &Cors, origin: Option<&str>) -> Result<Response> {
+    let headers = response.headers();
+    if headers.has(OWN_ANSWER)? {
+        headers.delete(OWN_ANSWER)?;
+        for (name, value) in own_answer_fields(cors, origin) {
+            headers.set(name, &value)?;
+        }
+    } else if origin.is_some() && headers.has("access-control-allow-origin")? {
+        if let Some(list) = exposed_with_ours(headers.get("access-control-expose-headers")?.as_deref()) {
+            headers.set("Access-Control-Expose-Headers", &list)?;
+        }
+    }
+    Ok(response)
+}
+
+/// An answer that takes no CORS fields (the dashboard's, the admin API's), without the mark.
+/// Only the limiter's own answers carry it; the assets binding's have immutable headers.
+pub fn unmarked(response: Response) -> Result<Response> {
+    if response.headers().has(OWN_ANSWER)? {
+        response.headers().delete(OWN_ANSWER)?;
+    }
+    Ok(response)
+}
+
+/// Up to 250 ms added to a 429's wait, so clients denied together do not all come back in
+/// the same instant.
+pub fn jitter_ms() -> u64 {
+    let mut b = [0u8; 1];
+    match getrandom::fill(&mut b) {
+        Ok(()) => u64::from(b[0]) * 250 / 255,
+        Err(_) => 0,
+    }
+}
