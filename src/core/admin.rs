@@ -5,9 +5,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::algorithm::Decision;
-use super::identity::{bearer_token, constant_time_eq, hex, identify, CallerKind, RequestFacts};
+use super::identity::{bearer_token, constant_time_eq, identify, CallerKind, RequestFacts};
 use super::policy::{Policy, Tier, TierId};
-use super::subject::{Subject, SubjectDigest};
+use super::subject::{hex, Subject, SubjectDigest};
 
 /// True when `authorization` is `Bearer <ADMIN_TOKEN>`. Both sides are hashed first, so the
 /// comparison takes the same time whatever the length or content of the guess.

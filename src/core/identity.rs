@@ -16,7 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::policy::{ClientIp, Jwt, Policy, TierId};
-use super::subject::Subject;
+use super::subject::{hex, Subject};
 
 /// What the edge read off the request. Header values are as the runtime gave them.
 #[derive(Clone, Copy, Debug, Default)]
@@ -331,16 +331,6 @@ pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

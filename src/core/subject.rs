@@ -79,7 +79,18 @@ impl fmt::Display for SubjectDigest {
 
 /// 128 bits of SHA-256 of `text`, hex.
 pub fn digest_of(text: &str) -> String {
-    super::identity::hex(&Sha256::digest(text.as_bytes())[..16])
+    hex(&Sha256::digest(text.as_bytes())[..16])
+}
+
+/// Bytes as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
 }
 
 #[cfg(test)]
