@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use edge_limiter::core::algorithm::{check, Algorithm, Decision, Outcome, State, MAX_LIMITS};
 use edge_limiter::core::policy::Policy;
-use edge_limiter::store::script::{decode_reply, script_args, state_key, CHECK_LUA, CHECK_SHA1};
+use edge_limiter::store::keys::state_key;
+use edge_limiter::store::script::{decode_reply, script_args, CHECK_LUA, CHECK_SHA1};
 use serde_json::Value;
 
 /// A base instant aligned to a whole day, so window arithmetic in the vectors is readable.

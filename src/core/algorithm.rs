@@ -5,7 +5,7 @@
 //! the cases both must agree on. Change one, change the other.
 //!
 //! A stored state is read as the record of the limit's own parameters (the store keys carry
-//! them: `store::script::state_key`), but it is never trusted beyond what those parameters
+//! them: `store::keys::state_key`), but it is never trusted beyond what those parameters
 //! and a clock that steps back could produce ([`Algorithm::honour`]). A state whose time lies
 //! ahead of `now` (a writer whose clock runs ahead, or a clock that stepped back) is honoured
 //! by standing still at that time, as far as one span ([`Algorithm::window_ms`]) ahead and no

@@ -7,6 +7,7 @@
 pub mod breaker;
 pub mod deny_cache;
 pub mod hybrid;
+pub mod keys;
 pub mod memory;
 pub mod script;
 pub mod upstash;
@@ -23,7 +24,7 @@ use crate::core::subject::SubjectDigest;
 #[derive(Clone, Copy, Debug)]
 pub struct CheckRequest<'a> {
     /// Its limits are checked together; with each limit's name and parameters they name the
-    /// Upstash keys (`script::state_key`).
+    /// Upstash keys (`keys::state_key`).
     pub tier: &'a Tier,
     /// The subject's digest, never the subject itself.
     pub subject: &'a SubjectDigest,
@@ -47,12 +48,15 @@ impl<'a> CheckRequest<'a> {
         &self.tier.limits
     }
 
-    /// The subject within its tier, `<tier>:<subject digest>`: the key of the memory store
-    /// and of the deny cache. Unlike the Upstash keys it needs no limit parameters: both live
-    /// in one isolate, which reads its policy once, so under one tier name they only ever
-    /// see one set of limits; a policy change is a new deployment and new isolates.
+    /// The subject within its tier: the key of the memory store and of the deny cache.
     pub fn subject_key(&self) -> String {
-        format!("{}:{}", self.tier.name, self.subject)
+        keys::subject_key(&self.tier.name, self.subject.as_str())
+    }
+
+    /// The Upstash key of each of the tier's limits for this subject.
+    pub fn state_keys(&self, prefix: &str) -> Vec<String> {
+        let subject = self.subject.as_str();
+        self.limits().iter().map(|l| keys::state_key(prefix, &self.tier.name, &l.name, &l.algorithm, subject)).collect()
     }
 }
 

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::script::{decode_reply, script_args, state_key, CHECK_LUA, CHECK_SHA1};
+use super::script::{decode_reply, script_args, CHECK_LUA, CHECK_SHA1};
 use super::{CheckRequest, Store, StoreError};
 use crate::core::algorithm::Decision;
 
@@ -165,21 +165,10 @@ impl<T: Transport> UpstashStore<T> {
     }
 }
 
-impl<T: Transport> UpstashStore<T> {
-    /// One key per limit, named by the limit and its parameters (`state_key`); reset and the
-    /// admin's inspect build the same `CheckRequest`, so they reach the same keys.
-    fn keys(&self, r: &CheckRequest<'_>) -> Vec<String> {
-        r.limits()
-            .iter()
-            .map(|l| state_key(&self.key_prefix, &r.tier.name, &l.name, &l.algorithm, r.subject.as_str()))
-            .collect()
-    }
-}
-
 impl<T: Transport> Store for UpstashStore<T> {
     async fn reset(&self, r: &CheckRequest<'_>) -> Result<(), StoreError> {
         let mut command = vec![Value::from("DEL")];
-        command.extend(self.keys(r).into_iter().map(Value::from));
+        command.extend(r.state_keys(&self.key_prefix).into_iter().map(Value::from));
         let (status, body) = self.transport.post(Value::Array(command).to_string()).await?;
         match read_reply(status, &body)? {
             Value::Number(_) => Ok(()),
@@ -188,7 +177,7 @@ impl<T: Transport> Store for UpstashStore<T> {
     }
 
     async fn check(&self, r: &CheckRequest<'_>) -> Result<Decision, StoreError> {
-        let keys = self.keys(r);
+        let keys = r.state_keys(&self.key_prefix);
         let args = script_args(r.limits(), r.now, r.cost);
         let reply = self.run_script(&keys, &args).await?;
         decode_reply(&reply, r.limits().len(), r.cost).map_err(|e| StoreError::Malformed(e.0))
