@@ -5,6 +5,7 @@
 //! together: Upstash first, the isolate's memory when Upstash fails.
 
 pub mod breaker;
+pub mod coalesce;
 pub mod deny_cache;
 pub mod hybrid;
 pub mod keys;

@@ -1,0 +1,364 @@
+//! Concurrent checks in one store call. While one script call is in flight in an isolate,
+//! checks that arrive wait in a queue; when the call returns, the first of them carries the
+//! whole queue in the next call, and each gets its own answer. A check that finds nothing in
+//! flight goes at once, alone: batching never delays an uncontended request.
+//!
+//! The Workers runtime shapes the design (its rules are checked on workerd by
+//! tests/e2e/runtime-rules.test.mjs; docs/runtime.md):
+//! - a request may not use I/O objects of another, so the carrier hands its mates plain
+//!   values (their reply numbers), never a response;
+//! - a promise made by one request and resolved by another runs its continuation in the
+//!   request that made it, so a waiting request is woken by a promise of its own
+//!   ([`Parking`]) and then makes its own call if it is to carry;
+//! - a request that waits on nothing of its own is cancelled as hung, so every wait runs
+//!   against a timer of the waiting request's own, and ends at it. A request whose carrier
+//!   was cancelled therefore gets its answer within that time, or the store's fallback.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::rc::Rc;
+
+use super::StoreError;
+use crate::core::algorithm::Millis;
+
+/// How a waiting request is woken: a bell it made itself, rung by whoever answers it, and
+/// a wait that ends when the bell rings or the request's own timer does.
+pub trait Parking {
+    type Bell;
+    fn park(&self, timeout_ms: u64) -> (Self::Bell, impl Future<Output = ()>);
+    fn ring(bell: &Self::Bell);
+}
+
+/// One queued check: its operation until a carrier takes it, then its answer.
+struct Seat<Op, Reply, Bell> {
+    op: RefCell<Option<Op>>,
+    answer: RefCell<Option<Result<Reply, StoreError>>>,
+    /// Set when this seat is to carry the queue in the next call.
+    carry: Cell<bool>,
+    bell: Bell,
+}
+
+type Queue<Op, Reply, Bell> = RefCell<VecDeque<Rc<Seat<Op, Reply, Bell>>>>;
+
+/// Calls and operations carried, for the status and the benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    pub calls: u64,
+    pub ops: u64,
+}
+
+pub struct Coalescer<Op, Reply, P: Parking> {
+    parking: P,
+    /// Until when a call is in flight (or a woken seat is due to start one): arrivals before
+    /// then queue. A deadline, not a flag, so a carrier that never returns (its request was
+    /// cancelled) stops holding the queue once the store's timeout is over.
+    busy_until: Cell<Millis>,
+    queue: Queue<Op, Reply, P::Bell>,
+    max_batch: usize,
+    timeout_ms: u64,
+    carried: Cell<Carried>,
+}
+
+impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
+    /// `timeout_ms` is the store's timeout: a call lasts no longer, so a queued check waits at
+    /// most for the call in flight and then its own.
+    pub fn new(parking: P, timeout_ms: u64, max_batch: usize) -> Self {
+        Coalescer {
+            parking,
+            busy_until: Cell::new(0),
+            queue: RefCell::new(VecDeque::new()),
+            max_batch: max_batch.max(1),
+            timeout_ms,
+            carried: Cell::new(Carried::default()),
+        }
+    }
+
+    pub fn carried(&self) -> Carried {
+        self.carried.get()
+    }
+
+    /// Runs `op`, alone at once when nothing is in flight, else with whatever is queued when
+    /// its turn comes. `send` makes one store call for a batch and answers each operation
+    /// in order; `now` is the request's clock.
+    pub async fn run<F, Fut>(&self, op: Op, now: Millis, send: F) -> Result<Reply, StoreError>
+    where
+        F: Fn(Vec<Op>) -> Fut,
+        Fut: Future<Output = Result<Vec<Reply>, StoreError>>,
+    {
+        if now >= self.busy_until.get() {
+            return self.carry(op, now, &send).await;
+        }
+        // Two store timeouts: the call in flight, then the one that carries this check.
+        let wait = self.timeout_ms.saturating_mul(2);
+        let (bell, parked) = self.parking.park(wait);
+        let seat =
+            Rc::new(Seat { op: RefCell::new(Some(op)), answer: RefCell::new(None), carry: Cell::new(false), bell });
+        self.queue.borrow_mut().push_back(seat.clone());
+        parked.await;
+        let answer = seat.answer.borrow_mut().take();
+        if let Some(answer) = answer {
+            return answer;
+        }
+        self.queue.borrow_mut().retain(|s| !Rc::ptr_eq(s, &seat));
+        let op = seat.op.borrow_mut().take();
+        match (seat.carry.get(), op) {
+            // Woken to carry, and nobody has taken this check meanwhile.
+            (true, Some(op)) => self.carry(op, now, &send).await,
+            // The request's own timer ran out first: the store is too slow for it.
+            _ => Err(StoreError::Timeout { after_ms: wait }),
+        }
+    }
+
+    /// One call: `own` and as much of the queue as fits, each mate answered by its bell;
+    /// then the first seat still waiting is woken to carry the rest.
+    async fn carry<F, Fut>(&self, own: Op, now: Millis, send: &F) -> Result<Reply, StoreError>
+    where
+        F: Fn(Vec<Op>) -> Fut,
+        Fut: Future<Output = Result<Vec<Reply>, StoreError>>,
+    {
+        self.busy_until.set(now.saturating_add(self.timeout_ms));
+        let mates: Vec<_> = {
+            let mut queue = self.queue.borrow_mut();
+            let n = queue.len().min(self.max_batch - 1);
+            queue.drain(..n).collect()
+        };
+        let mut ops = vec![own];
+        let mut carried = Vec::with_capacity(mates.len());
+        for seat in mates {
+            let op = seat.op.borrow_mut().take();
+            if let Some(op) = op {
+                ops.push(op);
+                carried.push(seat);
+            }
+        }
+        let mut tally = self.carried.get();
+        tally.calls += 1;
+        tally.ops += ops.len() as u64;
+        self.carried.set(tally);
+        let expected = ops.len();
+        let result = send(ops).await;
+        self.busy_until.set(0);
+        let mine = match result {
+            Ok(replies) if replies.len() == expected => {
+                let mut replies = replies.into_iter();
+                let mine = replies.next();
+                for (seat, reply) in carried.iter().zip(replies) {
+                    *seat.answer.borrow_mut() = Some(Ok(reply));
+                    P::ring(&seat.bell);
+                }
+                mine.ok_or_else(|| StoreError::Malformed("an empty batch reply".into()))
+            }
+            Ok(replies) => {
+                let e = StoreError::Malformed(format!("{} answers to {expected} checks", replies.len()));
+                self.answer_all(&carried, &e);
+                Err(e)
+            }
+            Err(e) => {
+                self.answer_all(&carried, &e);
+                Err(e)
+            }
+        };
+        if let Some(next) = self.queue.borrow().front() {
+            // It starts the next call in its own request; until it does, arrivals queue.
+            self.busy_until.set(now.saturating_add(self.timeout_ms));
+            next.carry.set(true);
+            P::ring(&next.bell);
+        }
+        mine
+    }
+
+    fn answer_all(&self, seats: &[Rc<Seat<Op, Reply, P::Bell>>], e: &StoreError) {
+        for seat in seats {
+            *seat.answer.borrow_mut() = Some(Err(e.clone()));
+            P::ring(&seat.bell);
+        }
+    }
+}
+
+/// Parking on the Workers runtime: the bell resolves a promise the waiting request made,
+/// and the wait is that promise raced against the request's own `setTimeout`.
+#[cfg(target_arch = "wasm32")]
+pub use workers::JsParking;
+
+#[cfg(target_arch = "wasm32")]
+mod workers {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use futures_util::future::{select, Either};
+    use wasm_bindgen::JsValue;
+    use worker::wasm_bindgen_futures::JsFuture;
+
+    use super::Parking;
+
+    pub struct JsParking;
+
+    impl Parking for JsParking {
+        type Bell = Option<js_sys::Function>;
+
+        fn park(&self, timeout_ms: u64) -> (Self::Bell, impl Future<Output = ()>) {
+            let mut resolve = None;
+            let promise = js_sys::Promise::new(&mut |ok, _| resolve = Some(ok));
+            let timer = worker::Delay::from(Duration::from_millis(timeout_ms));
+            let wait = async move {
+                let rung = JsFuture::from(promise);
+                match select(std::pin::pin!(rung), std::pin::pin!(timer)).await {
+                    Either::Left(_) | Either::Right(_) => {}
+                }
+            };
+            (resolve, wait)
+        }
+
+        fn ring(bell: &Self::Bell) {
+            if let Some(resolve) = bell {
+                let _ = resolve.call0(&JsValue::UNDEFINED);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    /// Parking for tests: a bell is a flag; a wait ends when it is set, or after `timeout`
+    /// polls (the test's clock is the executor's rounds).
+    struct Flags;
+
+    struct Parked {
+        bell: Rc<Cell<bool>>,
+        polls_left: u64,
+    }
+
+    impl Future for Parked {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            if self.bell.get() || self.polls_left == 0 {
+                return Poll::Ready(());
+            }
+            self.polls_left -= 1;
+            Poll::Pending
+        }
+    }
+
+    impl Parking for Flags {
+        type Bell = Rc<Cell<bool>>;
+        fn park(&self, timeout_ms: u64) -> (Self::Bell, impl Future<Output = ()>) {
+            let bell = Rc::new(Cell::new(false));
+            (bell.clone(), Parked { bell, polls_left: timeout_ms })
+        }
+        fn ring(bell: &Self::Bell) {
+            bell.set(true);
+        }
+    }
+
+    /// A store call that takes `rounds` polls, answering each op with op × 10, and records
+    /// the batches it was sent.
+    struct Slow {
+        rounds: u32,
+        batches: RefCell<Vec<Vec<u32>>>,
+        fail: Cell<bool>,
+    }
+
+    struct Call<'a> {
+        store: &'a Slow,
+        ops: Vec<u32>,
+        left: u32,
+    }
+
+    impl Future for Call<'_> {
+        type Output = Result<Vec<u32>, StoreError>;
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            if self.left > 0 {
+                self.left -= 1;
+                return Poll::Pending;
+            }
+            if self.store.fail.get() {
+                return Poll::Ready(Err(StoreError::Network("down".into())));
+            }
+            Poll::Ready(Ok(self.ops.iter().map(|o| o * 10).collect()))
+        }
+    }
+
+    impl Slow {
+        fn send(&self, ops: Vec<u32>) -> Call<'_> {
+            self.batches.borrow_mut().push(ops.clone());
+            Call { store: self, ops, left: self.rounds }
+        }
+    }
+
+    type Task<'a> = Pin<Box<dyn Future<Output = Result<u32, StoreError>> + 'a>>;
+
+    /// Polls every task in turn until all are done; tasks join at the round given.
+    fn run_all<'a>(mut tasks: Vec<(u32, Task<'a>)>) -> Vec<Result<u32, StoreError>> {
+        let mut out: Vec<Option<Result<u32, StoreError>>> = tasks.iter().map(|_| None).collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        for round in 0..10_000u32 {
+            for (i, (start, task)) in tasks.iter_mut().enumerate() {
+                if out[i].is_none() && round >= *start {
+                    if let Poll::Ready(v) = task.as_mut().poll(&mut cx) {
+                        out[i] = Some(v);
+                    }
+                }
+            }
+            if out.iter().all(Option::is_some) {
+                return out.into_iter().flatten().collect();
+            }
+        }
+        panic!("tasks never finished");
+    }
+
+    #[test]
+    fn alone_goes_at_once_and_concurrent_checks_share_a_call() {
+        let store = Slow { rounds: 10, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8);
+        let tasks: Vec<(u32, Task)> =
+            (0..6u32).map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), |ops| store.send(ops))) as Task)).collect();
+        let answers = run_all(tasks);
+        assert_eq!(answers, (1..=6).map(|i| Ok(i * 10)).collect::<Vec<_>>(), "each its own answer");
+        // The first goes alone; the five that came while it was in flight go in one call.
+        assert_eq!(*store.batches.borrow(), vec![vec![1], vec![2, 3, 4, 5, 6]]);
+        assert_eq!(c.carried(), Carried { calls: 2, ops: 6 });
+    }
+
+    #[test]
+    fn batches_are_bounded_and_the_queue_is_carried_on() {
+        let store = Slow { rounds: 3, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 2);
+        let tasks: Vec<(u32, Task)> =
+            (0..5u32).map(|i| (0, Box::pin(c.run(i, 0, |ops| store.send(ops))) as Task)).collect();
+        assert!(run_all(tasks).iter().all(Result::is_ok));
+        assert!(store.batches.borrow().iter().all(|b| b.len() <= 2), "{:?}", store.batches.borrow());
+        let mut seen: Vec<u32> = store.batches.borrow().iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2, 3, 4], "every check sent exactly once");
+    }
+
+    #[test]
+    fn a_failed_call_fails_every_check_it_carried() {
+        let store = Slow { rounds: 2, batches: RefCell::new(Vec::new()), fail: Cell::new(true) };
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8);
+        let tasks: Vec<(u32, Task)> =
+            (0..3u32).map(|i| (0, Box::pin(c.run(i, 0, |ops| store.send(ops))) as Task)).collect();
+        assert!(run_all(tasks).iter().all(|r| matches!(r, Err(StoreError::Network(_)))));
+    }
+
+    #[test]
+    fn a_wait_ends_at_the_waiters_own_timer_when_no_carrier_comes() {
+        // The carrier never returns (its request was cancelled): the queued check gives up at
+        // its own timer, and a check arriving after the store's timeout goes on its own.
+        let store = Slow { rounds: 1, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 10, 8);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut stuck = Box::pin(c.run(1, 0, |_| std::future::pending::<Result<Vec<u32>, StoreError>>()));
+        assert!(stuck.as_mut().poll(&mut cx).is_pending());
+        let waiter: Task = Box::pin(c.run(2, 5, |ops| store.send(ops)));
+        assert_eq!(run_all(vec![(0, waiter)]), vec![Err(StoreError::Timeout { after_ms: 20 })]);
+        let late: Task = Box::pin(c.run(3, 10, |ops| store.send(ops)));
+        assert_eq!(run_all(vec![(0, late)]), vec![Ok(30)]);
+        assert_eq!(*store.batches.borrow(), vec![vec![3]], "the stuck call held nobody back past its timeout");
+    }
+}
