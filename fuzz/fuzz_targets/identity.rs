@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         let failures = failure_subject(&policy.identity.client_ip, &facts);
         assert!(failures.starts_with("ip:"));
         if let Ok(caller) = identify(policy, &facts, Some(secret)) {
-            assert!(caller.tier < policy.tiers.len());
+            assert!(policy.tier(caller.tier).is_some());
             // A caller named by a credential presented one the policy judges.
             assert!(
                 caller.kind == CallerKind::Anonymous || judged,
