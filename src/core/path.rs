@@ -15,8 +15,10 @@
 use std::fmt;
 
 /// How the origin behind the limiter reads paths. `Default` is what nginx and most
-/// servers do: case-sensitive, `;` an ordinary character, runs of `/` merged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// servers do: case-sensitive, `;` an ordinary character, runs of `/` merged. The policy's
+/// `paths` section is read straight into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PathOptions {
     /// The origin routes `/Search` like `/search` (Express's default router, ASP.NET, IIS).
     pub case_insensitive: bool,
