@@ -14,7 +14,7 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{FailMode, PolicyError, DEFAULT_STORE};
+use super::model::{FailMode, PolicyError, DEFAULT_STORE};
 use crate::core::algorithm::Algorithm;
 use crate::core::cors::AllowOrigins;
 use crate::core::path::PathOptions;

@@ -7,9 +7,10 @@
 use serde_json::Value;
 
 use super::document::{self as doc, Document, Limit, Named, Object};
-use super::{
-    parse_digest, ApiKeys, ClientIp, HeaderStyle, Identity, Jwt, NamedLimit, Policy, PolicyError, PolicyErrors, Route,
-    RouteAction, StoreSettings, Tier, TierId, WideNet, AUTH_FAILURES, IPV6_WIDE, PREFLIGHTS,
+use super::model::parse_digest;
+use super::model::{
+    ApiKeys, ClientIp, HeaderStyle, Identity, Jwt, NamedLimit, Policy, PolicyError, PolicyErrors, Route, RouteAction,
+    StoreSettings, Tier, TierId, WideNet, AUTH_FAILURES, IPV6_WIDE, PREFLIGHTS,
 };
 use crate::core::algorithm::MAX_LIMITS;
 use crate::core::cors::Cors;
