@@ -9,6 +9,7 @@ pub mod coalesce;
 pub mod deny_cache;
 pub mod hybrid;
 pub mod keys;
+pub mod lease;
 pub mod memory;
 pub mod script;
 pub mod upstash;
