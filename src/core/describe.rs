@@ -59,6 +59,11 @@ pub fn describe(policy: &Policy) -> Value {
                     "window_s": l.algorithm.window_ms().div_ceil(1000),
                     "words": limit_in_words(&l.algorithm),
                 })).collect::<Vec<_>>(),
+                "lease": if t.lease.on() {
+                    json!({ "max": t.lease.max, "ttl_ms": t.lease.ttl_ms })
+                } else {
+                    json!("off")
+                },
             })
         })
         .collect();

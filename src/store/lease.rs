@@ -18,22 +18,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::core::algorithm::{Decision, LimitStatus, Millis, Outcome};
-
-/// How a tier leases: at most `max` units at a time, each lease used within `ttl_ms`.
-/// `max` of 1 (or less) is no leasing: every check goes to the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LeaseSettings {
-    pub max: u64,
-    pub ttl_ms: u64,
-}
-
-impl LeaseSettings {
-    pub const OFF: LeaseSettings = LeaseSettings { max: 1, ttl_ms: 0 };
-
-    pub fn on(&self) -> bool {
-        self.max > 1 && self.ttl_ms > 0
-    }
-}
+use crate::core::policy::Leasing;
 
 /// What the store granted for a request: the decision (each limit after the whole grant),
 /// the units granted (at least the request's cost), and until when they may be used.
@@ -88,7 +73,7 @@ impl LeaseBook {
 
     /// Counts a request of `cost` units and decides it from the subject's lease when the
     /// lease covers it: `Some(allowed)`, with no store call. `None`: ask the store.
-    pub fn take(&self, key: &str, now: Millis, cost: u64, settings: LeaseSettings) -> Option<Decision> {
+    pub fn take(&self, key: &str, now: Millis, cost: u64, settings: Leasing) -> Option<Decision> {
         if !settings.on() {
             return None;
         }
@@ -117,7 +102,7 @@ impl LeaseBook {
 
     /// How many units to ask the store for, for a request of `cost`: what the subject used
     /// here over the last lease period, at least `cost`, at most `settings.max`.
-    pub fn want(&self, key: &str, cost: u64, settings: LeaseSettings) -> u64 {
+    pub fn want(&self, key: &str, cost: u64, settings: Leasing) -> u64 {
         if !settings.on() {
             return cost;
         }
@@ -131,7 +116,7 @@ impl LeaseBook {
     /// Keeps what a grant for a request of `cost` left over, usable until the grant's bound
     /// (a fixed window's end) or the lease period, whichever is sooner. Returns the
     /// unused units of the lease it replaces, to hand back.
-    pub fn hold(&self, key: &str, now: Millis, cost: u64, grant: &Grant, settings: LeaseSettings) -> Option<Unused> {
+    pub fn hold(&self, key: &str, now: Millis, cost: u64, grant: &Grant, settings: Leasing) -> Option<Unused> {
         let Grant { decision, granted, until } = *grant;
         let mut entries = self.entries.borrow_mut();
         let entry = entries.get_mut(key)?;
@@ -213,7 +198,7 @@ mod tests {
     use super::*;
     use crate::core::algorithm::{check, Algorithm, State};
 
-    const ON: LeaseSettings = LeaseSettings { max: 10, ttl_ms: 1_000 };
+    const ON: Leasing = Leasing { max: 10, ttl_ms: 1_000 };
 
     fn granted_decision(remaining_in_store: u64) -> Decision {
         // A decision with one limit, as the store answers a grant.
@@ -232,7 +217,7 @@ mod tests {
         assert_eq!(book.take("t:a", 0, 1, ON), None);
         assert_eq!(book.want("t:a", 1, ON), 1);
         assert_eq!(book.want("t:b", 3, ON), 3, "never seen");
-        assert_eq!(LeaseBook::new(100).want("t:a", 1, LeaseSettings::OFF), 1);
+        assert_eq!(LeaseBook::new(100).want("t:a", 1, Leasing::OFF), 1);
     }
 
     #[test]

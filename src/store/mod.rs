@@ -116,7 +116,12 @@ impl fmt::Display for StoreError {
 /// A tier of one limit, for the stores' tests.
 #[cfg(test)]
 pub(crate) fn test_tier(name: &str, limit: &str, algorithm: Algorithm) -> Tier {
-    Tier { name: name.into(), description: String::new(), limits: vec![NamedLimit { name: limit.into(), algorithm }] }
+    Tier {
+        name: name.into(),
+        description: String::new(),
+        limits: vec![NamedLimit { name: limit.into(), algorithm }],
+        lease: crate::core::policy::Leasing::OFF,
+    }
 }
 
 /// Runs a future that never waits on real I/O (the test doubles answer at once).

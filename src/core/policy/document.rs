@@ -14,7 +14,7 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::model::{FailMode, PolicyError, DEFAULT_STORE};
+use super::model::{FailMode, Leasing, PolicyError, DEFAULT_STORE};
 use crate::core::algorithm::Algorithm;
 use crate::core::cors::AllowOrigins;
 use crate::core::path::PathOptions;
@@ -157,6 +157,42 @@ pub struct Tier {
     pub description: String,
     /// Required, like [`Document::tiers`].
     pub limits: Option<Named<Limit>>,
+    pub lease: Lease,
+}
+
+/// A tier's `lease`: `"off"` (the default), `"auto"`, or `{"max": 16, "ttl": "1s"}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lease(pub Leasing);
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseSize {
+    max: Whole<1, 1_000>,
+    ttl: Millis<10, 60_000>,
+}
+
+impl<'de> Deserialize<'de> for Lease {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Leasing;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"off\", \"auto\" or {\"max\": units, \"ttl\": duration}")
+            }
+            fn visit_str<E: de::Error>(self, word: &str) -> Result<Leasing, E> {
+                match word {
+                    "off" => Ok(Leasing::OFF),
+                    "auto" => Ok(Leasing::AUTO),
+                    other => Err(E::custom(format_args!("`{other}` is not \"off\" or \"auto\""))),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Leasing, A::Error> {
+                let size = LeaseSize::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(Leasing { max: size.max.0, ttl_ms: size.ttl.0 })
+            }
+        }
+        d.deserialize_any(V).map(Lease)
+    }
 }
 
 /// An object of things by name (tiers, limits), in the order of their names, each name once.

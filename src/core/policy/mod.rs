@@ -56,6 +56,28 @@ mod tests {
     const MINIMAL: &str = r#"{"tiers": {"anonymous": {"limits": {"burst": "10/s"}}}}"#;
 
     #[test]
+    fn a_tier_leases_only_when_asked() {
+        let tier = |lease: &str| {
+            let text = format!(r#"{{"tiers": {{"anonymous": {{"limits": {{"b": "10/s"}}{lease}}}}}}}"#);
+            Policy::parse(&text).map(|p| p.tiers[0].lease)
+        };
+        assert_eq!(tier(""), Ok(Leasing::OFF), "off unless asked");
+        assert_eq!(tier(r#", "lease": "off""#), Ok(Leasing::OFF));
+        assert_eq!(tier(r#", "lease": "auto""#), Ok(Leasing::AUTO));
+        assert_eq!(tier(r#", "lease": {"max": 8, "ttl": "500ms"}"#), Ok(Leasing { max: 8, ttl_ms: 500 }));
+        let refused = |lease: &str| tier(lease).unwrap_err().to_string();
+        assert!(
+            refused(r#", "lease": "always""#).contains("`tiers.anonymous.lease`"),
+            "{}",
+            refused(r#", "lease": "always""#)
+        );
+        assert!(refused(r#", "lease": {"max": 0, "ttl": "1s"}"#).contains("tiers.anonymous.lease.max"));
+        assert!(refused(r#", "lease": {"max": 8}"#).contains("ttl"));
+        assert!(refused(r#", "lease": {"max": 8, "ttl": "1s", "x": 1}"#).contains("unknown field `x`"));
+        assert!(refused(r#", "lease": 5"#).contains("\"off\", \"auto\""));
+    }
+
+    #[test]
     fn the_example_policy_parses() {
         let p = Policy::example();
         let names: Vec<&str> = p.tiers.iter().map(|t| t.name.as_str()).collect();

@@ -42,6 +42,33 @@ pub struct Tier {
     pub description: String,
     /// One to [`MAX_LIMITS`] limits, all checked together.
     pub limits: Vec<NamedLimit>,
+    /// Whether its busy subjects take units ahead, and how many.
+    pub lease: Leasing,
+}
+
+/// How a tier's busy subjects lease units ahead (policy `lease`): at most `max` units at a
+/// time, each lease used within `ttl_ms` or handed back. Off (`max` 1) is the default: every
+/// check goes to the store, and answers tell the store's own remaining.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leasing {
+    pub max: u64,
+    pub ttl_ms: u64,
+}
+
+impl Leasing {
+    pub const OFF: Leasing = Leasing { max: 1, ttl_ms: 0 };
+    /// `"auto"`: up to 32 units, each lease used within a second.
+    pub const AUTO: Leasing = Leasing { max: 32, ttl_ms: 1_000 };
+
+    pub fn on(&self) -> bool {
+        self.max > 1 && self.ttl_ms > 0
+    }
+}
+
+impl Default for Leasing {
+    fn default() -> Self {
+        Leasing::OFF
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

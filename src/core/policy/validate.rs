@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::document::{self as doc, Document, Limit, Named, Object};
 use super::model::parse_digest;
 use super::model::{
-    ApiKeys, ClientIp, HeaderStyle, Identity, Jwt, NamedLimit, Policy, PolicyError, PolicyErrors, Route, RouteAction,
-    StoreSettings, Tier, TierId, WideNet, AUTH_FAILURES, IPV6_WIDE, PREFLIGHTS,
+    ApiKeys, ClientIp, HeaderStyle, Identity, Jwt, Leasing, NamedLimit, Policy, PolicyError, PolicyErrors, Route,
+    RouteAction, StoreSettings, Tier, TierId, WideNet, AUTH_FAILURES, IPV6_WIDE, PREFLIGHTS,
 };
 use crate::core::algorithm::MAX_LIMITS;
 use crate::core::cors::Cors;
@@ -140,7 +140,7 @@ impl Validator {
             Some(l) => self.limits(l, &lpath),
             None => self.fail(&lpath, "missing; a tier needs at least one limit"),
         };
-        Some(Tier { name: name?, description: t.description.clone(), limits: limits? })
+        Some(Tier { name: name?, description: t.description.clone(), limits: limits?, lease: t.lease.0 })
     }
 
     fn limits(&mut self, l: &Named<Limit>, path: &str) -> Option<Vec<NamedLimit>> {
@@ -159,7 +159,7 @@ impl Validator {
     /// Limits of their own under a reserved tier name (failed credentials, preflights).
     fn own_tier(&mut self, limits: &Named<Limit>, path: &str, name: &str, description: &str) -> Option<Tier> {
         let limits = self.limits(limits, path)?;
-        Some(Tier { name: name.into(), description: description.into(), limits })
+        Some(Tier { name: name.into(), description: description.into(), limits, lease: Leasing::OFF })
     }
 
     fn identity(&mut self, i: &doc::Identity, path: &str, tiers: &Tiers) -> Option<Identity> {
@@ -222,6 +222,7 @@ impl Validator {
             name: IPV6_WIDE.into(),
             description: "Anonymous callers, per wider IPv6 network".into(),
             limits: limits?,
+            lease: Leasing::OFF,
         };
         Some(WideNet { prefix: prefix?, tier })
     }
