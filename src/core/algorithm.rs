@@ -668,7 +668,7 @@ impl Algorithm {
                     return None;
                 }
                 let (cur, mut counts) = w.counts_at(state, now);
-                let k = usize::try_from(cur - slot).ok().filter(|k| *k < SLIDING_RING)?;
+                let k = cur.checked_sub(slot).and_then(|k| usize::try_from(k).ok()).filter(|k| *k < SLIDING_RING)?;
                 let back = units.min(counts[k]);
                 if back == 0 {
                     return None;

@@ -701,4 +701,39 @@ proptest! {
         let n = limit.evaluate(&never[0], now, 0).status.remaining;
         prop_assert!(a <= n, "{:?}: {} left after the refund of {} at +{}, {} had they never been granted", limit, a, u, d, n);
     }
+
+    /// 14. A refund from any stored state, at any time, for any grant time and any number of
+    ///     units: no overflow, a bucket written never above full, a window never below empty
+    ///     or credited with more than it counted, and a window's state untouched unless it
+    ///     gives something back (a bucket may regain a fraction of a unit).
+    #[test]
+    fn a_refund_from_any_state_stays_sane(
+        (limit, _) in any_limit(),
+        state in any_state(),
+        now in 0..=2_000_000_000_000u64,
+        granted_at in prop_oneof![0..=2_000_000_000_000u64, Just(u64::MAX)],
+        units in prop_oneof![0..=30u64, Just(u64::MAX)],
+    ) {
+        let mut s = [state];
+        let before = limit.evaluate(&state, now, 0).status.remaining;
+        let r = refund(&[limit], &mut s, now, units, granted_at);
+        let after = limit.evaluate(&s[0], now, 0).status.remaining;
+        let back = r.limits()[0];
+        prop_assert!(back <= units && after <= limit.capacity());
+        prop_assert!(after >= before && after - before <= back + 1, "{} -> {} for {} back", before, after, back);
+        match limit {
+            Algorithm::TokenBucket(b) => {
+                // What it writes is full at most (a state it leaves alone is clamped on reading).
+                if let (true, State::Bucket { level, .. }) = (s[0] != state, s[0]) {
+                    prop_assert!(level <= b.capacity() * limit.refill().unwrap().period_ms);
+                }
+            }
+            _ => {
+                prop_assert_eq!(back == 0, s[0] == state, "{:?} -> {:?}", state, s[0]);
+                if back > 0 {
+                    prop_assert_eq!(after, before + back);
+                }
+            }
+        }
+    }
 }
