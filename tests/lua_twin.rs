@@ -2,7 +2,9 @@
 //! One algorithm, two executions: the Rust engine and its Lua twin (`src/store/check.lua`)
 //! running in a real `redis-server` must decide every request identically. This test runs
 //! the hand-written cases of `tests/vectors.json` through both, then thousands of random
-//! requests through both side by side, comparing every limit's status.
+//! requests through both side by side, comparing every limit's status; then random batches
+//! of checks, leases and refunds over several subjects, each batch in one script call, which
+//! must answer as the engine does and as the same operations sent one call each.
 //!
 //! It starts its own `redis-server` on a free loopback port (scripts/test installs it) and
 //! stops it when done.
@@ -12,10 +14,14 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edge_limiter::core::algorithm::{check, Algorithm, Decision, Outcome, State, MAX_LIMITS};
+use edge_limiter::core::algorithm::{
+    check, lease, refund, Algorithm, Decision, Millis, Outcome, State, MAX_LIMITS, NO_END,
+};
 use edge_limiter::core::policy::Policy;
 use edge_limiter::store::keys::state_key;
-use edge_limiter::store::script::{decode_reply, script_args, CHECK_LUA, CHECK_SHA1};
+use edge_limiter::store::script::{
+    batch_args, decode_batch, decode_reply, script_args, Answer, Op, CHECK_LUA, CHECK_SHA1,
+};
 use serde_json::Value;
 
 /// A base instant aligned to a whole day, so window arithmetic in the vectors is readable.
@@ -97,19 +103,61 @@ fn eval_args<'a>(keys: &'a [String], argv: &'a [String], n: &'a str) -> Vec<&'a 
     args
 }
 
-fn decode(reply: Reply, limits: &[Algorithm], cost: u64) -> Decision {
+fn numbers(reply: Reply) -> Vec<i64> {
     match reply {
-        Reply::Array(items) => {
-            let nums: Vec<i64> = items
-                .iter()
-                .map(|i| match i {
-                    Reply::Int(v) => *v,
-                    other => panic!("non-integer in reply: {other:?}"),
-                })
-                .collect();
-            decode_reply(&nums, limits.len(), cost).unwrap()
-        }
+        Reply::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Reply::Int(v) => *v,
+                other => panic!("non-integer in reply: {other:?}"),
+            })
+            .collect(),
         other => panic!("script failed: {other:?}"),
+    }
+}
+
+fn decode(reply: Reply, limits: &[Algorithm], cost: u64) -> Decision {
+    decode_reply(&numbers(reply), limits.len(), cost).unwrap()
+}
+
+/// Runs a batch through the Lua twin in one call, pinned as [`lua_check_pinned`] is: returns
+/// the answers and the TTL of each distinct key just after the call (-1: not written by it).
+fn lua_batch_pinned(
+    redis: &mut Redis,
+    keys: &[String],
+    now: Millis,
+    ops: &[Op<'_, Algorithm>],
+) -> (Vec<Answer>, Vec<(String, i64)>) {
+    let (argv, n) = (batch_args(now, ops), keys.len().to_string());
+    let mut distinct: Vec<String> = keys.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    redis.command(&["MULTI"]);
+    redis.command(&eval_args(keys, &argv, &n));
+    for k in &distinct {
+        redis.command(&["PTTL", k]);
+    }
+    for k in &distinct {
+        redis.command(&["PERSIST", k]);
+    }
+    let Reply::Array(mut results) = redis.command(&["EXEC"]) else { panic!("EXEC failed") };
+    let ttls = results[1..=distinct.len()]
+        .iter()
+        .zip(&distinct)
+        .map(|(r, k)| match r {
+            Reply::Int(t) => (k.clone(), *t),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let answers = decode_batch(&numbers(results.swap_remove(0)), ops).unwrap();
+    (answers, ttls)
+}
+
+/// The engine's answer to one operation.
+fn native(limits: &[Algorithm], states: &mut [State], now: Millis, op: &Op<'_, Algorithm>) -> Answer {
+    match *op {
+        Op::Check { cost, want, .. } => Answer::Lease(lease(limits, states, now, cost, want)),
+        Op::Refund { units, granted_at, .. } => Answer::Refund(refund(limits, states, now, units, granted_at)),
     }
 }
 
@@ -197,6 +245,11 @@ fn vectors_pass_in_both_executions() {
             assert_eq!(limits.len(), keys.len(), "case `{name}`: every phase has as many limits");
             for (s, step) in phase["steps"].as_array().unwrap().iter().enumerate() {
                 let now = BASE + step["at"].as_u64().unwrap();
+                if step.get("want").is_some() || step.get("refund").is_some() {
+                    lease_or_refund_step(&mut redis, &keys, &limits, &mut states, now, step, name);
+                    checked += 1;
+                    continue;
+                }
                 let cost = step["cost"].as_u64().unwrap();
                 let native = check(&limits, &mut states, now, cost);
                 let lua = lua_check(&mut redis, &keys, &limits, now, cost);
@@ -210,6 +263,42 @@ fn vectors_pass_in_both_executions() {
         }
     }
     assert!(checked >= 40, "only {checked} steps ran");
+}
+
+/// A vector step that leases (`want`) or refunds (`refund`), through both engines, the Lua
+/// twin as a batch of one.
+fn lease_or_refund_step(
+    redis: &mut Redis,
+    keys: &[String],
+    limits: &[Algorithm],
+    states: &mut [State],
+    now: Millis,
+    step: &Value,
+    name: &str,
+) {
+    let op = match step.get("want") {
+        Some(want) => Op::Check { limits, cost: step["cost"].as_u64().unwrap(), want: want.as_u64().unwrap() },
+        None => Op::Refund {
+            limits,
+            units: step["refund"].as_u64().unwrap(),
+            granted_at: BASE + step["granted_at"].as_u64().unwrap(),
+        },
+    };
+    let ours = native(limits, states, now, &op);
+    let (theirs, _) = lua_batch_pinned(redis, keys, now, std::slice::from_ref(&op));
+    assert_eq!(theirs, [ours], "case `{name}` at {}: the engines differ", now - BASE);
+    match ours {
+        Answer::Lease(l) => {
+            assert_eq!(&summary(&l.decision), &step["expect"], "case `{name}` at {}", now - BASE);
+            let until = if l.until == NO_END { Value::from("none") } else { Value::from(l.until - BASE) };
+            assert_eq!(
+                (Value::from(l.granted), until),
+                (step["granted"].clone(), step["until"].clone()),
+                "case `{name}`"
+            );
+        }
+        Answer::Refund(r) => assert_eq!(Value::from(r.limits()), step["returned"], "case `{name}` at {}", now - BASE),
+    }
 }
 
 /// xorshift: random enough for test inputs, and the same sequence on every run.
@@ -303,6 +392,160 @@ fn random_traffic_gets_identical_decisions() {
         }
     }
     assert_eq!(steps, 150 * 40);
+}
+
+/// One subject of the batch test: its own tier of limits, its keys under two prefixes (one
+/// for the batches, one for the same operations sent one call each), its engine state.
+struct Subject {
+    specs: Vec<Value>,
+    limits: Vec<Algorithm>,
+    batch_keys: Vec<String>,
+    single_keys: Vec<String>,
+    states: Vec<State>,
+}
+
+/// What a batch operation does, before its limits are lent to an [`Op`].
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Check { cost: u64, want: u64 },
+    Refund { units: u64, granted_at: Millis },
+}
+
+fn make_op(limits: &[Algorithm], kind: Kind) -> Op<'_, Algorithm> {
+    match kind {
+        Kind::Check { cost, want } => Op::Check { limits, cost, want },
+        Kind::Refund { units, granted_at } => Op::Refund { limits, units, granted_at },
+    }
+}
+
+#[test]
+fn random_batches_of_leases_and_refunds_agree_with_calls_in_sequence() {
+    let mut redis = Redis::start();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut ops_run, mut batches, mut multi, mut spare, mut given_back) = (0, 0, 0, 0u64, 0u64);
+    for case in 0..120 {
+        let mut subjects: Vec<Subject> = (0..1 + rng.below(3))
+            .map(|s| {
+                let specs: Vec<Value> = (0..1 + rng.below(3)).map(|_| random_limit(&mut rng)).collect();
+                let limits = parse_limits(&specs);
+                let key = |prefix: &str, i: usize, l: &Algorithm| {
+                    state_key(prefix, &format!("c{case}"), &format!("l{i}"), l, &format!("s{s}"))
+                };
+                let batch_keys = limits.iter().enumerate().map(|(i, l)| key("bat", i, l)).collect();
+                let single_keys = limits.iter().enumerate().map(|(i, l)| key("one", i, l)).collect();
+                let states = vec![State::Empty; limits.len()];
+                Subject { specs, limits, batch_keys, single_keys, states }
+            })
+            .collect();
+        // Leases not yet handed back: (subject, granted at, spare units).
+        let mut open: Vec<(usize, Millis, u64)> = Vec::new();
+        let mut now = BASE + rng.below(86_400_000);
+        for step in 0..30 {
+            // Now and then a subject's policy changes under the same keys.
+            if rng.below(20) == 0 {
+                let pick = rng.below(subjects.len() as u64) as usize;
+                let s = &mut subjects[pick];
+                s.specs = (0..s.limits.len()).map(|_| random_limit(&mut rng)).collect();
+                s.limits = parse_limits(&s.specs);
+            }
+            now = match rng.below(10) {
+                0 => now + rng.below(10_000_000),
+                1 => now.saturating_sub(rng.below(5_000)),
+                _ => now + rng.below(1_500),
+            };
+            let mut planned: Vec<(usize, Kind)> = Vec::new();
+            for _ in 0..1 + rng.below(5) {
+                let subject = rng.below(subjects.len() as u64) as usize;
+                let cost = match rng.below(8) {
+                    0 => 0,
+                    1 => 1 + rng.below(25),
+                    _ => 1,
+                };
+                let kind = match rng.below(10) {
+                    0..=2 => Kind::Check { cost, want: cost },
+                    3..=7 => Kind::Check { cost, want: cost + rng.below(20) },
+                    _ if !open.is_empty() => {
+                        let (subject, granted_at, units) = open.swap_remove(rng.below(open.len() as u64) as usize);
+                        let units = if rng.below(4) == 0 { rng.below(units + 1) } else { units };
+                        planned.push((subject, Kind::Refund { units, granted_at }));
+                        continue;
+                    }
+                    _ => Kind::Check { cost, want: cost + 1 + rng.below(8) },
+                };
+                planned.push((subject, kind));
+            }
+
+            // The engine, one operation after the other.
+            let mut ours = Vec::new();
+            for &(s, kind) in &planned {
+                let subject = &mut subjects[s];
+                let limits = subject.limits.clone();
+                let answer = native(&limits, &mut subject.states, now, &make_op(&limits, kind));
+                if let Answer::Lease(l) = answer {
+                    if l.spare() > 0 {
+                        open.push((s, now, l.spare()));
+                        spare += l.spare();
+                    }
+                }
+                if let Answer::Refund(r) = answer {
+                    given_back += r.limits().iter().sum::<u64>();
+                }
+                ours.push(answer);
+            }
+
+            // The twin: the whole batch in one call.
+            let ops: Vec<Op<'_, Algorithm>> =
+                planned.iter().map(|&(s, kind)| make_op(&subjects[s].limits, kind)).collect();
+            let keys: Vec<String> = planned.iter().flat_map(|(s, _)| subjects[*s].batch_keys.clone()).collect();
+            let (batched, ttls) = lua_batch_pinned(&mut redis, &keys, now, &ops);
+            let context = || format!("case {case} step {step}: now {now}, ops {planned:?}");
+            assert_eq!(batched, ours, "{}", context());
+            // And the same operations one call each, on keys of their own.
+            let singles: Vec<Answer> = planned
+                .iter()
+                .zip(&ops)
+                .flat_map(|(p, op)| {
+                    lua_batch_pinned(&mut redis, &subjects[p.0].single_keys, now, std::slice::from_ref(op)).0
+                })
+                .collect();
+            assert_eq!(singles, batched, "{}: one call each differs from the batch", context());
+            // A key written in this batch expires no later than its limit is whole again,
+            // and never later than two of its spans.
+            for subject in &subjects {
+                for ((key, limit), state) in subject.batch_keys.iter().zip(&subject.limits).zip(&subject.states) {
+                    let Some(&(_, ttl)) = ttls.iter().find(|(k, _)| k == key) else { continue };
+                    let whole = limit.evaluate(state, now, 0).status.reset_ms;
+                    assert!(ttl < 0 || ttl as u64 <= whole.max(1), "{}: {key} ttl {ttl}, whole in {whole}", context());
+                    assert!(ttl < 0 || ttl as u64 <= 2 * limit.window_ms(), "{key}: ttl {ttl}");
+                }
+            }
+            ops_run += ops.len();
+            batches += 1;
+            multi += usize::from(ops.len() > 1);
+        }
+    }
+    println!(
+        "{ops_run} operations in {batches} batches ({multi} of several), {spare} units leased, {given_back} given back"
+    );
+    assert!(ops_run > 8_000 && multi > 2_000, "{ops_run} operations, {multi} batches of several");
+    assert!(spare > 2_000 && given_back > 1_000, "{spare} leased, {given_back} given back");
+}
+
+#[test]
+fn a_malformed_batch_is_refused_before_anything_is_written() {
+    let mut redis = Redis::start();
+    let limits = parse_limits(&[serde_json::json!("2/s")]);
+    let keys = ["bad:k".to_string()];
+    let mut argv = batch_args(BASE, &[Op::check(&limits[..], 1)]);
+    argv.push("7".into());
+    let n = "1".to_string();
+    assert!(matches!(redis.command(&eval_args(&keys, &argv, &n)), Reply::Error(_)), "one number too many");
+    argv.truncate(argv.len() - 2);
+    assert!(matches!(redis.command(&eval_args(&keys, &argv, &n)), Reply::Error(_)), "one number short");
+    let mut argv = batch_args(BASE, &[Op::check(&limits[..], 1)]);
+    argv[2] = "3".into();
+    assert!(matches!(redis.command(&eval_args(&keys, &argv, &n)), Reply::Error(_)), "unknown operation");
+    assert!(matches!(redis.command(&["EXISTS", "bad:k"]), Reply::Int(0)));
 }
 
 #[test]

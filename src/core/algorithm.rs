@@ -323,7 +323,15 @@ impl SlidingWindow {
         self.window_ms.div_ceil(SLIDING_SLOTS)
     }
 
-    fn evaluate(&self, state: &State, now: Millis, cost: u64) -> Evaluation {
+    /// Slot `cur - k` still overlaps the window (t - W, t] until it ends W ms later.
+    fn leaves_at(&self, cur: u64, k: usize) -> Millis {
+        (cur - k as u64 + 1) * self.slot_ms() + self.window_ms
+    }
+
+    /// The honoured state as seen at `now`: the slot counted in (the newest seen, for a
+    /// clock that stepped back), and the counts shifted so that `counts[k]` is slot
+    /// `cur - k`, the slots that no longer overlap the window zeroed.
+    fn counts_at(&self, state: &State, now: Millis) -> (u64, [u64; SLIDING_RING]) {
         let slot = self.slot_ms();
         let (mut cur, mut counts) = (now / slot, [0u64; SLIDING_RING]);
         if let State::Sliding { newest, counts: stored } = *state {
@@ -337,13 +345,17 @@ impl SlidingWindow {
             }
         }
         let t = now.max(cur * slot);
-        // Slot `cur - k` still overlaps the window (t - W, t] until it ends W ms later.
-        let leaves_at = |k: usize| (cur - k as u64 + 1) * slot + self.window_ms;
         for (k, count) in counts.iter_mut().enumerate() {
-            if k as u64 > cur || leaves_at(k) <= t {
+            if k as u64 > cur || self.leaves_at(cur, k) <= t {
                 *count = 0;
             }
         }
+        (cur, counts)
+    }
+
+    fn evaluate(&self, state: &State, now: Millis, cost: u64) -> Evaluation {
+        let (cur, mut counts) = self.counts_at(state, now);
+        let leaves_at = |k: usize| self.leaves_at(cur, k);
         let used: u64 = counts.iter().sum();
         let left = self.limit.saturating_sub(used);
         let reset_for =
@@ -524,6 +536,222 @@ pub fn check<L: AsRef<Algorithm>>(limits: &[L], states: &mut [State], now: Milli
         }
     }
     decision
+}
+
+/// No end: the `until` of a lease that no window bounds (token buckets only). The isolate
+/// side applies its own short lifetime to every lease. `MAX_EXACT`, so the Lua twin
+/// reports the same number.
+pub const NO_END: Millis = MAX_EXACT;
+
+/// What [`lease`] granted: the request's decision, and the units taken from the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The decision on the request's own `cost`, exactly [`check`]'s when denied. When
+    /// allowed, its statuses report the store after the whole grant: `remaining` is what is
+    /// left for everyone once these `granted` units are taken. `decision.cost` is `cost`.
+    pub decision: Decision,
+    /// Units consumed from every limit: 0 when denied, else `cost` plus the units leased
+    /// for the caller's next requests (`granted - cost`), at most `max(cost, want)`.
+    pub granted: u64,
+    /// The instant from which the leased units must no longer be used: the end of the
+    /// current fixed window, or of the sliding window's current slot (a unit used later
+    /// than the slot it was counted in could break the limit over some span), the
+    /// earliest over the tier's limits; [`NO_END`] when only token buckets apply. `now`
+    /// when denied.
+    pub until: Millis,
+}
+
+impl Lease {
+    /// Units leased beyond the request's own cost.
+    pub fn spare(&self) -> u64 {
+        self.granted.saturating_sub(self.decision.cost)
+    }
+}
+
+/// What [`refund`] gave back: per limit, the whole units it regained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refund {
+    returned: [u64; MAX_LIMITS],
+    len: u8,
+}
+
+impl Refund {
+    /// Units each limit regained, in the tier's order. A token bucket may also regain a
+    /// fraction of a unit, which this rounds down; 0 where nothing could be given back.
+    pub fn limits(&self) -> &[u64] {
+        &self.returned[..self.len as usize]
+    }
+
+    /// Reassembles a refund computed elsewhere (the Lua twin). `None` for too many limits.
+    pub fn from_parts(returned: &[u64]) -> Option<Refund> {
+        if returned.len() > MAX_LIMITS {
+            return None;
+        }
+        let mut r = Refund { returned: [0; MAX_LIMITS], len: returned.len() as u8 };
+        r.returned[..returned.len()].copy_from_slice(returned);
+        Some(r)
+    }
+}
+
+impl Algorithm {
+    /// When units granted at `now` against `state` must stop being used, and whether the
+    /// state's time is ahead of the clock in a way that would count the units in a later
+    /// window or slot than the one holding `now` (then a lease takes only the cost, so
+    /// that every leased unit sits where [`refund`] can find it from `granted_at`).
+    fn lease_end(&self, state: &State, now: Millis) -> (Millis, bool) {
+        match self {
+            // A bucket has no edge: its units may be used at any later time, the bound
+            // holding with each unit placed at its grant (docs/engine.md).
+            Algorithm::TokenBucket(_) => (NO_END, false),
+            Algorithm::FixedWindow(w) => {
+                let aligned = now - now % w.window_ms;
+                let start = match self.honour(state, now) {
+                    State::Window { start, .. } => start,
+                    _ => aligned,
+                };
+                ((start + w.window_ms).min(MAX_EXACT), start > aligned)
+            }
+            Algorithm::SlidingWindow(w) => {
+                let slot = w.slot_ms();
+                let cur = match self.honour(state, now) {
+                    State::Sliding { newest, .. } => newest.max(now / slot),
+                    _ => now / slot,
+                };
+                (((cur + 1) * slot).min(MAX_EXACT), cur > now / slot)
+            }
+        }
+    }
+
+    /// Gives back up to `units` granted at `granted_at`, if this limit can tell they are
+    /// still counted: the next state and the whole units regained, or `None` to leave the
+    /// state as it is. See [`refund`].
+    fn give_back(&self, state: &State, now: Millis, units: u64, granted_at: Millis) -> Option<(State, u64)> {
+        match self {
+            Algorithm::TokenBucket(b) => {
+                let Rate { amount, period_ms } = b.refill;
+                let full = b.capacity * period_ms;
+                // An empty record is a full bucket: nothing to give back.
+                let State::Bucket { level: stored, at } = self.honour(state, now) else { return None };
+                let t = now.max(at);
+                // A grant later than the bucket's own time was not made on this record.
+                if granted_at > t {
+                    return None;
+                }
+                let deficit = full - stored;
+                let gained = if t - at >= deficit.div_ceil(amount) { deficit } else { (t - at) * amount };
+                let level = stored + gained;
+                // What the bucket refilled since the grant may have been lost to the cap
+                // had the units never been taken: only the rest comes back.
+                let back = units.min(b.capacity) * period_ms;
+                let elapsed = t - granted_at;
+                let lost = if elapsed >= back.div_ceil(amount) { back } else { elapsed * amount };
+                let add = (back - lost).min(full - level);
+                (add > 0).then_some((State::Bucket { level: level + add, at: t }, add / period_ms))
+            }
+            Algorithm::FixedWindow(w) => {
+                let window = granted_at - granted_at % w.window_ms;
+                if now - now % w.window_ms != window {
+                    return None;
+                }
+                // The record of the grant's window: with `now` in that window, any later
+                // record (a lease never counts in one, see `lease_end`) would read as a
+                // later start.
+                let State::Window { start, count } = self.honour(state, now) else { return None };
+                let back = units.min(count);
+                (start == window && back > 0).then_some((State::Window { start, count: count - back }, back))
+            }
+            Algorithm::SlidingWindow(w) => {
+                // A lease's spare units were counted in the slot holding `granted_at` (it
+                // leases none when its clock is behind the record, see `lease_end`).
+                let slot = granted_at / w.slot_ms();
+                if !matches!(state, State::Sliding { .. }) || self.honour(state, now) != *state {
+                    return None;
+                }
+                let (cur, mut counts) = w.counts_at(state, now);
+                let k = cur.checked_sub(slot).and_then(|k| usize::try_from(k).ok()).filter(|k| *k < SLIDING_RING)?;
+                let back = units.min(counts[k]);
+                if back == 0 {
+                    return None;
+                }
+                counts[k] -= back;
+                Some((State::Sliding { newest: cur, counts }, back))
+            }
+        }
+    }
+}
+
+/// A check that also leases units for the caller's next requests, in the same atomic step.
+///
+/// If any limit cannot admit `cost`, this is exactly [`check`]'s denial: nothing consumed,
+/// `granted` 0. Otherwise it takes `granted` units from every limit at once, `cost <=
+/// granted <= max(cost, want)`, the spare units (`granted - cost`) capped by each limit at
+/// half of what it would have left after `cost` (rounded down): as a bucket nears empty
+/// the grant shrinks to `cost` and checks are exact again. A clock behind a window's
+/// record (its units would count in a later window or slot than `now`'s) also gets
+/// `cost` only. With `want <= cost` this is [`check`].
+///
+/// `granted` units are consumed at `now` as one request of that cost would be; the
+/// caller uses the spare ones before `until` and hands back what it did not use with
+/// [`refund`].
+pub fn lease<L: AsRef<Algorithm>>(limits: &[L], states: &mut [State], now: Millis, cost: u64, want: u64) -> Lease {
+    let n = limits.len().min(states.len()).min(MAX_LIMITS);
+    let now = now.min(MAX_EXACT);
+    let mut spare = want.saturating_sub(cost);
+    let mut until = NO_END;
+    for i in 0..n {
+        let limit = limits[i].as_ref();
+        let status = limit.evaluate(&states[i], now, cost).status;
+        if status.outcome != Outcome::Allowed {
+            return Lease { decision: check(limits, states, now, cost), granted: 0, until: now };
+        }
+        let (end, ahead) = limit.lease_end(&states[i], now);
+        spare = if ahead { 0 } else { spare.min(status.remaining / 2) };
+        until = until.min(end);
+    }
+    if n == 0 {
+        spare = 0;
+    }
+    let granted = cost + spare;
+    let mut decision = check(limits, states, now, granted);
+    decision.cost = cost;
+    let granted = if decision.allowed() { granted } else { 0 };
+    Lease { decision, granted, until }
+}
+
+/// Hands back `units` of a lease granted at `granted_at` (what [`lease`] was called with as
+/// `now`) that were not used, so that other callers can have them. Each limit takes back
+/// only what it can tell is still counted, and never more than the limit would have had if
+/// the units had never been granted:
+///
+/// - a token bucket regains the units less what it refilled since the grant (a bucket that
+///   was refilling would, without the grant, have reached full sooner and lost that much),
+///   up to full;
+/// - a fixed window subtracts them from its count if `now` is still in the window of
+///   `granted_at` and its record is that window's;
+/// - a sliding window subtracts them from the slot holding `granted_at`, if that slot is
+///   still counted.
+///
+/// A limit that gives nothing back keeps its state untouched. `units` must be spare units
+/// of one lease (`granted - cost`, not yet used), refunded once: a lease counts its spare
+/// units where `granted_at` says (it leases none to a clock behind a window's record),
+/// while a plain check's cost may have been counted in a later slot.
+pub fn refund<L: AsRef<Algorithm>>(
+    limits: &[L],
+    states: &mut [State],
+    now: Millis,
+    units: u64,
+    granted_at: Millis,
+) -> Refund {
+    let n = limits.len().min(states.len()).min(MAX_LIMITS);
+    let (now, granted_at) = (now.min(MAX_EXACT), granted_at.min(MAX_EXACT));
+    let mut refund = Refund { returned: [0; MAX_LIMITS], len: n as u8 };
+    for i in 0..n {
+        if let Some((next, back)) = limits[i].as_ref().give_back(&states[i], now, units, granted_at) {
+            states[i] = next;
+            refund.returned[i] = back;
+        }
+    }
+    refund
 }
 
 #[cfg(test)]
@@ -767,6 +995,145 @@ mod tests {
         // The bucket that would have admitted reports its level untouched.
         assert_eq!(d.limits()[0].remaining, 10);
         assert_eq!(d.limits()[0].outcome, Outcome::Allowed);
+    }
+
+    #[test]
+    fn a_lease_takes_at_most_half_of_what_is_left() {
+        let limits = [bucket(10, "1/s")];
+        let mut s = [State::Empty];
+        let t = 1_000_000;
+        // 9 left after the request itself: 4 more are leased, 5 stay for everyone else.
+        let l = lease(&limits, &mut s, t, 1, 8);
+        assert_eq!((l.granted, l.spare(), l.decision.remaining(), l.until), (5, 4, 5, NO_END));
+        assert_eq!(l.decision.cost, 1);
+        let grants: Vec<u64> = (0..4).map(|_| lease(&limits, &mut s, t, 1, 8).granted).collect();
+        // 4 left after the cost: 2; then 1 left: 0, exact checks again near the end.
+        assert_eq!(grants, [3, 1, 1, 0]);
+        let l = lease(&limits, &mut s, t, 1, 8);
+        assert_eq!((l.decision.outcome, l.granted, l.until), (Outcome::Denied, 0, t));
+        assert_eq!(l.decision.retry_after_ms(), 1_000);
+    }
+
+    #[test]
+    fn a_lease_with_want_at_most_cost_is_a_check() {
+        let limits = [bucket(10, "1/s"), Algorithm::sliding_window(5, 60_000).unwrap()];
+        let (mut a, mut b) = ([State::Empty; 2], [State::Empty; 2]);
+        for (t, cost, want) in [(0, 2, 2), (10, 1, 0), (20, 3, 1), (30, 0, 0), (40, 1, 1)] {
+            let l = lease(&limits, &mut a, t, cost, want);
+            assert_eq!(l.decision, check(&limits, &mut b, t, cost));
+            assert_eq!(a, b);
+            assert_eq!(l.granted, if l.decision.allowed() { cost } else { 0 });
+        }
+    }
+
+    #[test]
+    fn a_lease_ends_at_the_first_window_edge() {
+        let t = 3_600_000 * 10 + 90_500; // 90.5 s into an hour
+        let fixed = Algorithm::fixed_window(100, 60_000).unwrap();
+        let sliding = Algorithm::sliding_window(100, 60_000).unwrap();
+        let b = bucket(100, "10/s");
+        let l = lease(&[fixed], &mut [State::Empty], t, 1, 10);
+        assert_eq!((l.granted, l.until), (10, t - 30_500 + 60_000));
+        // A sliding window's units may be used only within the slot they count in.
+        let l = lease(&[b, sliding], &mut [State::Empty; 2], t, 1, 10);
+        assert_eq!((l.granted, l.until), (10, t - 500 + 6_000));
+        let hourly = Algorithm::sliding_window(100, 3_600_000).unwrap();
+        let l = lease(&[b, fixed, hourly], &mut [State::Empty; 3], t, 1, 10);
+        assert_eq!(l.until, t - 30_500 + 60_000, "the fixed window's end comes before the 6 min slot's");
+        // The binding limit is the one with least left after the whole grant.
+        let tight = Algorithm::fixed_window(7, 60_000).unwrap();
+        let l = lease(&[b, tight], &mut [State::Empty; 2], t, 1, 10);
+        assert_eq!((l.granted, l.decision.binding, l.decision.remaining()), (4, 1, 3));
+    }
+
+    #[test]
+    fn a_clock_behind_a_window_record_leases_nothing_spare() {
+        let w = Algorithm::fixed_window(100, 60_000).unwrap();
+        let mut s = [State::Empty];
+        assert_eq!(lease(&[w], &mut s, 120_000, 1, 10).granted, 10);
+        // Back into the previous window: counted in the later one, so no spare units.
+        let l = lease(&[w], &mut s, 119_000, 1, 10);
+        assert_eq!((l.granted, l.decision.remaining()), (1, 89));
+        let sw = Algorithm::sliding_window(100, 60_000).unwrap();
+        let mut s = [State::Empty];
+        assert_eq!(lease(&[sw], &mut s, 12_000, 1, 10).granted, 10);
+        assert_eq!(lease(&[sw], &mut s, 11_999, 1, 10).granted, 1);
+    }
+
+    #[test]
+    fn a_fixed_window_takes_back_units_of_its_own_window_only() {
+        let w = [Algorithm::fixed_window(10, 60_000).unwrap()];
+        let mut s = [State::Empty];
+        assert_eq!(lease(&w, &mut s, 61_000, 1, 9).granted, 5);
+        let r = refund(&w, &mut s, 70_000, 3, 61_000);
+        assert_eq!(r.limits(), [3]);
+        assert_eq!(s[0], State::Window { start: 60_000, count: 2 });
+        assert_eq!(check(&w, &mut s, 70_000, 0).remaining(), 8);
+        // Never more than was counted, and nothing once the window is over.
+        assert_eq!(refund(&w, &mut s, 70_000, 50, 61_000).limits(), [2]);
+        assert_eq!(s[0], State::Window { start: 60_000, count: 0 });
+        assert_eq!(lease(&w, &mut s, 119_000, 4, 4).granted, 4);
+        let before = s;
+        assert_eq!(refund(&w, &mut s, 120_000, 4, 119_000).limits(), [0]);
+        assert_eq!(refund(&w, &mut s, 119_500, 4, 59_000).limits(), [0], "another window's grant");
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_bucket_takes_back_units_less_what_it_refilled_since() {
+        let b = [bucket(10, "1/s")];
+        let mut s = [State::Empty];
+        let t = 1_000_000;
+        assert_eq!(lease(&b, &mut s, t, 1, 9).granted, 5);
+        // Straight away: all 4 come back.
+        let mut now = s;
+        assert_eq!(refund(&b, &mut now, t, 4, t).limits(), [4]);
+        assert_eq!(check(&b, &mut now, t, 0).remaining(), 9);
+        // 1.5 s later the bucket regained 1.5; of the 4, 2.5 come back (2 whole, 1 half).
+        let r = refund(&b, &mut s, t + 1_500, 4, t);
+        assert_eq!(r.limits(), [2]);
+        assert_eq!(s[0], State::Bucket { level: 9_000, at: t + 1_500 });
+        // Never above full, and nothing once the refill has caught up.
+        assert_eq!(refund(&b, &mut s, t + 1_500, 10, t + 1_500).limits(), [1]);
+        assert_eq!(check(&b, &mut s, t + 1_500, 0).remaining(), 10);
+        let mut s = [State::Empty];
+        assert_eq!(lease(&b, &mut s, t, 1, 9).granted, 5);
+        let before = s;
+        assert_eq!(refund(&b, &mut s, t + 4_000, 4, t).limits(), [0]);
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_sliding_window_takes_back_units_from_their_slot_only() {
+        let w = [Algorithm::sliding_window(10, 60_000).unwrap()];
+        let mut s = [State::Empty];
+        assert_eq!(lease(&w, &mut s, 1_000, 1, 9).granted, 5);
+        // Later, still counted, no later slot written: back they come.
+        let mut copy = s;
+        assert_eq!(refund(&w, &mut copy, 30_000, 4, 1_000).limits(), [4]);
+        assert_eq!(check(&w, &mut copy, 30_000, 0).remaining(), 9);
+        // Later slots written since: the units still come out of the grant's own slot.
+        assert!(check(&w, &mut s, 7_000, 1).allowed());
+        assert_eq!(refund(&w, &mut s, 8_000, 4, 1_000).limits(), [4]);
+        let State::Sliding { newest: 1, counts } = s[0] else { panic!("{s:?}") };
+        assert_eq!(counts[..3], [1, 1, 0]);
+        // Never more than the slot holds.
+        assert_eq!(refund(&w, &mut s, 8_000, 4, 1_000).limits(), [1]);
+        assert_eq!(refund(&w, &mut s, 8_000, 4, 1_000).limits(), [0]);
+        // Nor once the slot has left the window.
+        let mut s = [State::Empty];
+        assert_eq!(lease(&w, &mut s, 1_000, 1, 9).granted, 5);
+        assert_eq!(refund(&w, &mut s, 66_000, 4, 1_000).limits(), [0]);
+    }
+
+    #[test]
+    fn a_refund_reaches_every_limit_it_can() {
+        let limits = [bucket(10, "1/s"), Algorithm::fixed_window(10, 60_000).unwrap()];
+        let mut s = [State::Empty; 2];
+        let l = lease(&limits, &mut s, 59_000, 1, 9);
+        assert_eq!((l.granted, l.until), (5, 60_000));
+        // Past the window's edge: the bucket takes back what it can, the window nothing.
+        assert_eq!(refund(&limits, &mut s, 60_500, 4, 59_000).limits(), [2, 0]);
     }
 
     #[test]

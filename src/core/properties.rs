@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
-use super::algorithm::{check, Algorithm, LimitStatus, Millis, Outcome, State, SLIDING_SLOTS};
+use super::algorithm::{check, lease, refund, Algorithm, LimitStatus, Millis, Outcome, State, NO_END, SLIDING_SLOTS};
 use super::rate::Rate;
 
 // No regression files: a failure prints its minimal input, which is what goes in a unit test.
@@ -526,6 +526,214 @@ proptest! {
         if d.outcome == Outcome::Denied {
             let again = check(&limits, &mut states, now + d.retry_after_ms(), c);
             prop_assert!(again.allowed(), "denied {:?} at {}, then {:?}", d, now, again);
+        }
+    }
+
+    /// 10. A lease that wants no more than its cost is a check, for any stored state: the
+    ///     same decision, the same states written, and `granted` the cost when allowed.
+    #[test]
+    fn a_lease_wanting_only_its_cost_is_a_check(
+        limits in prop::collection::vec((any_limit(), any_state()), 1..=3),
+        now in 0..=2_000_000_000_000u64,
+        c in cost(12),
+        short in 0..=12u64,
+    ) {
+        let (limits, states): (Vec<Algorithm>, Vec<State>) = limits.into_iter().map(|((l, _), s)| (l, s)).unzip();
+        let (mut a, mut b) = (states.clone(), states);
+        let l = lease(&limits, &mut a, now, c, c.saturating_sub(short));
+        let d = check(&limits, &mut b, now, c);
+        prop_assert_eq!(l.decision, d);
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!(l.granted, if d.allowed() { c } else { 0 });
+    }
+
+    /// 11. Any lease, from any stored state: a denial is exactly the check's; an admission
+    ///     takes `cost <= granted <= max(cost, want)`, its spare units at most half of what
+    ///     each limit has left after the cost, and is exactly a check of `granted` units
+    ///     (same states, same statuses: `remaining` is what is left after the whole grant).
+    ///     Its end is later than now and no later than the end of the fixed window holding
+    ///     now, or of the sliding window's slot holding now, whichever comes first.
+    #[test]
+    fn a_lease_is_a_check_of_what_it_grants(
+        limits in prop::collection::vec((any_limit(), any_state()), 1..=3),
+        now in 0..=2_000_000_000_000u64,
+        c in cost(12),
+        want in prop_oneof![0..=30u64, Just(u64::MAX)],
+    ) {
+        let (limits, states): (Vec<(Algorithm, u64)>, Vec<State>) = limits.into_iter().unzip();
+        let (limits, windows) = split(limits);
+        let mut leased = states.clone();
+        let l = lease(&limits, &mut leased, now, c, want);
+        let mut checked = states.clone();
+        let d = check(&limits, &mut checked, now, c);
+        if !d.allowed() {
+            prop_assert_eq!(l.decision, d);
+            prop_assert_eq!(&leased, &checked);
+            prop_assert_eq!((l.granted, l.until), (0, now));
+            return Ok(());
+        }
+        prop_assert!(c <= l.granted && l.granted <= c.max(want), "granted {} for cost {} want {}", l.granted, c, want);
+        for (limit, state) in limits.iter().zip(&states) {
+            let left = limit.evaluate(state, now, c).status.remaining;
+            prop_assert!(l.granted - c <= left / 2, "{:?}: {} spare of {} left", limit, l.granted - c, left);
+        }
+        let mut whole = states.clone();
+        let mut d = check(&limits, &mut whole, now, l.granted);
+        d.cost = c;
+        prop_assert_eq!(l.decision, d);
+        prop_assert_eq!(&leased, &whole);
+        prop_assert!(l.until > now);
+        for (limit, w) in limits.iter().zip(&windows) {
+            match limit {
+                Algorithm::TokenBucket(_) => {}
+                Algorithm::FixedWindow(_) if l.granted > c => prop_assert!(l.until <= now - now % w + w),
+                Algorithm::SlidingWindow(_) if l.granted > c => {
+                    let slot = w.div_ceil(SLIDING_SLOTS);
+                    prop_assert!(l.until <= (now / slot + 1) * slot);
+                }
+                _ => {}
+            }
+        }
+        if limits.iter().all(|l| matches!(l, Algorithm::TokenBucket(_))) {
+            prop_assert_eq!(l.until, NO_END);
+        }
+    }
+
+    /// 12. Any interleaving of checks, leases, the use of leased units and refunds of what
+    ///     a lease did not use keeps every limit: the units actually used never exceed a
+    ///     fixed window's limit in any window, nor a sliding window's in any span of its
+    ///     length (each unit placed at the time it was used, always before its lease's
+    ///     end), nor a bucket's capacity plus accrual (each unit placed at its grant); and
+    ///     no bucket level ever exceeds its capacity.
+    #[test]
+    fn leases_and_refunds_keep_every_limit(
+        limits in prop::collection::vec(any_limit(), 1..=3),
+        t0 in start(),
+        ops in prop::collection::vec((delta(), 0..5u8, cost(12), 0..=12u64, any::<prop::sample::Index>()), 1..120),
+    ) {
+        let (limits, windows) = split(limits);
+        let mut states = vec![State::Empty; limits.len()];
+        // Open leases: (granted at, spare units not yet used, until).
+        let mut open: Vec<(Millis, u64, Millis)> = Vec::new();
+        let (mut at_use, mut at_grant) = (Vec::new(), Vec::new());
+        let mut t = t0;
+        for (d, kind, c, want, pick) in ops {
+            t += d;
+            match kind {
+                0 if check(&limits, &mut states, t, c).allowed() && c > 0 => {
+                    at_use.push((t, c));
+                    at_grant.push((t, c));
+                }
+                1 | 2 => {
+                    let l = lease(&limits, &mut states, t, c, c + want);
+                    if l.decision.allowed() {
+                        if c > 0 {
+                            at_use.push((t, c));
+                            at_grant.push((t, c));
+                        }
+                        if l.spare() > 0 {
+                            open.push((t, l.spare(), l.until));
+                        }
+                    }
+                }
+                3 if !open.is_empty() => {
+                    // One request served from a lease, while it may still be used.
+                    let i = pick.index(open.len());
+                    let (granted_at, spare, until) = &mut open[i];
+                    if t < *until && *spare > 0 {
+                        *spare -= 1;
+                        at_use.push((t, 1));
+                        at_grant.push((*granted_at, 1));
+                    }
+                }
+                4 if !open.is_empty() => {
+                    // A lease ends: what it did not use goes back.
+                    let (granted_at, spare, _) = open.swap_remove(pick.index(open.len()));
+                    refund(&limits, &mut states, t, spare, granted_at);
+                }
+                _ => {}
+            }
+            for (limit, state) in limits.iter().zip(&states) {
+                if let (Algorithm::TokenBucket(b), State::Bucket { level, .. }) = (limit, state) {
+                    prop_assert!(*level <= b.capacity() * limit.refill().unwrap().period_ms, "{:?} {:?}", limit, state);
+                }
+            }
+        }
+        at_grant.sort();
+        for (limit, window) in limits.iter().zip(&windows) {
+            match limit {
+                Algorithm::TokenBucket(b) => assert_bucket_bound(b.capacity(), limit.refill().unwrap(), &at_grant)?,
+                Algorithm::FixedWindow(_) => assert_fixed_bound(limit.capacity(), *window, &at_use)?,
+                Algorithm::SlidingWindow(_) => assert_sliding_bound(limit.capacity(), *window, &at_use)?,
+            }
+        }
+    }
+
+    /// 13. A refund never leaves a limit more lenient than if the units had never been
+    ///     granted: lease at `g`, hand back `u` of the spare units at a later time, and the
+    ///     limit admits no more than after a check of `granted - u` at `g`. With nothing in
+    ///     between, a fixed window and a sliding window whose slot is still the newest take
+    ///     all of them back; a bucket all but what it refilled since.
+    #[test]
+    fn a_refund_gives_back_no_more_than_was_never_used(
+        (limit, _) in any_limit(),
+        state in any_state(),
+        g in 0..=2_000_000_000_000u64,
+        c in cost(12),
+        want in 0..=12u64,
+        d in delta(),
+        unused in any::<prop::sample::Index>(),
+    ) {
+        let limits = [limit];
+        // Both start from the state as honoured at g (what the lease writes is honoured; a
+        // peek would leave a far-ahead state unclamped, to be clamped later and stricter).
+        let state = match limit.honour(&state, g) { State::Empty => state, s => s };
+        let mut actual = [state];
+        let l = lease(&limits, &mut actual, g, c, c + want);
+        prop_assume!(l.decision.allowed());
+        let u = unused.index(l.spare() as usize + 1) as u64;
+        let r = refund(&limits, &mut actual, g + d, u, g);
+        prop_assert!(r.limits()[0] <= u);
+        let mut never = [state];
+        prop_assert!(check(&limits, &mut never, g, l.granted - u).allowed());
+        let now = g + d;
+        let a = limit.evaluate(&actual[0], now, 0).status.remaining;
+        let n = limit.evaluate(&never[0], now, 0).status.remaining;
+        prop_assert!(a <= n, "{:?}: {} left after the refund of {} at +{}, {} had they never been granted", limit, a, u, d, n);
+    }
+
+    /// 14. A refund from any stored state, at any time, for any grant time and any number of
+    ///     units: no overflow, a bucket written never above full, a window never below empty
+    ///     or credited with more than it counted, and a window's state untouched unless it
+    ///     gives something back (a bucket may regain a fraction of a unit).
+    #[test]
+    fn a_refund_from_any_state_stays_sane(
+        (limit, _) in any_limit(),
+        state in any_state(),
+        now in 0..=2_000_000_000_000u64,
+        granted_at in prop_oneof![0..=2_000_000_000_000u64, Just(u64::MAX)],
+        units in prop_oneof![0..=30u64, Just(u64::MAX)],
+    ) {
+        let mut s = [state];
+        let before = limit.evaluate(&state, now, 0).status.remaining;
+        let r = refund(&[limit], &mut s, now, units, granted_at);
+        let after = limit.evaluate(&s[0], now, 0).status.remaining;
+        let back = r.limits()[0];
+        prop_assert!(back <= units && after <= limit.capacity());
+        prop_assert!(after >= before && after - before <= back + 1, "{} -> {} for {} back", before, after, back);
+        match limit {
+            Algorithm::TokenBucket(b) => {
+                // What it writes is full at most (a state it leaves alone is clamped on reading).
+                if let (true, State::Bucket { level, .. }) = (s[0] != state, s[0]) {
+                    prop_assert!(level <= b.capacity() * limit.refill().unwrap().period_ms);
+                }
+            }
+            _ => {
+                prop_assert_eq!(back == 0, s[0] == state, "{:?} -> {:?}", state, s[0]);
+                if back > 0 {
+                    prop_assert_eq!(after, before + back);
+                }
+            }
         }
     }
 }

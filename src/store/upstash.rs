@@ -1,5 +1,6 @@
 //! The Upstash store: a small, typed client of the Upstash Redis REST API, doing one thing,
-//! the check-and-consume script, in one HTTP round trip per request.
+//! the check-and-consume script, in one HTTP round trip per call: a single check (the Store
+//! trait), or a batch of checks, leases and refunds ([`UpstashStore::batch`]).
 //!
 //! The protocol (request bodies, reply decoding, the EVALSHA-then-EVAL rule) is pure and
 //! tested natively. The one impure part, a [`Transport`] that POSTs a body and returns the
@@ -8,9 +9,9 @@
 
 use serde_json::Value;
 
-use super::script::{decode_reply, script_args, CHECK_LUA, CHECK_SHA1};
+use super::script::{batch_args, decode_batch, Answer, Op, CHECK_LUA, CHECK_SHA1};
 use super::{CheckRequest, Store, StoreError};
-use crate::core::algorithm::Decision;
+use crate::core::algorithm::{Algorithm, Decision, Millis};
 
 /// Where the database is and how to get in: `UPSTASH_REDIS_REST_URL` and
 /// `UPSTASH_REDIS_REST_TOKEN`, the names the Upstash console and its own clients use.
@@ -151,6 +152,28 @@ impl<T: Transport> UpstashStore<T> {
         &self.transport
     }
 
+    /// The prefix of every key this store writes: a batch's keys are its requests'
+    /// `CheckRequest::state_keys(prefix)`, concatenated in the order of its operations.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// Runs `ops` in one script call at `now`, each atomic on its own keys (`keys`: every
+    /// operation's keys, one per limit, in order), and returns one answer per operation.
+    pub async fn batch<L: AsRef<Algorithm>>(
+        &self,
+        keys: &[String],
+        now: Millis,
+        ops: &[Op<'_, L>],
+    ) -> Result<Vec<Answer>, StoreError> {
+        let limits: usize = ops.iter().map(|op| op.limits().len()).sum();
+        if keys.len() != limits {
+            return Err(StoreError::Command(format!("{} keys for {limits} limits", keys.len())));
+        }
+        let reply = self.run_script(keys, &batch_args(now, ops)).await?;
+        decode_batch(&reply, ops).map_err(|e| StoreError::Malformed(e.0))
+    }
+
     /// EVALSHA; if Redis has lost the script (restart, flush, failover), EVAL with the same
     /// keys and arguments, which also loads it, so the next request is an EVALSHA again.
     async fn run_script(&self, keys: &[String], args: &[String]) -> Result<Vec<i64>, StoreError> {
@@ -177,10 +200,12 @@ impl<T: Transport> Store for UpstashStore<T> {
     }
 
     async fn check(&self, r: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+        // A batch of one: a lease that wants no more than the cost, which is the check.
         let keys = r.state_keys(&self.key_prefix);
-        let args = script_args(r.limits(), r.now, r.cost);
-        let reply = self.run_script(&keys, &args).await?;
-        decode_reply(&reply, r.limits().len(), r.cost).map_err(|e| StoreError::Malformed(e.0))
+        match self.batch(&keys, r.now, &[Op::check(r.limits(), r.cost)]).await?.as_slice() {
+            [Answer::Lease(lease)] => Ok(lease.decision),
+            other => Err(StoreError::Malformed(format!("a check answered {other:?}"))),
+        }
     }
 }
 
@@ -265,7 +290,7 @@ mod tests {
         run(store.check(&CheckRequest::new(&tier, &subject, 1_000, 1)))
     }
 
-    const ALLOWED: &str = r#"{"result":[0,1,0,4,59000,0]}"#;
+    const ALLOWED: &str = r#"{"result":[0,1,1,60000,0,4,59000,0]}"#;
 
     #[test]
     fn settings_are_both_or_neither() {
@@ -325,7 +350,30 @@ mod tests {
         assert_eq!(sent.len(), 1);
         let command: Vec<String> = serde_json::from_str(&sent[0]).unwrap();
         assert_eq!(command[..4], ["EVALSHA", CHECK_SHA1, "1", "rl:anon:minute:fw5-60000:ab"]);
-        assert_eq!(command[4..], ["1000", "1", "2", "5", "60000", "0"]);
+        assert_eq!(command[4..], ["1000", "1", "1", "1", "1", "1", "2", "5", "60000", "0"]);
+    }
+
+    #[test]
+    fn a_batch_is_one_call_with_every_operation() {
+        let limits = [Algorithm::fixed_window(10, 60_000).unwrap()];
+        let reply = r#"{"result":[0,1,5,60000,0,5,59000,0,3]}"#;
+        let store = UpstashStore::new(Canned::new(vec![Ok((200, reply))]), "rl");
+        let ops = [
+            Op::Check { limits: &limits[..], cost: 1, want: 9 },
+            Op::Refund { limits: &limits[..], units: 3, granted_at: 500 },
+        ];
+        let keys = ["rl:a".to_string(), "rl:a".to_string()];
+        let answers = run(store.batch(&keys, 1_000, &ops)).unwrap();
+        let [Answer::Lease(lease), Answer::Refund(refund)] = answers.as_slice() else { panic!("{answers:?}") };
+        assert_eq!((lease.granted, lease.until, refund.limits()), (5, 60_000, &[3][..]));
+        let sent = store.transport().sent.borrow();
+        let command: Vec<String> = serde_json::from_str(&sent[0]).unwrap();
+        assert_eq!(command[2..5], ["2", "rl:a", "rl:a"]);
+        assert_eq!(command[5..7], ["1000", "2"]);
+        assert_eq!(store.key_prefix(), "rl");
+        // Keys that do not fit the operations are refused before any call.
+        assert!(matches!(run(store.batch(&keys[..1], 1_000, &ops)), Err(StoreError::Command(_))));
+        assert_eq!(sent.len(), 1);
     }
 
     #[test]
