@@ -245,7 +245,8 @@ after(() => {
   const fivexx = rows.reduce((n, x) => n + x.fivexx, 0);
   writeReadmeFigures("faults", [
     `- Store failures (${rows.length} faults: killed, slow, 500, garbage, 401, Redis lost): ${fivexx} client 5xx in ${sent} requests; ` +
-      `a cached denial costs no store call (${denyCache.calls} script calls for ${denyCache.requests} requests) (\`${command}\`, ${date().slice(0, 10)}) — ` +
+      `one caller past its limit: ${denyCache.backends["429 deny-cache"] ?? 0} of ${denyCache.requests} requests denied from the deny cache, ` +
+      `${denyCache.calls} script calls in all (\`${command}\`, ${date().slice(0, 10)}) — ` +
       "[docs/results/faults.md](docs/results/faults.md)",
   ]);
 });
