@@ -4,15 +4,15 @@
 // build/bench-native.txt and starts redis-server and local-upstash (LU_URL, LU_TOKEN). Prints
 // the table and writes the whole results page, docs/results/benchmark.md (with the native
 // table), README.md's benchmark figures, build/bench.md and build/bench.json.
-import { spawn, execFile, execFileSync } from "node:child_process";
+import { spawn, execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { createServer } from "node:http";
-import { existsSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { median, parseScriptCalls, sleep, until } from "../tests/e2e/harness.mjs";
-import { ROOT, date, mdTable, writePage, writeReadmeFigures } from "../scripts/record.mjs";
+import { ROOT, TICKS, date, mdTable, processes, writePage, writeReadmeFigures } from "../scripts/record.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -58,17 +58,10 @@ const CASES = [
 ];
 
 // ---- measuring -----------------------------------------------------------------------------
-const TICKS = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim());
-
 /** CPU seconds (user + system) of the workerd processes that are children of `pid`. */
 function workerdCpu(pid) {
   let total = 0;
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat;
-    try { stat = readFileSync(`/proc/${entry}/stat`, "utf8"); } catch { continue; }
-    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  for (const { comm, fields } of processes()) {
     if (Number(fields[1]) === pid && comm.startsWith("workerd")) total += (Number(fields[11]) + Number(fields[12])) / TICKS;
   }
   return total;
@@ -205,7 +198,9 @@ function native() {
     .map((m) => ({ id: m[1], name: m[2], median: Number(m[3]), min: Number(m[4]), allowed: Number(m[5]) }));
   const ratios = [...text.matchAll(/^(\w\/\w) \((.+?)\)\s+([\d.]+)\s*$/gm)].map((m) => ({ id: m[1], name: m[2], value: Number(m[3]) }));
   if (!cases.length) return null;
-  return { head: text.split("\n")[0].trim(), cases, ratios, byId: Object.fromEntries(cases.map((c) => [c.id, c])) };
+  const shared = path.join(ROOT, "build/bench-native-sharing.txt");
+  const sharing = existsSync(shared) ? readFileSync(shared, "utf8").trim() : "";
+  return { head: text.split("\n")[0].trim(), sharing, cases, ratios, byId: Object.fromEntries(cases.map((c) => [c.id, c])) };
 }
 const engine = native();
 
@@ -269,7 +264,7 @@ const body = [
   "## The engine, natively (`cargo bench --bench decision`)",
   "",
   ...(engine
-    ? [`${engine.head}.`, "",
+    ? [`${engine.head}.${engine.sharing ? ` While it ran: ${engine.sharing.replace(/^Other work on the machine during the run: /, "other work took ")}` : ""}`, "",
       mdTable(["case", "median ns per decision", "min ns", "allowed"], engine.cases.map((c) => [`${c.id}) ${c.name}`, f(c.median, 2), f(c.min, 2), `${f(c.allowed, 3)} %`])),
       "", ...engine.ratios.map((r) => `- ${r.id} (${r.name}): ${f(r.value, 2)}`)]
     : ["build/bench-native.txt is missing or unreadable: run `bash scripts/bench`, which runs it first."]),

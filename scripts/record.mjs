@@ -16,16 +16,29 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const RECORD_DOCS = process.env.RECORD_DOCS === "1";
 
 // ---- the machine -------------------------------------------------------------------------------
-const TICKS = (() => {
+/** Clock ticks per second, the unit of /proc's CPU times. */
+export const TICKS = (() => {
   try { return Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100; } catch { return 100; }
 })();
 
-/** The fields of /proc/<pid>/stat after the command name (state first), or null. */
-function statFields(pid) {
+/** /proc/<pid>/stat: the command name and the fields after it (state first), or null. */
+function procStat(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { pid: Number(pid), comm: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), fields: stat.slice(stat.lastIndexOf(")") + 2).split(" ") };
   } catch { return null; }
+}
+
+/**
+ * Every process now, as procStat gives it. In `fields`: [1] the parent, [3] the session,
+ * [11] and [12] user and system time, [13] and [14] those of the children it has reaped.
+ */
+export function* processes() {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const p = procStat(entry);
+    if (p) yield p;
+  }
 }
 
 /**
@@ -36,12 +49,10 @@ function statFields(pid) {
 function cpuSnapshot() {
   const [, ...cpu] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).map(Number);
   const [user, nice, system, idle, iowait, irq, softirq, steal] = cpu;
-  const session = statFields(process.pid)?.[3];
+  const session = procStat(process.pid)?.fields[3];
   let ours = 0;
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const f = statFields(entry);
-    if (f && f[3] === session) ours += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  for (const { fields: f } of processes()) {
+    if (f[3] === session) ours += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
   }
   return { busy: user + nice + system + irq + softirq + steal, total: user + nice + system + idle + iowait + irq + softirq + steal, ours };
 }
@@ -56,8 +67,11 @@ const START = (() => {
   }
   return { at: new Date(), cpu: cpuSnapshot(), load: os.loadavg()[0] };
 })();
-if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === "--start") {
-  console.log(JSON.stringify(START));
+// `--start`: print the snapshot (for RECORD_START); `--sharing`: print the line on other work
+// since RECORD_START (scripts/bench keeps it for the native benchmark's table).
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  if (process.argv[2] === "--start") console.log(JSON.stringify(START));
+  if (process.argv[2] === "--sharing") console.log(sharing());
 }
 
 function distro() {
