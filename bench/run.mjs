@@ -1,23 +1,25 @@
 // The benchmark: each case on the same runtime (workerd through Miniflare, one instance per
 // case), the same load generator settings (wrk), on 127.0.0.1 only, bounded in time.
-// Started by scripts/bench, which builds the Workers and starts redis-server and local-upstash
-// (LU_URL, LU_TOKEN). Prints a table and writes it to build/bench.md.
-import { spawn, execFile, execFileSync } from "node:child_process";
+// Started by scripts/bench, which builds the Workers, runs the engine's native benchmark into
+// build/bench-native.txt and starts redis-server and local-upstash (LU_URL, LU_TOKEN). Prints
+// the table and writes the whole results page, docs/results/benchmark.md (with the native
+// table), README.md's benchmark figures, build/bench.md and build/bench.json.
+import { spawn, execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { createServer } from "node:http";
-import { readFileSync, readdirSync, writeFileSync, mkdirSync, statSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { median, parseScriptCalls, sleep, until } from "../tests/e2e/harness.mjs";
+import { ROOT, TICKS, date, mdTable, processes, writePage, writeReadmeFigures } from "../scripts/record.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, "..");
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const RUNS = 3;
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);
 const { LU_URL, LU_TOKEN } = process.env;
 if (!LU_URL || !LU_TOKEN) throw new Error("run through scripts/bench (LU_URL and LU_TOKEN are missing)");
-const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 // ---- a fast local origin -----------------------------------------------------------------
 const origin = createServer((req, res) => {
@@ -56,17 +58,10 @@ const CASES = [
 ];
 
 // ---- measuring -----------------------------------------------------------------------------
-const TICKS = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim());
-
 /** CPU seconds (user + system) of the workerd processes that are children of `pid`. */
 function workerdCpu(pid) {
   let total = 0;
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat;
-    try { stat = readFileSync(`/proc/${entry}/stat`, "utf8"); } catch { continue; }
-    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  for (const { comm, fields } of processes()) {
     if (Number(fields[1]) === pid && comm.startsWith("workerd")) total += (Number(fields[11]) + Number(fields[12])) / TICKS;
   }
   return total;
@@ -81,9 +76,8 @@ async function storeCalls() {
   const auth = { authorization: `Bearer ${LU_TOKEN}` };
   const stats = await (await fetch(`${LU_URL}/__stats`, { headers: auth })).json();
   const r = await fetch(LU_URL, { method: "POST", headers: auth, body: '["INFO","commandstats"]' });
-  const info = (await r.json()).result;
-  const calls = (name) => Number((new RegExp(`^cmdstat_${name}:calls=(\\d+)`, "m").exec(info) ?? [])[1] ?? 0);
-  return { trips: stats.single + stats.pipeline + stats.multi_exec, scripts: calls("evalsha") + calls("eval") };
+  const calls = parseScriptCalls((await r.json()).result);
+  return { trips: stats.single + stats.pipeline + stats.multi_exec, scripts: calls.evalsha.calls + calls.eval.calls };
 }
 
 function toMs(text) {
@@ -111,10 +105,7 @@ async function startWorker(config) {
   const child = spawn(process.execPath, [path.join(HERE, "serve.mjs"), JSON.stringify(config)], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   child.stdout.on("data", (d) => { out += d; });
-  while (!/READY (\S+)/.test(out)) {
-    if (child.exitCode !== null) throw new Error("the Worker did not start");
-    await sleep(20);
-  }
+  await until(() => /READY (\S+)/.test(out), "the Worker", child, { ms: 60_000, every: 20 });
   const url = /READY (\S+)/.exec(out)[1].replace(/\/$/, "");
   // Time to the first served request, from the process start.
   for (;;) {
@@ -129,8 +120,6 @@ async function startWorker(config) {
   const stop = () => new Promise((ok) => { child.once("exit", ok); child.kill("SIGTERM"); });
   return { url, pid: child.pid, firstMs, stop };
 }
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 // BENCH_CASES=3,3p runs only those cases (for experiments); the table needs them all.
 const only = process.env.BENCH_CASES?.split(",");
@@ -178,41 +167,122 @@ const perRound = (a, b, k) => runs[a].map((r, i) => (r[k] / runs[b][i][k]).toFix
 origin.close();
 if (only) process.exit(0);
 
-// ---- the table ----------------------------------------------------------------------------
+// ---- the page ----------------------------------------------------------------------------
 const floor = results["1"];
 const f = (v, d = 0) => v.toFixed(d);
+const x = (v) => `${f(v, 2)}×`;
 const rows = CASES.map((c) => {
-  const x = results[c.id];
+  const r = results[c.id];
   const peer = c.peer ? results[c.peer] : null;
-  const vsPeer = peer
-    ? `${f(x.rps / peer.rps, 2)}× / ${f(x.p50 / peer.p50, 2)}× / ${f(x.p99 / peer.p99, 2)}× / ${f(x.cpuPer1k / peer.cpuPer1k, 2)}×`
-    : "";
-  return `| ${c.id} | ${c.name} | ${f(x.rps)} (${f(x.rps / floor.rps, 2)}×) | ${f(x.p50, 2)} (${f(x.p50 / floor.p50, 2)}×) | ${f(x.p99, 2)} (${f(x.p99 / floor.p99, 2)}×) | ${f(x.tripsPerReq, 3)} / ${f(x.scriptsPerReq, 3)} | ${f(x.cpuPer1k, 3)} (${f(x.cpuPer1k / floor.cpuPer1k, 2)}×) | ${f(x.denied * 100, 1)} % | ${vsPeer} |`;
+  const vsPeer = peer ? `${x(r.rps / peer.rps)} / ${x(r.p50 / peer.p50)} / ${x(r.p99 / peer.p99)} / ${x(r.cpuPer1k / peer.cpuPer1k)}` : "";
+  return [c.id, c.name, `${f(r.rps)} (${x(r.rps / floor.rps)})`, `${f(r.p50, 2)} (${x(r.p50 / floor.p50)})`, `${f(r.p99, 2)} (${x(r.p99 / floor.p99)})`,
+    `${f(r.tripsPerReq, 3)} / ${f(r.scriptsPerReq, 3)}`, `${f(r.cpuPer1k, 3)} (${x(r.cpuPer1k / floor.cpuPer1k)})`, `${f(r.denied * 100, 1)} %`, vsPeer];
 });
+const table = mdTable(["case", "what", "requests/s (× floor)", "p50 ms (× floor)", "p99 ms (× floor)",
+  "store calls per request: HTTP round trips / Redis script calls", "workerd CPU s per 1,000 requests (× floor)", "denied", "× peer: throughput / p50 / p99 / CPU"], rows);
 const size = (file) => {
   const bytes = readFileSync(file);
-  return `${bytes.length.toLocaleString("en")} B raw, ${gzipSync(bytes, { level: 9 }).length.toLocaleString("en")} B gzip -9`;
+  return `${bytes.length.toLocaleString("en")} B raw, ${gzipSync(bytes, { level: 9 }).length.toLocaleString("en")} B gzip -9 (zlib)`;
 };
-const lines = [
-  `Machine: ${execFileSync("nproc").toString().trim()} cores, ${execFileSync("uname", ["-sr"]).toString().trim()}; ` +
-    `wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, each case once per round, ${RUNS} interleaved rounds, medians; workerd through Miniflare, one instance per case; ${new Date().toISOString().slice(0, 10)}.`,
-  "",
-  "| case | what | requests/s (× floor) | p50 ms (× floor) | p99 ms (× floor) | store calls per request: HTTP round trips / Redis script calls | workerd CPU s per 1,000 requests (× floor) | denied | × peer: throughput / p50 / p99 / CPU |",
-  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-  ...rows,
-  "",
-  `Per round (throughput ratio; CPU ratio): memory store / floor ${perRound("2", "1", "rps")}; ${perRound("2", "1", "cpuPer1k")}. ` +
-    `Case 3 / peer ${perRound("3", "3p", "rps")}; ${perRound("3", "3p", "cpuPer1k")}. Case 4 / peer ${perRound("4", "4p", "rps")}; ${perRound("4", "4p", "cpuPer1k")}. ` +
-    `Rust floor / JavaScript floor: forwarding ${perRound("1", "1j", "rps")}; ${perRound("1", "1j", "cpuPer1k")}, fixed 429 ${perRound("1b", "1jb", "rps")}; ${perRound("1b", "1jb", "cpuPer1k")}.`,
-  `Added by the limiter over the floor of its own language, CPU ms per request: case 3 ${f(results["3"].cpuPer1k - results["1"].cpuPer1k, 3)} ` +
-    `against the peer's ${f(results["3p"].cpuPer1k - results["1j"].cpuPer1k, 3)}; case 4 ${f(results["4"].cpuPer1k - results["1b"].cpuPer1k, 3)} against ${f(results["4p"].cpuPer1k - results["1jb"].cpuPer1k, 3)}.`,
-  `Time from process start to the first served request: bare ${f(results["1"].firstMs)} ms, limiter (memory) ${f(results["2"].firstMs)} ms, ` +
-    `limiter (Upstash) ${f(results["3"].firstMs)} ms, peer ${f(results["3p"].firstMs)} ms.`,
-  `Wasm: limiter ${size(path.join(ROOT, "build/index_bg.wasm"))}; bare forwarder ${size(path.join(ROOT, "bench/bare/build/index_bg.wasm"))}. ` +
-    `Peer bundle: ${size(path.join(ROOT, "build/peer/worker.js"))}.`,
+/** The same ratio in each round, as numbers. */
+const roundRatios = (a, b, k) => runs[a].map((r, i) => r[k] / runs[b][i][k]);
+const span = (xs) => `${f(Math.min(...xs), 2)} to ${f(Math.max(...xs), 2)}×`;
+const ratio = (a, b, k) => results[a][k] / results[b][k];
+
+/** The engine's native benchmark, as `cargo bench --bench decision` printed it (scripts/bench runs it first). */
+function native() {
+  const file = path.join(ROOT, "build/bench-native.txt");
+  if (!existsSync(file)) return null;
+  const text = readFileSync(file, "utf8");
+  const cases = [...text.matchAll(/^([a-z])\) (.+?)\s{2,}([\d.]+)\s+([\d.]+)\s+([\d.]+)%\s*$/gm)]
+    .map((m) => ({ id: m[1], name: m[2], median: Number(m[3]), min: Number(m[4]), allowed: Number(m[5]) }));
+  const ratios = [...text.matchAll(/^(\w\/\w) \((.+?)\)\s+([\d.]+)\s*$/gm)].map((m) => ({ id: m[1], name: m[2], value: Number(m[3]) }));
+  if (!cases.length) return null;
+  const shared = path.join(ROOT, "build/bench-native-sharing.txt");
+  const sharing = existsSync(shared) ? readFileSync(shared, "utf8").trim() : "";
+  return { head: text.split("\n")[0].trim(), sharing, cases, ratios, byId: Object.fromEntries(cases.map((c) => [c.id, c])) };
+}
+const engine = native();
+
+const overrides = ["BENCH_SECONDS", "BENCH_CONNECTIONS"].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]} `).join("");
+const command = `${overrides}bash scripts/bench`;
+const settings = `wrk -t1 -c${CONNECTIONS} -d${SECONDS}s --latency, after a 1 s warm-up per case; each case once per round, ${RUNS} interleaved rounds, ` +
+  "medians of the rounds; workerd through Miniflare, one instance per case, all started before the first round; both limiters a token bucket of 10, " +
+  "refilled 1/s; wrk, workerd, the origin, local-upstash and redis-server all on this machine's cores. What each case is, and why the figures " +
+  "are what they are: [../benchmark.md](../benchmark.md).";
+
+const memRounds = roundRatios("2", "1", "rps");
+const meets = (ok) => (ok ? "met" : "not met");
+const aims = [
+  `- Memory store against the bare Rust Worker, throughput (aim: at least 0.90×): ${x(ratio("2", "1", "rps"))} at ${x(ratio("2", "1", "cpuPer1k"))} the CPU; ` +
+    `by round ${span(memRounds)}: ${meets(ratio("2", "1", "rps") >= 0.9)} by the median.`,
+  `- Store calls per request (aim: 1 when every request is allowed, 0 when one subject is far past its limit): ` +
+    `${f(results["3"].tripsPerReq, 3)} and ${f(results["4"].tripsPerReq, 3)} (the peer: ${f(results["3p"].tripsPerReq, 3)} and ${f(results["4p"].tripsPerReq, 3)}).`,
+  `- Against the peer (aim: at least its throughput at no more CPU): allowed traffic (3 / 3p) ${x(ratio("3", "3p", "rps"))} the throughput at ${x(ratio("3", "3p", "cpuPer1k"))} the CPU, ` +
+    `by round ${span(roundRatios("3", "3p", "rps"))} and ${span(roundRatios("3", "3p", "cpuPer1k"))}; ` +
+    `cached denials (4 / 4p) ${x(ratio("4", "4p", "rps"))} at ${x(ratio("4", "4p", "cpuPer1k"))}, by round ${span(roundRatios("4", "4p", "rps"))} and ${span(roundRatios("4", "4p", "cpuPer1k"))}: ` +
+    `${ratio("3", "3p", "rps") >= 1 && ratio("4", "4p", "rps") >= 1 ? "met" : "short of it"}.`,
 ];
-const text = lines.join("\n");
-writeFileSync(path.join(ROOT, "build/bench.json"), JSON.stringify(results, null, 1));
-console.log("\n" + text);
+const perRoundLines = [
+  ["memory store / floor", "2", "1"], ["case 3 / peer (3p)", "3", "3p"], ["case 4 / peer (4p)", "4", "4p"],
+  ["Rust floor / JavaScript floor, forwarding (1 / 1j)", "1", "1j"], ["Rust floor / JavaScript floor, fixed 429 (1b / 1jb)", "1b", "1jb"],
+].map(([what, a, b]) => `- ${what}: throughput ${perRound(a, b, "rps")}; CPU ${perRound(a, b, "cpuPer1k")}`);
+const cpuMs = (id) => results[id].cpuPer1k; // CPU s per 1,000 requests = CPU ms per request
+const body = [
+  `Settings: ${settings}`,
+  "",
+  "## The cases (medians of the rounds)",
+  "",
+  table,
+  "",
+  "## Against the aims",
+  "",
+  ...aims,
+  "",
+  "## Per round",
+  "",
+  "Each ratio in each round, to show how far the machine's noise moves it (compare ratios within one run, not figures across runs):",
+  "",
+  ...perRoundLines,
+  "",
+  "## Where the CPU goes",
+  "",
+  `- The floors alone, Rust against JavaScript, CPU ms per request: forwarding ${f(cpuMs("1"), 3)} against ${f(cpuMs("1j"), 3)}, a fixed 429 ${f(cpuMs("1b"), 3)} against ${f(cpuMs("1jb"), 3)}.`,
+  `- Added by each limiter over the floor of its own language, CPU ms per request: allowed on Upstash, ours ${f(cpuMs("3") - cpuMs("1"), 3)} against the peer's ${f(cpuMs("3p") - cpuMs("1j"), 3)}; ` +
+    `a cached denial, ours ${f(cpuMs("4") - cpuMs("1b"), 3)} against ${f(cpuMs("4p") - cpuMs("1jb"), 3)}; the memory store ${f(cpuMs("2") - cpuMs("1"), 3)}.`,
+  `- Time from process start to the first served request: bare ${f(results["1"].firstMs)} ms, limiter (memory) ${f(results["2"].firstMs)} ms, ` +
+    `limiter (Upstash) ${f(results["3"].firstMs)} ms, peer ${f(results["3p"].firstMs)} ms.`,
+  ...(Object.values(results).some((r) => r.errors.length)
+    ? ["", "wrk's socket errors: " + Object.values(results).filter((r) => r.errors.length).map((r) => `case ${r.id}: ${r.errors.join("; ")}`).join("; ")]
+    : []),
+  "",
+  "## Sizes",
+  "",
+  `- Wasm: limiter ${size(path.join(ROOT, "build/index_bg.wasm"))}; bare forwarder ${size(path.join(ROOT, "bench/bare/build/index_bg.wasm"))}.`,
+  `- Peer bundle (esbuild): ${size(path.join(ROOT, "build/peer/worker.js"))}.`,
+  "",
+  "## The engine, natively (`cargo bench --bench decision`)",
+  "",
+  ...(engine
+    ? [`${engine.head}.${engine.sharing ? ` While it ran: ${engine.sharing.replace(/^Other work on the machine during the run: /, "other work took ")}` : ""}`, "",
+      mdTable(["case", "median ns per decision", "min ns", "allowed"], engine.cases.map((c) => [`${c.id}) ${c.name}`, f(c.median, 2), f(c.min, 2), `${f(c.allowed, 3)} %`])),
+      "", ...engine.ratios.map((r) => `- ${r.id} (${r.name}): ${f(r.value, 2)}`)]
+    : ["build/bench-native.txt is missing or unreadable: run `bash scripts/bench`, which runs it first."]),
+].join("\n");
+
 mkdirSync(path.join(ROOT, "build"), { recursive: true });
-writeFileSync(path.join(ROOT, "build/bench.md"), text + "\n");
+writeFileSync(path.join(ROOT, "build/bench.json"), JSON.stringify({ date: date(), command, results, runs, engine }, null, 1));
+const page = { title: "Benchmark: measured", command, body };
+writePage("build/bench.md", page);
+writePage("docs/results/benchmark.md", page);
+const day = date().slice(0, 10);
+writeReadmeFigures("bench", [
+  `- Side by side with \`@upstash/ratelimit\` on a local Upstash: allowed traffic ${x(ratio("3", "3p", "rps"))} its throughput at ${x(ratio("3", "3p", "cpuPer1k"))} its CPU, ` +
+    `cached denials ${x(ratio("4", "4p", "rps"))} at ${x(ratio("4", "4p", "cpuPer1k"))}; the memory store ${x(ratio("2", "1", "rps"))} a bare Worker's throughput ` +
+    `(\`${command}\`, ${day}) — [docs/results/benchmark.md](docs/results/benchmark.md)`,
+  ...(engine
+    ? [`- Engine: ${f(engine.byId.a.median, 1)} ns per decision natively, one token bucket; ${f(engine.byId.b.median, 1)} ns with three limits ` +
+      `(\`cargo bench --bench decision\`, in \`${command}\`, ${day}) — [docs/results/benchmark.md](docs/results/benchmark.md#the-engine-natively-cargo-bench---bench-decision)`]
+    : []),
+]);
+console.log(`\n${table}\n\n${aims.join("\n")}\n\nwrote docs/results/benchmark.md, README.md's figures, build/bench.md and build/bench.json`);

@@ -2,21 +2,18 @@
 // benchmark can read that workerd's CPU time. Usage: node serve.mjs '<json config>'.
 //   config: { script, wasm (bool), bindings }
 import { Miniflare } from "miniflare";
+import { workerOptions } from "../tests/e2e/harness.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
-const mf = new Miniflare({
-  scriptPath: cfg.script,
-  modules: true,
-  modulesRules: cfg.wasm ? [{ type: "CompiledWasm", include: ["**/*.wasm"] }] : undefined,
-  compatibilityDate: "2026-04-01",
+const mf = new Miniflare(workerOptions({
+  script: cfg.script,
+  wasm: cfg.wasm,
   bindings: cfg.bindings,
-  host: "127.0.0.1",
-  port: 0,
   handleRuntimeStdio(stdout, stderr) {
     stdout.resume();
     stderr.on("data", (d) => process.stderr.write(d));
   },
-});
+}));
 const url = await mf.ready;
 console.log(`READY ${url}`);
 const stop = async () => { await mf.dispose(); process.exit(0); };

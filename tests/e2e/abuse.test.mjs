@@ -3,12 +3,11 @@
 // Redis, whatever is sent.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import {
-  startWorker, startOrigin, startStack, signJwt, nowS, freshIp, parseRateLimit, JWT_SECRET,
+  startWorker, startOrigin, startStack, signJwt, nowS, freshIp, parseRateLimit, sha256Hex, JWT_SECRET,
 } from "./harness.mjs";
 
-const sha256 = (s) => createHash("sha256").update(s).digest("hex");
 const API_KEY = "abuse-key-" + randomBytes(12).toString("hex");
 const ADMIN_TOKEN = "abuse-admin-" + randomBytes(12).toString("hex");
 
@@ -19,7 +18,7 @@ const POLICY = {
     member: { limits: { burst: { token_bucket: { capacity: 5, refill: "1/h" } } } },
   },
   identity: {
-    api_key: { header: "X-API-Key", keys: { [sha256(API_KEY)]: "member" } },
+    api_key: { header: "X-API-Key", keys: { [sha256Hex(API_KEY)]: "member" } },
     jwt: { tier_claim: "tier", default_tier: "member" },
   },
   store: { memory_max_keys: 200 },

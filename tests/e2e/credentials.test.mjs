@@ -4,10 +4,11 @@
 // address like any other abuse, with no oracle for a right guess once it is locked out.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
-import { startWorker, startOrigin, startStack, signJwt, nowS, freshIp, parseRateLimit, JWT_SECRET } from "./harness.mjs";
+import { randomBytes } from "node:crypto";
+import {
+  startWorker, startOrigin, startStack, signJwt, nowS, freshIp, parseRateLimit, sha256Hex, JWT_SECRET,
+} from "./harness.mjs";
 
-const sha256 = (s) => createHash("sha256").update(s).digest("hex");
 const API_KEY = "cred-key-" + randomBytes(12).toString("hex");
 const ADMIN_TOKEN = "cred-admin-" + randomBytes(16).toString("hex");
 
@@ -19,7 +20,7 @@ const POLICY = {
     member: { limits: { burst: { token_bucket: { capacity: 50, refill: "1/s" } } } },
   },
   identity: {
-    api_key: { keys: { [sha256(API_KEY)]: "member" } },
+    api_key: { keys: { [sha256Hex(API_KEY)]: "member" } },
     jwt: { default_tier: "member" },
     auth_failures: { guesses: { token_bucket: { capacity: 3, refill: "1/h" } } },
   },
@@ -42,7 +43,7 @@ test("the published demo keys are unknown keys in front of a real origin, and th
     // Unset: the embedded default. "copied": an operator's policy that kept the example's key table.
     if (policy) vars.POLICY = JSON.stringify({ ...POLICY, identity: { api_key: { keys: {
       "24fdfedfe3f3458eae8dfd32a021ba503cb73dca09e14591a41821f5f9af91fe": "member",
-      [sha256(API_KEY)]: "member",
+      [sha256Hex(API_KEY)]: "member",
     } } } });
     const w = await startWorker(vars);
     try {
@@ -190,7 +191,7 @@ test("raw API keys never travel in a URL: the admin lookup takes them in a body 
     const inUrl = await send(w, `/__limiter/admin/subject?key=${API_KEY}`, auth);
     assert.equal(inUrl.status, 400);
     assert.match(JSON.parse(inUrl.body).detail, /never goes in a URL/);
-    const byDigest = JSON.parse((await send(w, `/__limiter/admin/subject?key_digest=${sha256(API_KEY)}`, auth)).body);
+    const byDigest = JSON.parse((await send(w, `/__limiter/admin/subject?key_digest=${sha256Hex(API_KEY)}`, auth)).body);
     const inBody = JSON.parse((await send(w, "/__limiter/admin/subject", auth, { method: "POST", body: JSON.stringify({ key: API_KEY }) })).body);
     assert.equal(byDigest.tier, "member");
     assert.equal(byDigest.limits[0].remaining, 49);
@@ -198,7 +199,7 @@ test("raw API keys never travel in a URL: the admin lookup takes them in a body 
     assert.deepEqual(remaining(inBody), remaining(byDigest), "the key in a body and its digest name one subject");
     const reset = await send(w, "/__limiter/admin/reset", auth, { method: "POST", body: JSON.stringify({ key: API_KEY }) });
     assert.equal(reset.status, 200);
-    assert.equal(JSON.parse((await send(w, `/__limiter/admin/subject?key_digest=${sha256(API_KEY)}`, auth)).body).limits[0].remaining, 50);
+    assert.equal(JSON.parse((await send(w, `/__limiter/admin/subject?key_digest=${sha256Hex(API_KEY)}`, auth)).body).limits[0].remaining, 50);
   } finally {
     await w.stop();
   }

@@ -7,7 +7,9 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { ROOT, freePort, freshIp, launchChromium, parseRateLimit, sleep, startOrigin, startWorker } from "./harness.mjs";
+import {
+  ROOT, freePort, freshIp, launchChromium, parseRateLimit, startOrigin, startWorker, stopProcess, until,
+} from "./harness.mjs";
 
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(12).toString("hex");
 let dev, base;
@@ -24,20 +26,8 @@ async function startDev(vars) {
   const out = { proc, log: "", base: `http://127.0.0.1:${port}` };
   proc.stdout.on("data", (d) => { out.log += d; });
   proc.stderr.on("data", (d) => { out.log += d; });
-  const deadline = Date.now() + 240_000;
-  while (!out.log.includes("Ready on")) {
-    if (proc.exitCode !== null) throw new Error(`wrangler dev exited:\n${out.log}`);
-    if (Date.now() > deadline) throw new Error(`wrangler dev did not start:\n${out.log}`);
-    await sleep(200);
-  }
-  out.stop = async () => {
-    if (proc.exitCode !== null) return;
-    const exited = new Promise((ok) => proc.once("exit", ok));
-    proc.kill("SIGTERM");
-    const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
-    await exited;
-    clearTimeout(timer);
-  };
+  await until(() => out.log.includes("Ready on"), "wrangler dev", proc, { ms: 240_000, every: 200, detail: () => `:\n${out.log}` });
+  out.stop = () => stopProcess(proc, 10_000);
   return out;
 }
 

@@ -5,15 +5,14 @@
 // Every scenario is bounded in time and stops the processes it started.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
-import path from "node:path";
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import {
-  ROOT, startOrigin, startRedis, startLocalUpstash, startStack, scriptCalls, freshIp, sleep,
+  startOrigin, startRedis, startLocalUpstash, startStack, scriptCalls, freshIp, sleep, sha256Hex, median,
 } from "./harness.mjs";
+import { RECORD_DOCS, date, testCommand, writePage, writeReadmeFigures } from "../../scripts/record.mjs";
 
 const STEADY_KEY = "e2e-steady-" + randomBytes(8).toString("hex");
-const sha256 = (s) => createHash("sha256").update(s).digest("hex");
 const TIMEOUT_MS = 200;
 const COOLDOWN_MS = 1000;
 
@@ -24,7 +23,7 @@ const POLICY = {
     steady: { limits: { burst: { token_bucket: { capacity: 1000, refill: "1000/s" } } } },
     slow: { limits: { burst: { token_bucket: { capacity: 5, refill: "1/min" } } } },
   },
-  identity: { api_key: { header: "X-API-Key", keys: { [sha256(STEADY_KEY)]: "steady" } } },
+  identity: { api_key: { header: "X-API-Key", keys: { [sha256Hex(STEADY_KEY)]: "steady" } } },
   routes: [{ path: "/slow", use_tier: "slow" }],
   store: { timeout: `${TIMEOUT_MS}ms`, breaker_failures: 3, breaker_cooldown: `${COOLDOWN_MS}ms` },
 };
@@ -54,8 +53,9 @@ async function stream(url, headers, stop, log) {
   }
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 const rows = [];
+/** The fault scenarios below, each a row of the table. */
+const SCENARIOS = 6;
 let denyCache = null;
 
 /**
@@ -87,7 +87,7 @@ async function scenario(name, expectedClass, inject, heal) {
 
     const all = [...steady, ...hammer];
     const during = (log) => log.filter((x) => x.at > faultAt && x.at <= healAt);
-    const baseline = median(steady.filter((x) => x.at <= faultAt).map((x) => x.ms));
+    const baseline = median(steady.filter((x) => x.at <= faultAt).map((x) => x.ms)) ?? 0;
     const worst = Math.max(...during(steady).map((x) => x.ms));
     const hammerDuring = during(hammer);
     const row = {
@@ -105,7 +105,6 @@ async function scenario(name, expectedClass, inject, heal) {
       backMs: backAt === null ? null : backAt - healAt,
       backends: [...new Set(during(all).map((x) => x.backend))].sort().join(" "),
     };
-    rows.push(row);
     console.log(`# ${JSON.stringify(row)}`);
     const logs = r.worker.logs.join("");
 
@@ -128,6 +127,7 @@ async function scenario(name, expectedClass, inject, heal) {
     assert.equal(classLines.length, 1, `${name}: the failure logged once, with its class:\n${logs}`);
     assert.equal(logs.match(/circuit open after/g)?.length, 1, `${name}: one trip logged`);
     assert.match(logs, /Upstash answers again after \d+ ms/, `${name}: the recovery logged`);
+    rows.push(row); // only a fault whose assertions held makes a row of the table
     return { logs };
   } finally {
     await r.stop();
@@ -201,17 +201,23 @@ test("deny cache: a subject hammering past its limit costs no store calls", asyn
     const afterCalls = await scriptCalls(r.upstash);
     const calls = afterCalls.evalsha.calls - before.evalsha.calls + afterCalls.eval.calls - before.eval.calls;
     console.log(`# deny cache: 100 requests, capacity 5, refill 1/min: ${JSON.stringify(backends)}; script calls ${calls}`);
-    denyCache = { requests: 100, backends, calls };
     assert.deepEqual(backends, { "200 upstash": 5, "429 upstash": 1, "429 deny-cache": 94 });
     assert.equal(calls, 6, "5 allowed + the first denial; the other 94 denials cost nothing");
+    denyCache = { requests: 100, backends, calls };
   } finally {
     await r.stop();
   }
 });
 
 after(() => {
-  // The table for docs/store.md, also left in build/fault-table.md.
+  // The table, with how it was measured: always in build/fault-table.md; in
+  // docs/results/faults.md (and README.md's figure line) only when RECORD_DOCS=1.
   const lines = [
+    `Policy: \`timeout\` ${TIMEOUT_MS} ms, \`breaker_failures\` ${POLICY.store.breaker_failures}, \`breaker_cooldown\` ${COOLDOWN_MS} ms; ` +
+      "a steady caller (an API key, a bucket of 1000 + 1000/s) and a hammering caller (5 + 5/s), each sending one request " +
+      "after another, 10 ms apart, for 1.5 s before the fault, 2.5 s during it, and after healing until Upstash answers again plus 0.5 s. " +
+      "What the columns mean, and the assertions: [../store.md](../store.md#when-the-store-fails).",
+    "",
     "| fault | requests sent | 5xx seen | hammering caller during the fault: denied / allowed | worst added latency during the fault | requests that waited on Upstash during the fault | back on Upstash after healing |",
     "| --- | --- | --- | --- | --- | --- | --- |",
     ...rows.map((x) =>
@@ -219,10 +225,28 @@ after(() => {
   ];
   if (denyCache) {
     const d = denyCache;
-    lines.push("", `Deny cache: ${d.requests} requests from one caller past a limit of 5 (refill 1/min): ${JSON.stringify(d.backends)}; Redis script calls (INFO commandstats): ${d.calls}.`);
+    const n = (key) => d.backends[key] ?? 0;
+    lines.push("", `**Deny cache, counted by Redis:** ${d.requests} requests from one caller past a limit of 5 (refill 1/min): ` +
+      `${n("200 upstash")} allowed and ${n("429 upstash")} denied by Upstash, ${n("429 deny-cache")} denied by the deny cache; ` +
+      `\`INFO commandstats\` shows ${d.calls} script calls for the ${d.requests} requests.`);
   }
-  const text = lines.join("\n");
-  console.log(text.split("\n").map((l) => `# ${l}`).join("\n"));
-  mkdirSync(path.join(ROOT, "build"), { recursive: true });
-  writeFileSync(path.join(ROOT, "build/fault-table.md"), text + "\n");
+  const command = testCommand(fileURLToPath(import.meta.url));
+  const page = { title: "Store faults: measured", command, body: lines.join("\n") };
+  console.log(lines.map((l) => `# ${l}`).join("\n"));
+  writePage("build/fault-table.md", page);
+  const complete = rows.length === SCENARIOS && denyCache !== null;
+  if (!RECORD_DOCS) return;
+  if (!complete) {
+    console.log(`# RECORD_DOCS: ${rows.length} of ${SCENARIOS} faults and ${denyCache ? "the" : "no"} deny cache measured: docs/ left as it was`);
+    return;
+  }
+  writePage("docs/results/faults.md", page);
+  const sent = rows.reduce((n, x) => n + x.sent, 0);
+  const fivexx = rows.reduce((n, x) => n + x.fivexx, 0);
+  writeReadmeFigures("faults", [
+    `- Store failures (${rows.length} faults: killed, slow, 500, garbage, 401, Redis lost): ${fivexx} client 5xx in ${sent} requests; ` +
+      `one caller past its limit: ${denyCache.backends["429 deny-cache"] ?? 0} of ${denyCache.requests} requests denied from the deny cache, ` +
+      `${denyCache.calls} script calls in all (\`${command}\`, ${date().slice(0, 10)}) — ` +
+      "[docs/results/faults.md](docs/results/faults.md)",
+  ]);
 });

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
 import path from "node:path";
 import { promisify } from "node:util";
-import { ROOT, startWorker, freePort, freshIp, launchChromium, sleep } from "./harness.mjs";
+import { ROOT, startWorker, freePort, freshIp, launchChromium, stopProcess, until } from "./harness.mjs";
 
 const PYTHON = process.env.APPS_PYTHON ?? path.join(ROOT, ".venv-apps/bin/python");
 const run = promisify(execFile);
@@ -20,24 +20,14 @@ before(async () => {
   });
   app.stdout.on("data", (d) => { appLog += d; });
   app.stderr.on("data", (d) => { appLog += d; });
-  const deadline = Date.now() + 90_000;
-  while (!appLog.includes("Running on local URL")) {
-    if (app.exitCode !== null) throw new Error(`the Gradio app exited (is .venv-apps installed? scripts/test does it):\n${appLog}`);
-    if (Date.now() > deadline) throw new Error(`the Gradio app did not start:\n${appLog}`);
-    await sleep(200);
-  }
+  await until(() => appLog.includes("Running on local URL"), "the Gradio app (is .venv-apps installed? scripts/test does it)", app,
+    { ms: 90_000, every: 200, detail: () => `:\n${appLog}` });
   // No POLICY: the embedded example policy, in front of the app.
   worker = await startWorker({ ORIGIN_URL: `http://127.0.0.1:${port}` });
 });
 after(async () => {
   await worker?.stop();
-  if (app && app.exitCode === null) {
-    const exited = new Promise((ok) => app.once("exit", ok));
-    app.kill("SIGTERM");
-    const timer = setTimeout(() => app.kill("SIGKILL"), 5_000);
-    await exited;
-    clearTimeout(timer);
-  }
+  if (app) await stopProcess(app);
 });
 
 async function client(ip, calls) {

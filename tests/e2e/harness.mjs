@@ -1,6 +1,8 @@
-// Shared pieces of the end-to-end tests: the real built Worker (build/index.js and its
-// wasm, made by `worker-build --release`) running in workerd through Miniflare, a real
-// origin server on 127.0.0.1, and helpers to sign JWTs and send raw HTTP.
+// Shared pieces of the end-to-end tests (and of the benchmark, bench/*.mjs): the real built
+// Worker (build/index.js and its wasm, made by `worker-build --release`) running in workerd
+// through Miniflare, a real origin server on 127.0.0.1, the processes a test starts and stops
+// by PID (redis-server, local-upstash, wrangler dev, an app), Redis's own counts of script
+// calls, and helpers to sign JWTs and send raw HTTP.
 import { spawn } from "node:child_process";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
@@ -10,29 +12,43 @@ import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Miniflare } from "miniflare";
-import { chromium } from "playwright-core";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const JWT_SECRET = "e2e-test-secret-" + Math.random().toString(36).slice(2);
+
+export const sha256Hex = (s) => createHash("sha256").update(s).digest("hex");
+export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/**
+ * Miniflare's options for one Worker on 127.0.0.1 (a free port): the same runtime settings for
+ * the tests and the benchmark (bench/serve.mjs). `wasm`: the script imports a compiled module.
+ */
+export function workerOptions({ script, wasm = true, bindings, handleRuntimeStdio }) {
+  return {
+    scriptPath: script,
+    modules: true,
+    modulesRules: wasm ? [{ type: "CompiledWasm", include: ["**/*.wasm"] }] : undefined,
+    compatibilityDate: "2026-04-01",
+    bindings,
+    host: "127.0.0.1",
+    port: 0,
+    handleRuntimeStdio,
+  };
+}
 
 /** Starts the Worker with the given vars (POLICY, ORIGIN_URL, JWT_SECRET...). */
 export async function startWorker(vars) {
   const script = path.join(ROOT, "build/index.js");
   if (!existsSync(script)) throw new Error("build/index.js is missing: run `worker-build --release` (scripts/test does)");
   const logs = [];
-  const mf = new Miniflare({
-    scriptPath: script,
-    modules: true,
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
-    compatibilityDate: "2026-04-01",
+  const mf = new Miniflare(workerOptions({
+    script,
     bindings: vars,
-    host: "127.0.0.1",
-    port: 0,
     handleRuntimeStdio(stdout, stderr) {
       stdout.on("data", (d) => logs.push(String(d)));
       stderr.on("data", (d) => logs.push(String(d)));
     },
-  });
+  }));
   const url = (await mf.ready).toString().replace(/\/$/, "");
   return { url, logs, stop: () => mf.dispose() };
 }
@@ -119,13 +135,16 @@ export async function freePort() {
   return port;
 }
 
-/** Waits until `ready()` is true, failing early if `proc` exits. */
-async function until(ready, what, proc, ms = 15_000) {
+/**
+ * Waits until `ready()` is true, failing early if `proc` exits; `detail()` (for instance the
+ * process's output so far) is added to the error.
+ */
+export async function until(ready, what, proc, { ms = 15_000, every = 50, detail = () => "" } = {}) {
   const deadline = Date.now() + ms;
   while (!(await ready())) {
-    if (proc.exitCode !== null) throw new Error(`${what} exited with ${proc.exitCode}`);
-    if (Date.now() > deadline) throw new Error(`${what} did not come up within ${ms} ms`);
-    await sleep(50);
+    if (proc.exitCode !== null) throw new Error(`${what} exited with ${proc.exitCode}${detail()}`);
+    if (Date.now() > deadline) throw new Error(`${what} did not come up within ${ms} ms${detail()}`);
+    await sleep(every);
   }
 }
 
@@ -136,12 +155,15 @@ function portOpen(port) {
   });
 }
 
-/** Stops a process this harness started, by its PID, and waits for it to exit. */
-async function stopProcess(proc) {
+/**
+ * Stops a process the caller started, by its PID (SIGTERM, then SIGKILL after `killAfterMs`),
+ * and waits for it to exit.
+ */
+export async function stopProcess(proc, killAfterMs = 5_000) {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((ok) => proc.once("exit", ok));
   proc.kill("SIGTERM");
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 5_000);
+  const timer = setTimeout(() => proc.kill("SIGKILL"), killAfterMs);
   await exited;
   clearTimeout(timer);
 }
@@ -190,14 +212,18 @@ export async function startLocalUpstash(redisPort, { port, token, fault } = {}) 
   return { url, port, token, proc, command, setFault, stop: () => stopProcess(proc) };
 }
 
-/** Redis's own count of script calls (`INFO commandstats`), failed ones included. */
-export async function scriptCalls(upstash) {
-  const info = await upstash.command("INFO", "commandstats");
+/** Script calls in the text of `INFO commandstats`: EVALSHA and EVAL, failed ones included. */
+export function parseScriptCalls(info) {
   const stat = (name) => {
     const m = new RegExp(`^cmdstat_${name}:calls=(\\d+)(?:.*failed_calls=(\\d+))?`, "m").exec(info);
     return { calls: m ? Number(m[1]) : 0, failed: m && m[2] ? Number(m[2]) : 0 };
   };
   return { evalsha: stat("evalsha"), eval: stat("eval") };
+}
+
+/** Redis's own count of script calls (`INFO commandstats`), failed ones included. */
+export async function scriptCalls(upstash) {
+  return parseScriptCalls(await upstash.command("INFO", "commandstats"));
 }
 
 /**
@@ -224,8 +250,10 @@ export async function startStack(vars, { token } = {}) {
 
 /** Debian's Chromium, headless, as playwright-core drives it (scripts/test installs it). */
 export const CHROMIUM = "/usr/bin/chromium";
-export function launchChromium() {
+export async function launchChromium() {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: scripts/test installs Debian's chromium`);
+  // Loaded here, not at the top: the benchmark uses this file and no browser.
+  const { chromium } = await import("playwright-core");
   // Without the background-networking flags Chromium keeps calling out to a closed network.
   return chromium.launch({
     executablePath: CHROMIUM,

@@ -12,7 +12,9 @@
 // a sliding window releases a unit up to one slot late).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { startWorker, startOrigin, startRedis, startLocalUpstash, parseRateLimit, freshIp } from "./harness.mjs";
+import { STORE_CLAIMS, mdTable, recordSection, testCommand } from "../../scripts/record.mjs";
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -31,6 +33,14 @@ const policy = (per) => JSON.stringify({
 });
 
 let redis, upstash, origin, hourly, daily;
+/**
+ * What the answers and keys showed, per limit ("300/h", "300/day"), for
+ * docs/results/store-claims.md: requests, denials, the longest Retry-After and reset, the
+ * longest PTTL; and how many tests passed.
+ */
+const observed = {};
+const seenOf = (w) => (observed[w.name] ??= { window: w.window, requests: 0, denied: 0, retry: 0, reset: 0, pttl: 0, keys: new Set() });
+let passed = 0;
 const started = [];
 async function worker(per) {
   const w = await startWorker({
@@ -75,13 +85,18 @@ async function send(w, ip, path = "/x") {
   const s = span(w.window);
   const declared = /"hourly";q=300;w=(\d+)/.exec(r.headers.get("ratelimit-policy") ?? "");
   assert.equal(Number(declared?.[1]), Math.ceil(s / 1000), `${what}: RateLimit-Policy ${r.headers.get("ratelimit-policy")}`);
+  const seen = seenOf(w);
+  seen.requests++;
   if (r.status === 429) {
     const retry = Number(r.headers.get("retry-after"));
     assert.ok(retry >= 1 && retry <= retryBound(s), `${what}: Retry-After ${r.headers.get("retry-after")} s, the limit's span is ${s / 1000} s`);
+    seen.denied++;
+    seen.retry = Math.max(seen.retry, retry);
   }
   const rl = parseRateLimit(r.headers.get("ratelimit")).hourly;
   assert.ok(rl, `${what}: RateLimit ${r.headers.get("ratelimit")}`);
   assert.ok(rl.t <= Math.ceil(s / 1000), `${what}: reset in ${rl.t} s, longer than the limit's span of ${s / 1000} s`);
+  seen.reset = Math.max(seen.reset, rl.t);
   return { status: r.status, remaining: rl.r, backend: r.headers.get("x-limiter-backend") };
 }
 
@@ -101,6 +116,11 @@ async function assertKeysSane() {
     const window = tagged ? Number(tagged[1]) : DAY;
     const ttl = await upstash.command("PTTL", key);
     assert.ok(ttl > 0 && ttl <= span(window), `${key}: PTTL ${ttl} ms, the limit's span is ${span(window)} ms`);
+    const seen = Object.values(observed).find((x) => x.window === window);
+    if (seen) {
+      seen.pttl = Math.max(seen.pttl, ttl);
+      seen.keys.add(key);
+    }
   }
   for (const key of keys) {
     assert.match(key, /^e2e:anonymous:hourly:sw300-(3600000|86400000):[0-9a-f]{32}$/, "keys carry the parameters");
@@ -124,6 +144,7 @@ test("300/h used up, then the same limit as 300/day: the caller starts from a sa
   const keys = await assertKeysSane();
   assert.equal(keys.length, 2, "one key per set of parameters");
   for (const key of keys) console.log(`${key}: PTTL ${await upstash.command("PTTL", key)} ms`);
+  passed++;
 });
 
 test("300/day used up, then 300/h, then rolled back to 300/day: each finds its own state", async () => {
@@ -137,6 +158,7 @@ test("300/day used up, then 300/h, then rolled back to 300/day: each finds its o
   assert.deepEqual(await send(day, ip), store(429, 0));
   assert.deepEqual(await send(hourly, ip), store(200, 297), "and back again");
   await assertKeysSane();
+  passed++;
 });
 
 test("both policies live at once, requests alternating: neither poisons the other", async () => {
@@ -156,4 +178,32 @@ test("both policies live at once, requests alternating: neither poisons the othe
     assert.deepEqual(await send(w, ip), store(200, 89), w.name);
   }
   await assertKeysSane();
+  passed++;
+});
+
+after(() => {
+  const TESTS = 3;
+  const rows = Object.entries(observed).map(([name, x]) => [
+    `\`${name}\``,
+    `${x.requests} answers, ${x.denied} of them 429`,
+    x.denied ? `${x.retry} s` : "none denied",
+    `${x.reset} s`,
+    `${(x.pttl / 1000).toFixed(0)} s over ${x.keys.size} keys`,
+    `${(span(x.window) / 1000).toFixed(0)} s`,
+  ]);
+  const body = [
+    "The limit `hourly`, a sliding window of `300/h` changed to `300/day` under the same name, the reverse (a rollback), and both",
+    "versions live at once on one Redis, each policy in its own Worker (two workerd processes). Every answer was checked against",
+    "the limit's span (the window plus one slot, a tenth of it); the longest of each, over the whole run:",
+    "",
+    mdTable(["limit", "answers", "longest Retry-After", "longest reset (`RateLimit` `t`)", "longest PTTL", "the limit's span"], rows),
+    "",
+    "Keys, one per set of parameters and subject: " +
+      Object.entries(observed).map(([name, x]) => `\`${name}\` wrote \`${[...new Set([...x.keys].map((k) => k.replace(/[0-9a-f]{32}$/, "<32 hex>")))].join("`, `")}\``).join("; ") +
+      `. ${passed} of ${TESTS} tests passed.`,
+  ].join("\n");
+  console.log(body.split("\n").map((l) => `# ${l}`).join("\n"));
+  recordSection(STORE_CLAIMS.page, "claims:policy-change", {
+    command: testCommand(fileURLToPath(import.meta.url)), body, skeleton: STORE_CLAIMS.skeleton, complete: passed === TESTS,
+  });
 });

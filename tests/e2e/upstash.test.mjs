@@ -4,9 +4,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import {
   startWorker, startOrigin, startRedis, startLocalUpstash, scriptCalls, parseRateLimit, freshIp,
 } from "./harness.mjs";
+import { STORE_CLAIMS, date, mdTable, recordSection, testCommand, writeReadmeFigures } from "../../scripts/record.mjs";
 
 // Buckets that do not refill during a test: capacity 100, one unit back per day.
 const POLICY = {
@@ -31,6 +33,9 @@ const POLICY = {
 };
 
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
+const CLIENTS = 64, EACH = 4, RUNS = 5, CAPACITY = 100;
+/** What the tests observed, for docs/results/store-claims.md; set once a test's assertions held. */
+const observed = {};
 let redis, upstash, origin, workers;
 before(async () => {
   redis = await startRedis();
@@ -53,7 +58,7 @@ after(async () => {
 });
 
 /** `clients` concurrent clients, each sending `each` requests in turn, alternating Workers. */
-async function hammer(path, ip, clients = 64, each = 4) {
+async function hammer(path, ip, clients = CLIENTS, each = EACH) {
   const seen = { allowed: 0, denied: 0, other: [], backends: new Set() };
   await Promise.all(
     Array.from({ length: clients }, async (_, c) => {
@@ -87,21 +92,26 @@ test("decisions come from Upstash; keys are namespaced digests with a TTL no lon
   const ttl = await upstash.command("PTTL", keys[0]);
   // Two units used, one back per day: whole again in at most two days.
   assert.ok(ttl > 0 && ttl <= 2 * 86_400_000, `TTL ${ttl}`);
+  observed.keys = { key: keys[0].replace(/[0-9a-f]{32}$/, "<32 hex>"), count: keys.length, ttl, bound: 2 * 86_400_000 };
   await upstash.command("FLUSHALL");
 });
 
 test("two Workers, 64 concurrent clients, one key, capacity 100: exactly 100 allowed, five runs", async () => {
-  for (let run = 1; run <= 5; run++) {
+  const runs = [];
+  for (let run = 1; run <= RUNS; run++) {
     const seen = await hammer("/x", freshIp());
     assert.deepEqual([...seen.backends], ["upstash"], `run ${run}`);
     assert.deepEqual(seen.other, [], `run ${run}`);
     assert.equal(seen.allowed, 100, `run ${run}: ${seen.allowed} allowed`);
     assert.equal(seen.denied, 64 * 4 - 100, `run ${run}`);
+    runs.push(seen);
   }
+  observed.concurrency = runs;
 });
 
 test("the same with three limits on the tier: exactly 100 allowed, five runs, all-or-nothing", async () => {
-  for (let run = 1; run <= 5; run++) {
+  const runs = [];
+  for (let run = 1; run <= RUNS; run++) {
     const ip = freshIp();
     const seen = await hammer("/triple", ip);
     assert.deepEqual([...seen.backends], ["upstash"], `run ${run}`);
@@ -112,7 +122,9 @@ test("the same with three limits on the tier: exactly 100 allowed, five runs, al
     const rl = parseRateLimit(r.headers.get("ratelimit"));
     assert.equal(r.status, 429);
     assert.deepEqual([rl.burst.r, rl.fixed.r, rl.sliding.r], [300, 150, 0], `run ${run}`);
+    runs.push({ allowed: seen.allowed, denied: seen.denied, left: [rl.burst.r, rl.fixed.r, rl.sliding.r] });
   }
+  observed.triple = runs;
 });
 
 test("INFO commandstats: one script call per request in steady state", async () => {
@@ -127,6 +139,12 @@ test("INFO commandstats: one script call per request in steady state", async () 
   assert.equal(after.evalsha.calls - before.evalsha.calls, requests, "one EVALSHA per request");
   assert.equal(after.evalsha.failed - before.evalsha.failed, 0, "no NOSCRIPT");
   assert.equal(after.eval.calls - before.eval.calls, 0, "no EVAL");
+  observed.scripts = {
+    requests,
+    evalsha: after.evalsha.calls - before.evalsha.calls,
+    eval: after.eval.calls - before.eval.calls,
+    failed: after.evalsha.failed - before.evalsha.failed + after.eval.failed - before.eval.failed,
+  };
 });
 
 test("NOSCRIPT: after SCRIPT FLUSH the next request sends EVAL and carries on", async () => {
@@ -150,6 +168,14 @@ test("NOSCRIPT: after SCRIPT FLUSH the next request sends EVAL and carries on", 
   const last = await scriptCalls(upstash);
   assert.equal(last.eval.calls - mid.eval.calls, 0, "EVAL loaded it: back to EVALSHA alone");
   assert.equal(last.evalsha.calls - mid.evalsha.calls, 1);
+  observed.noscript = {
+    evalsha: mid.evalsha.calls - before.evalsha.calls,
+    noscript: mid.evalsha.failed - before.evalsha.failed,
+    eval: mid.eval.calls - before.eval.calls,
+    remaining: parseRateLimit(r.headers.get("ratelimit")).quota.r,
+    thenEvalsha: last.evalsha.calls - mid.evalsha.calls,
+    thenEval: last.eval.calls - mid.eval.calls,
+  };
 });
 
 test("admin API on Upstash: inspect reads Redis (from either Worker), reset deletes the keys", async () => {
@@ -173,4 +199,48 @@ test("admin API on Upstash: inspect reads Redis (from either Worker), reset dele
   assert.deepEqual(await upstash.command("KEYS", pattern), [], "the key is gone from Redis");
   const after = await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } });
   assert.equal(parseRateLimit(after.headers.get("ratelimit")).quota.r, 99, "full again");
+});
+
+/** "a / b in each of the 5 runs", or each run's figures when they differ. */
+function perRun(runs, show) {
+  const each = runs.map(show);
+  return new Set(each).size === 1 ? `${each[0]}, in each of the ${runs.length} runs` : `${each.map((x, i) => `run ${i + 1}: ${x}`).join("; ")}`;
+}
+
+after(() => {
+  const o = observed;
+  const missing = "not measured: the test failed";
+  const rows = [
+    ["no over-admission under concurrency",
+      `${CLIENTS} concurrent clients alternate between the two Workers, ${CLIENTS * EACH} requests on one key, a bucket of ${CAPACITY} that does not refill in the test; ${RUNS} runs`,
+      o.concurrency ? perRun(o.concurrency, (x) => `${x.allowed} allowed, ${x.denied} denied`) : missing],
+    ["the same with three limits",
+      `token bucket ${POLICY.tiers.triple.limits.burst.token_bucket.capacity}, fixed window ${POLICY.tiers.triple.limits.fixed.fixed_window}, sliding window ${POLICY.tiers.triple.limits.sliding.sliding_window} on one tier; ${RUNS} runs`,
+      o.triple ? perRun(o.triple, (x) => `${x.allowed} allowed; afterwards the three limits show ${x.left.join(" / ")} left`) : missing],
+    ["one script call per request",
+      "Redis's `INFO commandstats` before and after 160 requests (16 clients × 10)",
+      o.scripts ? `${o.scripts.requests} requests: \`EVALSHA\` +${o.scripts.evalsha}, \`EVAL\` +${o.scripts.eval}, failed calls +${o.scripts.failed}` : missing],
+    ["NOSCRIPT recovery",
+      "`SCRIPT FLUSH`, then two requests",
+      o.noscript ? `first request: \`EVALSHA\` +${o.noscript.evalsha} (${o.noscript.noscript} failed: NOSCRIPT), \`EVAL\` +${o.noscript.eval}, ` +
+        `${o.noscript.remaining} left in the bucket (as before the flush); second: \`EVALSHA\` +${o.noscript.thenEvalsha}, \`EVAL\` +${o.noscript.thenEval}` : missing],
+    ["keys",
+      "`KEYS *` and `PTTL` after two requests from one address",
+      o.keys ? `${o.keys.count} key, \`${o.keys.key}\`, not holding the address; \`PTTL\` ${o.keys.ttl} ms (the bound, the time to refill fully: ${o.keys.bound} ms)` : missing],
+  ];
+  const complete = Boolean(o.concurrency && o.triple && o.scripts && o.noscript && o.keys);
+  const command = testCommand(fileURLToPath(import.meta.url));
+  const body = mdTable(["claim", "how it is shown", "observed"], rows);
+  console.log(body.split("\n").map((l) => `# ${l}`).join("\n"));
+  const docs = recordSection(STORE_CLAIMS.page, "claims:upstash", { command, body, skeleton: STORE_CLAIMS.skeleton, complete });
+  if (docs) {
+    const c = o.concurrency;
+    const same = c.every((x) => x.allowed === c[0].allowed);
+    writeReadmeFigures("store-claims", [
+      `- Under concurrency, two Workers × ${CLIENTS} clients on one key with a budget of ${CAPACITY}: ` +
+        `${same ? `${c[0].allowed} admitted in each of ${c.length} runs` : c.map((x) => x.allowed).join(", ") + " admitted"}; ` +
+        `one script call per request (${o.scripts.evalsha} for ${o.scripts.requests}) (\`${command}\`, ${date().slice(0, 10)}) — ` +
+        "[docs/results/store-claims.md](docs/results/store-claims.md)",
+    ]);
+  }
 });

@@ -2,13 +2,12 @@
 // a real origin on 127.0.0.1, real HTTP between them.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import {
-  startWorker, startOrigin, signJwt, nowS, rawRequest, parseRateLimit, freshIp, sleep, JWT_SECRET,
+  startWorker, startOrigin, signJwt, nowS, rawRequest, parseRateLimit, freshIp, sleep, sha256Hex, JWT_SECRET,
 } from "./harness.mjs";
 
 const PREMIUM_KEY = "e2e-premium-" + randomBytes(8).toString("hex");
-const sha256 = (s) => createHash("sha256").update(s).digest("hex");
 
 const POLICY = {
   tiers: {
@@ -20,7 +19,7 @@ const POLICY = {
     bulk: { limits: { burst: { token_bucket: { capacity: 100, refill: "100/s" } } } },
   },
   identity: {
-    api_key: { header: "X-API-Key", keys: { [sha256(PREMIUM_KEY)]: "premium" } },
+    api_key: { header: "X-API-Key", keys: { [sha256Hex(PREMIUM_KEY)]: "premium" } },
     jwt: { tier_claim: "tier", default_tier: "authenticated" },
   },
   routes: [
@@ -172,7 +171,7 @@ test("a 20 MB body streams through to the origin", async () => {
   assert.equal(r.status, 200);
   const seen = await r.json();
   assert.equal(seen.length, body.length);
-  assert.equal(seen.sha256, createHash("sha256").update(body).digest("hex"));
+  assert.equal(seen.sha256, sha256Hex(body));
 });
 
 test("bad credentials of ours get 401 problem+json, never anonymous and never a panic", async () => {
