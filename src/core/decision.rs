@@ -27,6 +27,8 @@ pub enum Backend {
     Fallback,
     /// The deny cache decided: Upstash said earlier that this subject is denied until later.
     DenyCache,
+    /// The subject's lease decided: units Upstash granted it ahead, held in this isolate.
+    Lease,
     /// Nobody decided: Upstash failed and the policy says `on_failure: open`.
     FailOpen,
     /// Nobody decided: Upstash failed and the policy says `on_failure: closed`.
@@ -40,6 +42,7 @@ impl Backend {
             Backend::Memory => "memory",
             Backend::Fallback => "memory-fallback",
             Backend::DenyCache => "deny-cache",
+            Backend::Lease => "lease",
             Backend::FailOpen => "fail-open",
             Backend::FailClosed => "fail-closed",
         }

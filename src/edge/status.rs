@@ -44,6 +44,7 @@ pub fn status(iso: &Isolate, now: u64, private: bool) -> Value {
             "last_failure": last_failure,
             "deny_cache": store.deny_cache().map(|c| json!({ "entries": c.len(), "hits": c.hits() })),
             "memory_keys": store.memory().len(),
+            "leases": { "held": store.leases_held(), "answered": counts.leased, "units_returned": counts.returned },
         },
         "policy": match &iso.config {
             Config::Ready { policy, .. } => describe(policy),

@@ -1,21 +1,26 @@
-//! The store the Worker uses: the deny cache, then Upstash behind a circuit breaker, then the
-//! policy's `store.on_failure` when Upstash fails or the breaker is open. A store failure never
-//! reaches the client as an error, and every answer names the backend that decided.
+//! The store the Worker uses: the subject's lease, the deny cache, then Upstash behind a
+//! circuit breaker, then the policy's `store.on_failure` when Upstash fails or the breaker is
+//! open. A store failure never reaches the client as an error, and every answer names the
+//! backend that decided.
 //!
 //! ```text
-//! check ─► deny cache hit? ────────────────────────────► denied, no store call
+//! check ─► its lease covers it? ───────────────────────► allowed, no store call
+//!       ─► deny cache hit? ────────────────────────────► denied, no store call
 //!       ─► breaker open? ──────────────────────────────► on_failure, no store call
-//!       ─► Upstash (one EVALSHA) ─ ok ─────────────────► its decision (denials cached)
-//!                                  └ failure ──────────► on_failure (memory / open / closed)
+//!       ─► Upstash (one EVALSHA: the check, which may take a lease, and any unused leased
+//!          units handed back) ─ ok ────────────────────► its decision (denials cached)
+//!                               └ failure ─────────────► on_failure (memory / open / closed)
 //! ```
 
 use std::cell::{Cell, RefCell};
 
 use super::breaker::{Admission, Breaker, BreakerState, Transition};
 use super::deny_cache::DenyCache;
+use super::lease::{Grant, LeaseBook, Unused};
 use super::memory::MemoryStore;
+use super::script::{Answer, Op};
 use super::{Backend, CheckRequest, Store, StoreError};
-use crate::core::algorithm::{Decision, Millis};
+use crate::core::algorithm::{Algorithm, Decision, LimitStatus, Millis};
 use crate::core::policy::{FailMode, StoreSettings};
 
 /// A line for the Worker's log.
@@ -43,7 +48,24 @@ pub struct Counts {
     pub store_failures: u64,
     /// Checks decided without calling Upstash because the breaker was open.
     pub skipped: u64,
+    /// Checks decided from a lease, with no store call.
+    pub leased: u64,
+    /// Leases' unused units handed back (in units).
+    pub returned: u64,
 }
+
+/// What handing a lease back needs: its keys in the store and its limits.
+#[derive(Clone, Debug)]
+pub struct Refundable {
+    keys: Vec<String>,
+    limits: Vec<Algorithm>,
+}
+
+/// Unused leased units handed back per store call, at most; the rest wait for the next.
+const RETURNS_PER_CALL: usize = 8;
+/// Unused leased units waiting to be handed back, at most (past it the oldest are dropped:
+/// units lost to the store until their limit refills, never units admitted twice).
+const RETURNS_WAITING: usize = 64;
 
 pub struct Hybrid<P> {
     primary: Option<P>,
@@ -56,6 +78,9 @@ pub struct Hybrid<P> {
     logged: Cell<u8>,
     /// The last failure: when, its class, and what was seen.
     last_failure: RefCell<Option<(Millis, StoreError)>>,
+    leases: LeaseBook<Refundable>,
+    /// Ended leases whose unused units are still to be handed back.
+    returns: RefCell<Vec<Unused<Refundable>>>,
 }
 
 fn class_bit(e: &StoreError) -> u8 {
@@ -81,7 +106,14 @@ impl<P: Store> Hybrid<P> {
             counts: Cell::new(Counts::default()),
             logged: Cell::new(0),
             last_failure: RefCell::new(None),
+            leases: LeaseBook::new(settings.memory_max_keys),
+            returns: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Leases held in this isolate now.
+    pub fn leases_held(&self) -> usize {
+        self.leases.held()
     }
 
     pub fn has_primary(&self) -> bool {
@@ -120,9 +152,14 @@ impl<P: Store> Hybrid<P> {
             let decision = Ok(self.memory.check_now(r));
             return Verdict { decision, backend: Backend::Memory, notes: Vec::new() };
         };
-        let cache_key = self.denials.as_ref().map(|_| r.subject_key());
-        if let (Some(cache), Some(key)) = (&self.denials, &cache_key) {
-            if let Some(decision) = cache.lookup(key, r.now, r.cost) {
+        let key = r.subject_key();
+        let leasing = r.tier.lease;
+        if let Some(decision) = self.leases.take(&key, r.now, r.cost, leasing) {
+            self.count(|c| c.leased += 1);
+            return Verdict { decision: Ok(decision), backend: Backend::Lease, notes: Vec::new() };
+        }
+        if let Some(cache) = &self.denials {
+            if let Some(decision) = cache.lookup(&key, r.now, r.cost) {
                 return Verdict { decision: Ok(decision), backend: Backend::DenyCache, notes: Vec::new() };
             }
         }
@@ -130,9 +167,41 @@ impl<P: Store> Hybrid<P> {
             self.count(|c| c.skipped += 1);
             return self.on_failure(r, None, Vec::new());
         }
+        // A lease that could not cover this request is over: its rest goes back in this call.
+        let returns = self.returns_for_this_call(&key, r.now);
+        let want = self.leases.want(&key, r.cost, leasing);
+        let own = Refundable { keys: primary.keys(r), limits: r.limits().iter().map(|l| l.algorithm).collect() };
+        let mut ops = vec![Op::Check { limits: &own.limits[..], cost: r.cost, want }];
+        let mut keys = own.keys.clone();
+        for u in &returns {
+            ops.push(Op::Refund { limits: &u.payload.limits[..], units: u.units, granted_at: u.granted_at });
+            keys.extend(u.payload.keys.iter().cloned());
+        }
         self.count(|c| c.store_calls += 1);
-        match primary.check(r).await {
-            Ok(decision) => {
+        let answer = match primary.run(&keys, r.now, &ops).await {
+            Ok(answers) => match answers.first() {
+                Some(Answer::Lease(lease)) => Ok(*lease),
+                other => Err(StoreError::Malformed(format!("a check answered {other:?}"))),
+            },
+            Err(e) => Err(e),
+        };
+        drop(ops);
+        if answer.is_ok() {
+            let units: u64 = returns.iter().map(|u| u.units).sum();
+            self.count(|c| c.returned += units);
+        } else {
+            self.keep_returns(returns);
+        }
+        match answer {
+            Ok(lease) => {
+                let mut decision = lease.decision;
+                if decision.allowed() && lease.spare() > 0 {
+                    let grant = Grant { decision, granted: lease.granted, until: lease.until };
+                    if let Some(rest) = self.leases.hold(&key, r.now, r.cost, &grant, leasing, own) {
+                        self.keep_returns(vec![rest]);
+                    }
+                    decision = with_spare(&decision, lease.spare());
+                }
                 let mut notes = Vec::new();
                 if let Some(Transition::Recovered { since }) = self.breaker.record_success() {
                     self.logged.set(0);
@@ -140,8 +209,8 @@ impl<P: Store> Hybrid<P> {
                     notes
                         .push(Note::Info(format!("Upstash answers again after {down} ms of failures; circuit closed")));
                 }
-                if let (Some(cache), Some(key)) = (&self.denials, &cache_key) {
-                    cache.remember(key, r.now, &decision);
+                if let Some(cache) = &self.denials {
+                    cache.remember(&key, r.now, &decision);
                 }
                 Verdict { decision: Ok(decision), backend: Backend::Upstash, notes }
             }
@@ -188,6 +257,8 @@ impl<P: Store> Hybrid<P> {
     /// reached; they matter only while Upstash is failing or until the cached retry time.
     pub async fn reset(&self, r: &CheckRequest<'_>) -> Result<(), StoreError> {
         self.memory.reset_now(r);
+        // Its buckets are full again: the lease's units need no handing back.
+        self.leases.end(&r.subject_key());
         if let Some(cache) = &self.denials {
             cache.forget(&r.subject_key());
         }
@@ -195,6 +266,24 @@ impl<P: Store> Hybrid<P> {
             Some(primary) => primary.reset(r).await,
             None => Ok(()),
         }
+    }
+
+    /// The unused units to hand back with this call: the subject's own lease, which could
+    /// not cover its request, then leases that are over, then those waiting since a failure.
+    fn returns_for_this_call(&self, key: &str, now: Millis) -> Vec<Unused<Refundable>> {
+        let mut out: Vec<Unused<Refundable>> = self.leases.end(key).into_iter().collect();
+        out.extend(self.leases.expired(now, RETURNS_PER_CALL.saturating_sub(out.len())));
+        let mut waiting = self.returns.borrow_mut();
+        let room = RETURNS_PER_CALL.saturating_sub(out.len()).min(waiting.len());
+        out.extend(waiting.drain(..room));
+        out
+    }
+
+    fn keep_returns(&self, returns: Vec<Unused<Refundable>>) {
+        let mut waiting = self.returns.borrow_mut();
+        waiting.extend(returns);
+        let over = waiting.len().saturating_sub(RETURNS_WAITING);
+        waiting.drain(..over);
     }
 
     fn fallback_backend(&self) -> Backend {
@@ -214,6 +303,14 @@ impl<P: Store> Hybrid<P> {
         };
         Verdict { decision, backend, notes }
     }
+}
+
+/// The granting answer tells what the caller can get at that instant: what the store has
+/// left after the whole grant, and the spare units the lease holds for it.
+fn with_spare(decision: &Decision, spare: u64) -> Decision {
+    let statuses: Vec<LimitStatus> =
+        decision.limits().iter().map(|s| LimitStatus { remaining: s.remaining.saturating_add(spare), ..*s }).collect();
+    Decision::from_parts(decision.outcome, decision.binding, decision.cost, &statuses).unwrap_or(*decision)
 }
 
 #[cfg(test)]
@@ -252,6 +349,23 @@ mod tests {
         async fn reset(&self, r: &CheckRequest<'_>) -> Result<(), StoreError> {
             self.engine.reset_now(r);
             Ok(())
+        }
+
+        fn keys(&self, r: &CheckRequest<'_>) -> Vec<String> {
+            vec![r.subject_key()]
+        }
+
+        async fn run(
+            &self,
+            keys: &[String],
+            now: Millis,
+            ops: &[Op<'_, Algorithm>],
+        ) -> Result<Vec<Answer>, StoreError> {
+            self.calls.set(self.calls.get() + 1);
+            match self.failing.borrow().clone() {
+                Some(e) => Err(e),
+                None => Ok(self.engine.batch_now(keys, now, ops)),
+            }
         }
     }
 
@@ -293,7 +407,7 @@ mod tests {
         assert_eq!(allowed, [true, true, false, false, false, false, false, false, false, false]);
         assert!(verdicts.iter().all(|v| v.backend == Backend::Fallback));
         assert_eq!(primary.calls.get(), 3, "three failures, then the breaker is open");
-        assert_eq!(hybrid.counts(), Counts { store_calls: 3, store_failures: 3, skipped: 7 });
+        assert_eq!(hybrid.counts(), Counts { store_calls: 3, store_failures: 3, skipped: 7, ..Counts::default() });
         let notes: Vec<&Note> = verdicts.iter().flat_map(|v| &v.notes).collect();
         assert_eq!(notes.len(), 2, "the failure once, the trip once: {notes:?}");
         assert!(matches!(notes[0], Note::Error(m) if m.contains("timeout")));
@@ -386,5 +500,70 @@ mod tests {
         let hybrid: Hybrid<&Switchable> = Hybrid::new(None, &settings(FailMode::Closed, true));
         let v = run(hybrid.check(&Rig::new().req("s", 0)));
         assert_eq!((v.backend, v.notes.len()), (Backend::Memory, 0));
+    }
+
+    fn leasing_tier(capacity: u64) -> Tier {
+        let mut tier = crate::store::test_tier("t", "q", Algorithm::fixed_window(capacity, 60_000).unwrap());
+        tier.lease = crate::core::policy::Leasing { max: 16, ttl_ms: 1_000 };
+        tier
+    }
+
+    #[test]
+    fn a_busy_subject_is_served_from_leases_and_never_past_its_limit() {
+        let primary = Switchable::new();
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, true));
+        let tier = leasing_tier(100);
+        let subject = SubjectDigest::raw("hot");
+        let mut allowed = 0;
+        let mut backends = std::collections::BTreeMap::new();
+        for i in 0..300u64 {
+            let v = run(hybrid.check(&CheckRequest::new(&tier, &subject, i, 1)));
+            let d = v.decision.unwrap();
+            allowed += u64::from(d.allowed());
+            *backends.entry(v.backend.as_str()).or_insert(0) += 1;
+        }
+        assert_eq!(allowed, 100, "every unit used, none twice: {backends:?}");
+        assert!(primary.calls.get() < 40, "{} store calls for 300 requests: {backends:?}", primary.calls.get());
+        assert!(backends["lease"] > 60, "{backends:?}");
+    }
+
+    #[test]
+    fn what_a_lease_holds_is_never_reported_as_more_and_its_rest_is_handed_back() {
+        let primary = Switchable::new();
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, false));
+        let tier = leasing_tier(1_000);
+        let (hot, other) = (SubjectDigest::raw("hot"), SubjectDigest::raw("other"));
+        for i in 0..20u64 {
+            run(hybrid.check(&CheckRequest::new(&tier, &hot, i, 1)));
+        }
+        let v = run(hybrid.check(&CheckRequest::new(&tier, &hot, 20, 1)));
+        if v.backend == Backend::Lease {
+            assert!(v.decision.unwrap().remaining() <= 16, "only what the lease holds");
+        }
+        assert!(hybrid.leases_held() == 1);
+        // The lease period passes: the next store call, for anyone, hands the rest back.
+        run(hybrid.check(&CheckRequest::new(&tier, &other, 5_000, 1)));
+        assert_eq!(hybrid.leases_held(), 0);
+        assert!(hybrid.counts().returned > 0, "{:?}", hybrid.counts());
+        let peek = run(hybrid.inspect(&CheckRequest::new(&tier, &hot, 5_001, 0))).0;
+        assert_eq!(peek.remaining(), 1_000 - 21, "the store holds back only what was used");
+    }
+
+    #[test]
+    fn a_lease_held_when_the_store_fails_is_used_then_memory_decides() {
+        let primary = Switchable::new();
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, false));
+        let tier = leasing_tier(1_000);
+        let hot = SubjectDigest::raw("hot");
+        for i in 0..20u64 {
+            run(hybrid.check(&CheckRequest::new(&tier, &hot, i, 1)));
+        }
+        assert_eq!(hybrid.leases_held(), 1);
+        *primary.failing.borrow_mut() = Some(StoreError::Timeout { after_ms: 100 });
+        let backends: Vec<Backend> =
+            (20..60u64).map(|i| run(hybrid.check(&CheckRequest::new(&tier, &hot, i, 1))).backend).collect();
+        let first_fallback = backends.iter().position(|b| *b == Backend::Fallback).unwrap();
+        assert!(first_fallback > 0 && backends[..first_fallback].iter().all(|b| *b == Backend::Lease), "{backends:?}");
+        assert!(backends[first_fallback..].iter().all(|b| *b == Backend::Fallback), "{backends:?}");
     }
 }

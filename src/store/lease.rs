@@ -15,7 +15,7 @@
 //! can still get.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::core::algorithm::{Decision, LimitStatus, Millis, Outcome};
 use crate::core::policy::Leasing;
@@ -29,15 +29,18 @@ pub struct Grant {
     pub until: Millis,
 }
 
-/// Units a lease did not use, to hand back to the store.
+/// Units a lease did not use, to hand back to the store, with what the store needs to find
+/// them (`P`: the lease's keys and limits).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unused {
+pub struct Unused<P> {
     pub key: String,
     pub units: u64,
     pub granted_at: Millis,
+    pub payload: P,
 }
 
-struct Held {
+struct Held<P> {
+    payload: P,
     left: u64,
     granted_at: Millis,
     until: Millis,
@@ -45,22 +48,29 @@ struct Held {
     snapshot: Decision,
 }
 
-struct Entry {
+struct Entry<P> {
     /// The current period's start and the units used in it, and the units of the one before.
     period_start: Millis,
     used_now: u64,
     used_before: u64,
-    held: Option<Held>,
+    held: Option<Held<P>>,
 }
 
-pub struct LeaseBook {
-    entries: RefCell<HashMap<String, Entry>>,
+pub struct LeaseBook<P> {
+    entries: RefCell<HashMap<String, Entry<P>>>,
+    /// Every lease granted, by when it ends, in order of grant: what `expired` reads, so that
+    /// it never walks the whole book. An entry whose lease ended otherwise is skipped.
+    ends: RefCell<VecDeque<(Millis, String)>>,
     max_keys: usize,
 }
 
-impl LeaseBook {
-    pub fn new(max_keys: usize) -> LeaseBook {
-        LeaseBook { entries: RefCell::new(HashMap::new()), max_keys: max_keys.max(1) }
+impl<P> LeaseBook<P> {
+    pub fn new(max_keys: usize) -> LeaseBook<P> {
+        LeaseBook {
+            entries: RefCell::new(HashMap::new()),
+            ends: RefCell::new(VecDeque::new()),
+            max_keys: max_keys.max(1),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -116,34 +126,59 @@ impl LeaseBook {
     /// Keeps what a grant for a request of `cost` left over, usable until the grant's bound
     /// (a fixed window's end) or the lease period, whichever is sooner. Returns the
     /// unused units of the lease it replaces, to hand back.
-    pub fn hold(&self, key: &str, now: Millis, cost: u64, grant: &Grant, settings: Leasing) -> Option<Unused> {
+    pub fn hold(
+        &self,
+        key: &str,
+        now: Millis,
+        cost: u64,
+        grant: &Grant,
+        settings: Leasing,
+        payload: P,
+    ) -> Option<Unused<P>> {
         let Grant { decision, granted, until } = *grant;
         let mut entries = self.entries.borrow_mut();
         let entry = entries.get_mut(key)?;
-        let old = entry.held.take().and_then(|h| unused(key, &h));
+        let old = entry.held.take().and_then(|h| unused(key, h));
         if granted > cost && settings.on() {
             let until = until.min(now.saturating_add(settings.ttl_ms));
-            entry.held = Some(Held { left: granted - cost, granted_at: now, until, snapshot: decision });
+            entry.held = Some(Held { payload, left: granted - cost, granted_at: now, until, snapshot: decision });
+            let mut ends = self.ends.borrow_mut();
+            ends.push_back((until, key.to_string()));
+            if ends.len() > 2 * self.max_keys {
+                ends.pop_front(); // bounded: that lease then ends at its next use or grant
+            }
         }
         old
     }
 
     /// Ends the subject's lease (an administrative reset, or a denial): its unused units, if
     /// any, to hand back.
-    pub fn end(&self, key: &str) -> Option<Unused> {
+    pub fn end(&self, key: &str) -> Option<Unused<P>> {
         let held = self.entries.borrow_mut().get_mut(key)?.held.take()?;
-        unused(key, &held)
+        unused(key, held)
+    }
+
+    /// Leases held now, for the status.
+    pub fn held(&self) -> usize {
+        self.entries.borrow().values().filter(|e| e.held.is_some()).count()
     }
 
     /// Ends the leases that are over, at most `limit` of them: their unused units.
-    pub fn expired(&self, now: Millis, limit: usize) -> Vec<Unused> {
+    pub fn expired(&self, now: Millis, limit: usize) -> Vec<Unused<P>> {
         let mut out = Vec::new();
-        for (key, entry) in self.entries.borrow_mut().iter_mut() {
-            if out.len() >= limit {
-                break;
+        let mut ends = self.ends.borrow_mut();
+        let mut entries = self.entries.borrow_mut();
+        // Leases are granted with one period, so they end nearly in the order granted; one
+        // that ends later than one behind it is reached when it is over.
+        while out.len() < limit {
+            match ends.front() {
+                Some((until, _)) if *until <= now => {}
+                _ => break,
             }
-            if entry.held.as_ref().is_some_and(|h| now >= h.until) {
-                if let Some(u) = entry.held.take().and_then(|h| unused(key, &h)) {
+            let Some((until, key)) = ends.pop_front() else { break };
+            let Some(entry) = entries.get_mut(&key) else { continue };
+            if entry.held.as_ref().is_some_and(|h| h.until == until) {
+                if let Some(u) = entry.held.take().and_then(|h| unused(&key, h)) {
                     out.push(u);
                 }
             }
@@ -152,13 +187,18 @@ impl LeaseBook {
     }
 }
 
-fn unused(key: &str, held: &Held) -> Option<Unused> {
-    (held.left > 0).then(|| Unused { key: key.to_string(), units: held.left, granted_at: held.granted_at })
+fn unused<P>(key: &str, held: Held<P>) -> Option<Unused<P>> {
+    (held.left > 0).then(|| Unused {
+        key: key.to_string(),
+        units: held.left,
+        granted_at: held.granted_at,
+        payload: held.payload,
+    })
 }
 
 /// Moves the rate's period on: the units of a period just over become the last period's;
 /// after a longer pause both are forgotten.
-fn roll(entry: &mut Entry, now: Millis, period: Millis) {
+fn roll<P>(entry: &mut Entry<P>, now: Millis, period: Millis) {
     let elapsed = now.saturating_sub(entry.period_start);
     if elapsed < period.max(1) {
         return;
@@ -170,7 +210,7 @@ fn roll(entry: &mut Entry, now: Millis, period: Millis) {
 
 /// Drops subjects with no lease whose rate is forgotten; if that frees too little, every
 /// subject without a lease (a held lease is units of the shared bucket: never dropped here).
-fn evict(entries: &mut HashMap<String, Entry>, now: Millis, period: Millis, max_keys: usize) {
+fn evict<P>(entries: &mut HashMap<String, Entry<P>>, now: Millis, period: Millis, max_keys: usize) {
     entries.retain(|_, e| e.held.is_some() || now.saturating_sub(e.period_start) < 2 * period.max(1));
     if entries.len() >= max_keys {
         entries.retain(|_, e| e.held.is_some());
@@ -213,22 +253,22 @@ mod tests {
 
     #[test]
     fn a_subject_seen_once_asks_for_its_cost_alone() {
-        let book = LeaseBook::new(100);
+        let book: LeaseBook<()> = LeaseBook::new(100);
         assert_eq!(book.take("t:a", 0, 1, ON), None);
         assert_eq!(book.want("t:a", 1, ON), 1);
         assert_eq!(book.want("t:b", 3, ON), 3, "never seen");
-        assert_eq!(LeaseBook::new(100).want("t:a", 1, Leasing::OFF), 1);
+        assert_eq!(LeaseBook::<()>::new(100).want("t:a", 1, Leasing::OFF), 1);
     }
 
     #[test]
     fn a_busy_subject_asks_for_its_rate_and_is_then_served_from_its_lease() {
-        let book = LeaseBook::new(100);
+        let book: LeaseBook<()> = LeaseBook::new(100);
         for i in 0..6 {
             assert_eq!(book.take("t:a", i * 100, 1, ON), None);
         }
         // Six units in this period so far, the sixth being asked for now: five seen before it.
         assert_eq!(book.want("t:a", 1, ON), 5);
-        assert_eq!(book.hold("t:a", 600, 1, &grant(5, u64::MAX, 50), ON), None);
+        assert_eq!(book.hold("t:a", 600, 1, &grant(5, u64::MAX, 50), ON, ()), None);
         let mut remaining = Vec::new();
         for i in 0..4 {
             let d = book.take("t:a", 650 + i, 1, ON).expect("from the lease");
@@ -241,7 +281,7 @@ mod tests {
 
     #[test]
     fn the_rate_is_capped_and_follows_the_last_period() {
-        let book = LeaseBook::new(100);
+        let book: LeaseBook<()> = LeaseBook::new(100);
         for i in 0..40 {
             book.take("t:a", i * 10, 1, ON);
         }
@@ -255,27 +295,27 @@ mod tests {
 
     #[test]
     fn a_lease_ends_at_its_bound_and_hands_back_what_it_did_not_use() {
-        let book = LeaseBook::new(100);
+        let book: LeaseBook<()> = LeaseBook::new(100);
         book.take("t:a", 0, 1, ON);
-        book.hold("t:a", 0, 1, &grant(8, 300, 10), ON);
+        book.hold("t:a", 0, 1, &grant(8, 300, 10), ON, ());
         assert!(book.take("t:a", 100, 1, ON).is_some());
         assert_eq!(book.take("t:a", 300, 1, ON), None, "the engine's bound (a window's end)");
-        assert_eq!(book.expired(300, 10), vec![Unused { key: "t:a".into(), units: 6, granted_at: 0 }]);
+        assert_eq!(book.expired(300, 10), vec![Unused { key: "t:a".into(), units: 6, granted_at: 0, payload: () }]);
         assert_eq!(book.expired(300, 10), vec![], "handed back once");
         // The lease period bounds it too, and a new grant hands back the old lease's rest.
-        book.hold("t:a", 400, 1, &grant(5, u64::MAX, 10), ON);
+        book.hold("t:a", 400, 1, &grant(5, u64::MAX, 10), ON, ());
         assert_eq!(book.take("t:a", 1_400, 1, ON), None);
-        let back = book.hold("t:a", 1_400, 1, &grant(3, u64::MAX, 10), ON);
-        assert_eq!(back, Some(Unused { key: "t:a".into(), units: 4, granted_at: 400 }));
-        assert_eq!(book.end("t:a"), Some(Unused { key: "t:a".into(), units: 2, granted_at: 1_400 }));
+        let back = book.hold("t:a", 1_400, 1, &grant(3, u64::MAX, 10), ON, ());
+        assert_eq!(back, Some(Unused { key: "t:a".into(), units: 4, granted_at: 400, payload: () }));
+        assert_eq!(book.end("t:a"), Some(Unused { key: "t:a".into(), units: 2, granted_at: 1_400, payload: () }));
         assert_eq!(book.end("t:a"), None);
     }
 
     #[test]
     fn a_lease_never_decides_a_request_it_cannot_cover_or_one_from_before_it() {
-        let book = LeaseBook::new(100);
+        let book: LeaseBook<()> = LeaseBook::new(100);
         book.take("t:a", 1_000, 1, ON);
-        book.hold("t:a", 1_000, 1, &grant(3, u64::MAX, 10), ON);
+        book.hold("t:a", 1_000, 1, &grant(3, u64::MAX, 10), ON, ());
         assert_eq!(book.take("t:a", 1_001, 5, ON), None, "costs more than it holds");
         assert_eq!(book.take("t:a", 999, 1, ON), None, "a clock from before the grant");
         assert!(book.take("t:a", 1_002, 2, ON).is_some());
@@ -284,9 +324,9 @@ mod tests {
 
     #[test]
     fn the_book_is_bounded_and_never_drops_a_held_lease() {
-        let book = LeaseBook::new(10);
+        let book: LeaseBook<()> = LeaseBook::new(10);
         book.take("held", 0, 1, ON);
-        book.hold("held", 0, 1, &grant(5, u64::MAX, 10), ON);
+        book.hold("held", 0, 1, &grant(5, u64::MAX, 10), ON, ());
         for i in 0..1_000u64 {
             book.take(&format!("s{i}"), 10_000 + i, 1, ON);
             assert!(book.len() <= 10);

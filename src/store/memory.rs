@@ -6,8 +6,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use super::script::{Answer, Op};
 use super::{CheckRequest, Store, StoreError};
-use crate::core::algorithm::{check, Decision, Millis, State, MAX_LIMITS};
+use crate::core::algorithm::{check, lease, refund, Algorithm, Decision, Millis, State, MAX_LIMITS};
 
 struct Entry {
     states: [State; MAX_LIMITS],
@@ -46,7 +47,39 @@ impl MemoryStore {
         // so a position always holds the same limit's state (the Upstash keys, shared by
         // every deployment, name the parameters instead). Were it ever otherwise, the engine
         // still clamps a state its parameters could not have written.
-        let key = r.subject_key();
+        self.with_states(r.subject_key(), r.now, r.limits().len(), |states| {
+            let decision = check(r.limits(), states, r.now, r.cost);
+            (decision, decision.limits().iter().map(|s| s.reset_ms).max().unwrap_or(0))
+        })
+    }
+
+    /// Runs operations as the Upstash script does, each on the states named by its keys:
+    /// the stand-in for a shared store where one is needed without Redis (the tests).
+    pub fn batch_now(&self, keys: &[String], now: Millis, ops: &[Op<'_, Algorithm>]) -> Vec<Answer> {
+        let mut at = 0;
+        let mut answers = Vec::with_capacity(ops.len());
+        for op in ops {
+            let n = op.limits().len();
+            let key = keys.get(at..at + n).unwrap_or_default().join(" ");
+            at += n;
+            let answer = self.with_states(key, now, n, |states| match *op {
+                Op::Check { limits, cost, want } => {
+                    let l = lease(limits, states, now, cost, want);
+                    (Answer::Lease(l), l.decision.limits().iter().map(|s| s.reset_ms).max().unwrap_or(0))
+                }
+                Op::Refund { limits, units, granted_at } => {
+                    let whole_in = limits.iter().map(|l| l.window_ms()).max().unwrap_or(0);
+                    (Answer::Refund(refund(limits, states, now, units, granted_at)), whole_in)
+                }
+            });
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// The first `n` states of entry `key` (empty once expired), for `f`, which answers
+    /// and says in how long they are whole again.
+    fn with_states<T>(&self, key: String, now: Millis, n: usize, f: impl FnOnce(&mut [State]) -> (T, Millis)) -> T {
         let use_no = {
             let mut uses = self.uses.borrow_mut();
             *uses += 1;
@@ -54,20 +87,18 @@ impl MemoryStore {
         };
         let mut entries = self.entries.borrow_mut();
         if !entries.contains_key(&key) && entries.len() >= self.max_keys {
-            evict(&mut entries, r.now, self.max_keys);
+            evict(&mut entries, now, self.max_keys);
         }
         let entry =
             entries.entry(key).or_insert(Entry { states: [State::Empty; MAX_LIMITS], expires_at: 0, last_used: 0 });
-        if entry.expires_at <= r.now {
+        if entry.expires_at <= now {
             entry.states = [State::Empty; MAX_LIMITS];
         }
-        let n = r.limits().len().min(MAX_LIMITS);
-        let (limits, states) = (r.limits().get(..n).unwrap_or_default(), entry.states.get_mut(..n).unwrap_or_default());
-        let decision = check(limits, states, r.now, r.cost);
-        let whole_in = decision.limits().iter().map(|s| s.reset_ms).max().unwrap_or(0);
-        entry.expires_at = r.now.saturating_add(whole_in);
+        let states = entry.states.get_mut(..n.min(MAX_LIMITS)).unwrap_or_default();
+        let (answer, whole_in) = f(states);
+        entry.expires_at = now.saturating_add(whole_in);
         entry.last_used = use_no;
-        decision
+        answer
     }
 }
 
@@ -92,6 +123,14 @@ impl Store for MemoryStore {
     async fn reset(&self, request: &CheckRequest<'_>) -> Result<(), StoreError> {
         self.reset_now(request);
         Ok(())
+    }
+
+    fn keys(&self, request: &CheckRequest<'_>) -> Vec<String> {
+        vec![request.subject_key()]
+    }
+
+    async fn run(&self, keys: &[String], now: Millis, ops: &[Op<'_, Algorithm>]) -> Result<Vec<Answer>, StoreError> {
+        Ok(self.batch_now(keys, now, ops))
     }
 }
 

@@ -141,4 +141,16 @@ pub trait Store {
 
     /// Forgets the subject's state for these limits: its buckets are full again.
     async fn reset(&self, request: &CheckRequest<'_>) -> Result<(), StoreError>;
+
+    /// The keys of a request's state in this store, one per limit for [`Store::run`].
+    fn keys(&self, request: &CheckRequest<'_>) -> Vec<String>;
+
+    /// Several operations (checks that may lease, refunds) in one call at `now`, each atomic
+    /// on its own keys (`keys`: every operation's, in order); one answer each.
+    async fn run(
+        &self,
+        keys: &[String],
+        now: Millis,
+        ops: &[script::Op<'_, Algorithm>],
+    ) -> Result<Vec<script::Answer>, StoreError>;
 }

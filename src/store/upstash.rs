@@ -199,6 +199,14 @@ impl<T: Transport> Store for UpstashStore<T> {
         }
     }
 
+    fn keys(&self, r: &CheckRequest<'_>) -> Vec<String> {
+        r.state_keys(&self.key_prefix)
+    }
+
+    async fn run(&self, keys: &[String], now: Millis, ops: &[Op<'_, Algorithm>]) -> Result<Vec<Answer>, StoreError> {
+        self.batch(keys, now, ops).await
+    }
+
     async fn check(&self, r: &CheckRequest<'_>) -> Result<Decision, StoreError> {
         // A batch of one: a lease that wants no more than the cost, which is the check.
         let keys = r.state_keys(&self.key_prefix);
