@@ -181,6 +181,24 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
 #[cfg(target_arch = "wasm32")]
 pub use workers::JsParking;
 
+/// The parking the stores use: the runtime's promises in the Worker; natively, where calls
+/// are run one at a time (the tests), a wait that ends at once.
+#[cfg(target_arch = "wasm32")]
+pub type Parked = JsParking;
+#[cfg(not(target_arch = "wasm32"))]
+pub type Parked = Immediate;
+
+/// A wait that ends at once: a check that would queue takes the store's fallback instead.
+pub struct Immediate;
+
+impl Parking for Immediate {
+    type Bell = ();
+    fn park(&self, _timeout_ms: u64) -> (Self::Bell, impl Future<Output = ()>) {
+        ((), std::future::ready(()))
+    }
+    fn ring(_: &Self::Bell) {}
+}
+
 #[cfg(target_arch = "wasm32")]
 mod workers {
     use std::future::Future;

@@ -15,6 +15,7 @@
 use std::cell::{Cell, RefCell};
 
 use super::breaker::{Admission, Breaker, BreakerState, Transition};
+use super::coalesce::{Carried, Coalescer, Parked};
 use super::deny_cache::DenyCache;
 use super::lease::{Grant, LeaseBook, Unused};
 use super::memory::MemoryStore;
@@ -61,6 +62,32 @@ pub struct Refundable {
     limits: Vec<Algorithm>,
 }
 
+/// One request's part of a store call: its check and the leased units it hands back, owned,
+/// so that another request may carry it (`store::coalesce`).
+pub struct Work {
+    keys: Vec<String>,
+    ops: Vec<OwnedOp>,
+}
+
+enum OwnedOp {
+    Check { limits: Vec<Algorithm>, cost: u64, want: u64 },
+    Refund { limits: Vec<Algorithm>, units: u64, granted_at: Millis },
+}
+
+impl OwnedOp {
+    fn as_op(&self) -> Op<'_, Algorithm> {
+        match self {
+            OwnedOp::Check { limits, cost, want } => Op::Check { limits, cost: *cost, want: *want },
+            OwnedOp::Refund { limits, units, granted_at } => {
+                Op::Refund { limits, units: *units, granted_at: *granted_at }
+            }
+        }
+    }
+}
+
+/// Checks carried in one batched call, at most.
+const BATCH_MAX: usize = 16;
+
 /// Unused leased units handed back per store call, at most; the rest wait for the next.
 const RETURNS_PER_CALL: usize = 8;
 /// Unused leased units waiting to be handed back, at most (past it the oldest are dropped:
@@ -81,6 +108,8 @@ pub struct Hybrid<P> {
     leases: LeaseBook<Refundable>,
     /// Ended leases whose unused units are still to be handed back.
     returns: RefCell<Vec<Unused<Refundable>>>,
+    /// With `store.batch`: concurrent checks in one call.
+    batches: Option<Coalescer<Work, Answered, Parked>>,
 }
 
 fn class_bit(e: &StoreError) -> u8 {
@@ -108,7 +137,13 @@ impl<P: Store> Hybrid<P> {
             last_failure: RefCell::new(None),
             leases: LeaseBook::new(settings.memory_max_keys),
             returns: RefCell::new(Vec::new()),
+            batches: settings.batch.then(|| Coalescer::new(Parked {}, settings.timeout_ms, BATCH_MAX)),
         }
+    }
+
+    /// Batched calls and the checks they carried, with `store.batch`.
+    pub fn batched(&self) -> Option<Carried> {
+        self.batches.as_ref().map(Coalescer::carried)
     }
 
     /// Leases held in this isolate now.
@@ -171,21 +206,29 @@ impl<P: Store> Hybrid<P> {
         let returns = self.returns_for_this_call(&key, r.now);
         let want = self.leases.want(&key, r.cost, leasing);
         let own = Refundable { keys: primary.keys(r), limits: r.limits().iter().map(|l| l.algorithm).collect() };
-        let mut ops = vec![Op::Check { limits: &own.limits[..], cost: r.cost, want }];
-        let mut keys = own.keys.clone();
+        let mut work = Work {
+            keys: own.keys.clone(),
+            ops: vec![OwnedOp::Check { limits: own.limits.clone(), cost: r.cost, want }],
+        };
         for u in &returns {
-            ops.push(Op::Refund { limits: &u.payload.limits[..], units: u.units, granted_at: u.granted_at });
-            keys.extend(u.payload.keys.iter().cloned());
+            work.keys.extend(u.payload.keys.iter().cloned());
+            let (limits, units, granted_at) = (u.payload.limits.clone(), u.units, u.granted_at);
+            work.ops.push(OwnedOp::Refund { limits, units, granted_at });
         }
         self.count(|c| c.store_calls += 1);
-        let answer = match primary.run(&keys, r.now, &ops).await {
-            Ok(answers) => match answers.first() {
-                Some(Answer::Lease(lease)) => Ok(*lease),
+        let answers = match &self.batches {
+            Some(batches) => batches.run(work, r.now, |works| send(primary, r.now, works)).await,
+            None => send(primary, r.now, vec![work])
+                .await
+                .and_then(|mut a| a.pop().ok_or(StoreError::Malformed("no answer".into()))),
+        };
+        let answer = match answers {
+            Ok((decided_at, answers)) => match answers.first() {
+                Some(Answer::Lease(lease)) => Ok((decided_at, *lease)),
                 other => Err(StoreError::Malformed(format!("a check answered {other:?}"))),
             },
             Err(e) => Err(e),
         };
-        drop(ops);
         if answer.is_ok() {
             let units: u64 = returns.iter().map(|u| u.units).sum();
             self.count(|c| c.returned += units);
@@ -193,11 +236,11 @@ impl<P: Store> Hybrid<P> {
             self.keep_returns(returns);
         }
         match answer {
-            Ok(lease) => {
+            Ok((decided_at, lease)) => {
                 let mut decision = lease.decision;
                 if decision.allowed() && lease.spare() > 0 {
                     let grant = Grant { decision, granted: lease.granted, until: lease.until };
-                    if let Some(rest) = self.leases.hold(&key, r.now, r.cost, &grant, leasing, own) {
+                    if let Some(rest) = self.leases.hold(&key, decided_at, r.cost, &grant, leasing, own) {
                         self.keep_returns(vec![rest]);
                     }
                     decision = with_spare(&decision, lease.spare());
@@ -305,6 +348,18 @@ impl<P: Store> Hybrid<P> {
     }
 }
 
+/// A work's answers, and the time the store decided them at (the carrier's clock): a lease
+/// granted then is handed back from then.
+type Answered = (Millis, Vec<Answer>);
+
+/// One store call for the works of one or more requests, answered per work in order.
+async fn send<P: Store>(primary: &P, now: Millis, works: Vec<Work>) -> Result<Vec<Answered>, StoreError> {
+    let keys: Vec<String> = works.iter().flat_map(|w| w.keys.iter().cloned()).collect();
+    let ops: Vec<Op<'_, Algorithm>> = works.iter().flat_map(|w| w.ops.iter().map(OwnedOp::as_op)).collect();
+    let mut answers = primary.run(&keys, now, &ops).await?.into_iter();
+    Ok(works.iter().map(|w| (now, answers.by_ref().take(w.ops.len()).collect())).collect())
+}
+
 /// The granting answer tells what the caller can get at that instant: what the store has
 /// left after the whole grant, and the spare units the lease holds for it.
 fn with_spare(decision: &Decision, spare: u64) -> Decision {
@@ -377,6 +432,7 @@ mod tests {
             breaker_cooldown_ms: 1_000,
             memory_max_keys: 100,
             deny_cache,
+            batch: false,
         }
     }
 
@@ -565,5 +621,19 @@ mod tests {
         let first_fallback = backends.iter().position(|b| *b == Backend::Fallback).unwrap();
         assert!(first_fallback > 0 && backends[..first_fallback].iter().all(|b| *b == Backend::Lease), "{backends:?}");
         assert!(backends[first_fallback..].iter().all(|b| *b == Backend::Fallback), "{backends:?}");
+    }
+
+    #[test]
+    fn with_batching_on_a_check_that_finds_nothing_in_flight_goes_alone_and_at_once() {
+        let primary = Switchable::new();
+        let mut batched = settings(FailMode::Memory, false);
+        batched.batch = true;
+        let hybrid = Hybrid::new(Some(&primary), &batched);
+        let rig = Rig::new();
+        let allowed: Vec<bool> =
+            (0..4).map(|i| run(hybrid.check(&rig.req("s", i))).decision.unwrap().allowed()).collect();
+        assert_eq!(allowed, [true, true, false, false]);
+        assert_eq!(primary.calls.get(), 4);
+        assert_eq!(hybrid.batched(), Some(Carried { calls: 4, ops: 4 }));
     }
 }

@@ -694,6 +694,7 @@ pub struct Store {
     pub breaker_cooldown: Millis<1, 3_600_000>,
     pub memory_max_keys: Whole<1, 1_000_000>,
     pub deny_cache: bool,
+    pub batch: bool,
 }
 
 impl Default for Store {
@@ -706,6 +707,7 @@ impl Default for Store {
             breaker_cooldown: Millis(s.breaker_cooldown_ms),
             memory_max_keys: Whole(s.memory_max_keys as u64),
             deny_cache: s.deny_cache,
+            batch: s.batch,
         }
     }
 }

@@ -208,6 +208,9 @@ pub struct StoreSettings {
     pub breaker_cooldown_ms: u64,
     pub memory_max_keys: usize,
     pub deny_cache: bool,
+    /// Checks that come while a store call is in flight in the isolate wait for it, then go
+    /// together in the next call (`store::coalesce`).
+    pub batch: bool,
 }
 
 /// What the Worker does with one request, per the route rules.
@@ -316,6 +319,7 @@ pub const DEFAULT_STORE: StoreSettings = StoreSettings {
     breaker_cooldown_ms: 10_000,
     memory_max_keys: 10_000,
     deny_cache: true,
+    batch: false,
 };
 
 pub(super) fn parse_digest(hex: &str) -> Option<[u8; 32]> {

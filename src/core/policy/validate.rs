@@ -100,6 +100,7 @@ impl Validator {
             breaker_cooldown_ms: s.breaker_cooldown.0,
             memory_max_keys: s.memory_max_keys.0 as usize,
             deny_cache: s.deny_cache,
+            batch: s.batch,
         };
         Some(Policy {
             key_prefix: key_prefix?,

@@ -1,0 +1,121 @@
+// Concurrent checks in one store call (`store.batch`), end to end: two instances of the real
+// Worker share one local-upstash in front of one redis-server. While a call is in flight in
+// an isolate, the checks that come wait and then go together; each gets its own exact answer.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { startWorker, startOrigin, startRedis, startLocalUpstash, scriptCalls, freshIp } from "./harness.mjs";
+
+const policy = (extra) => ({
+  key_prefix: "batch",
+  tiers: {
+    anonymous: { limits: { quota: { token_bucket: { capacity: 2, refill: "1/day" } } } },
+    shared: { limits: { quota: { token_bucket: { capacity: 100, refill: "1/day" } } }, ...extra },
+  },
+  routes: [{ path: "/shared", use_tier: "shared" }],
+  store: { timeout: "10s", deny_cache: false, batch: true },
+});
+const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
+const CLIENTS = 64, EACH = 4, RUNS = 5;
+
+let redis, upstash, origin;
+before(async () => {
+  redis = await startRedis();
+  upstash = await startLocalUpstash(redis.port);
+  origin = await startOrigin();
+});
+after(async () => {
+  await origin?.stop();
+  await upstash?.stop();
+  await redis?.stop();
+});
+
+async function pair(extra) {
+  const vars = {
+    POLICY: JSON.stringify(policy(extra)),
+    ORIGIN_URL: origin.url,
+    UPSTASH_REDIS_REST_URL: upstash.url,
+    UPSTASH_REDIS_REST_TOKEN: upstash.token,
+    ADMIN_TOKEN,
+  };
+  const workers = [await startWorker(vars), await startWorker(vars)];
+  // Each Worker's first call loads the script: done here, so the runs count only their own.
+  for (const w of workers) await (await fetch(w.url + "/warm-up", { headers: { "CF-Connecting-IP": freshIp() } })).arrayBuffer();
+  return workers;
+}
+
+/** `CLIENTS` concurrent clients, each sending `EACH` requests in turn, alternating Workers; `ip(c)` names the caller. */
+async function hammer(workers, path, ip) {
+  const per = new Map();
+  const seen = { allowed: 0, denied: 0, other: [], backends: {} };
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async (_, c) => {
+      for (let i = 0; i < EACH; i++) {
+        const r = await fetch(workers[(c + i) % 2].url + path, { headers: { "CF-Connecting-IP": ip(c) } });
+        await r.arrayBuffer();
+        const b = r.headers.get("x-limiter-backend");
+        seen.backends[b] = (seen.backends[b] ?? 0) + 1;
+        if (r.status === 200) { seen.allowed++; per.set(ip(c), (per.get(ip(c)) ?? 0) + 1); }
+        else if (r.status === 429) seen.denied++;
+        else seen.other.push(r.status);
+      }
+    }),
+  );
+  return { seen, per };
+}
+
+async function batches(workers) {
+  const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+  let calls = 0, checks = 0;
+  for (const w of workers) {
+    const b = (await (await fetch(w.url + "/__limiter/admin/health", { headers: auth })).json()).store.batches;
+    calls += b.calls;
+    checks += b.checks;
+  }
+  return { calls, checks };
+}
+
+test(`${CLIENTS} clients, each its own subject with a budget of 2, ${EACH} requests each: exactly 2 allowed each, in fewer calls than checks`, async () => {
+  const workers = await pair({});
+  try {
+    for (let run = 1; run <= RUNS; run++) {
+      const ips = Array.from({ length: CLIENTS }, () => freshIp());
+      const before = await scriptCalls(upstash);
+      const { seen, per } = await hammer(workers, "/x", (c) => ips[c]);
+      const after = await scriptCalls(upstash);
+      const calls = after.evalsha.calls + after.eval.calls - before.evalsha.calls - before.eval.calls;
+      const label = `run ${run}: ${JSON.stringify(seen)}, ${calls} script calls`;
+      console.log(`# ${label}`);
+      assert.deepEqual(seen.other, [], label);
+      assert.deepEqual([...new Set(per.values())], [2], `every subject exactly its own budget: ${label}`);
+      assert.equal(per.size, CLIENTS, label);
+      assert.equal(seen.allowed, 2 * CLIENTS, label);
+      assert.ok(calls < CLIENTS * EACH, `no check shared a call: ${label}`);
+    }
+    const b = await batches(workers);
+    console.log(`# batched: ${b.checks} checks in ${b.calls} calls`);
+    assert.ok(b.checks > b.calls, JSON.stringify(b));
+  } finally {
+    for (const w of workers) await w.stop();
+  }
+});
+
+for (const [extra, what] of [[{}, "batching"], [{ lease: { max: 16, ttl: "400ms" } }, "batching and leases"]]) {
+  test(`${what}: two Workers × ${CLIENTS} clients on one subject, budget 100: exactly 100 allowed in ${RUNS} runs (at least 90 with leases)`, async () => {
+    const workers = await pair(extra);
+    try {
+      for (let run = 1; run <= RUNS; run++) {
+        const ip = freshIp();
+        const { seen } = await hammer(workers, "/shared", () => ip);
+        const label = `run ${run}: ${JSON.stringify(seen)}`;
+        console.log(`# ${what}, ${label}`);
+        assert.deepEqual(seen.other, [], label);
+        assert.ok(seen.allowed <= 100, `over the budget: ${label}`);
+        if (extra.lease) assert.ok(seen.allowed >= 90, label);
+        else assert.equal(seen.allowed, 100, label);
+      }
+    } finally {
+      for (const w of workers) await w.stop();
+    }
+  });
+}
