@@ -28,13 +28,15 @@ mod relay;
 mod respond;
 mod status;
 
-use worker::{Env, Request, Response, Result};
+use std::time::Duration;
+
+use worker::{Context, Env, Request, Response, Result};
 
 use crate::core::decision::problem;
 use isolate::Isolate;
 use proxy::Target;
 
-pub async fn handle(req: Request, env: Env) -> Result<Response> {
+pub async fn handle(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let iso = Isolate::get(&env);
     let origin = req.headers().get("origin").ok().flatten();
     // The path is parsed once: the dashboard, the route rules and the origin all get this.
@@ -66,5 +68,16 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
             return respond::redirect(prefix);
         }
     }
-    limit::handle(req, &iso, &target, origin.as_deref()).await
+    let response = limit::handle(req, &iso, &target, origin.as_deref()).await;
+    // A lease granted here that no later check of this isolate ends is handed back after its
+    // end, once, while the runtime keeps this request's context for it.
+    if let Some(end) = iso.store.hand_back_due() {
+        let now = js_sys::Date::now() as u64;
+        let iso = iso.clone();
+        ctx.wait_until(async move {
+            worker::Delay::from(Duration::from_millis(end.saturating_sub(now) + 5)).await;
+            iso.store.hand_back(js_sys::Date::now() as u64).await;
+        });
+    }
+    response
 }

@@ -44,7 +44,7 @@ pub fn status(iso: &Isolate, now: u64, private: bool) -> Value {
             "last_failure": last_failure,
             "deny_cache": store.deny_cache().map(|c| json!({ "entries": c.len(), "hits": c.hits() })),
             "memory_keys": store.memory().len(),
-            "leases": { "held": store.leases_held(), "answered": counts.leased, "units_returned": counts.returned },
+            "leases": { "held": store.leases_held(), "answered": counts.leased, "units_returned": counts.returned, "hand_back_calls": counts.hand_backs },
             "batches": store.batched().map(|b| json!({ "calls": b.calls, "checks": b.ops })),
         },
         "policy": match &iso.config {

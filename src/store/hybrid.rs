@@ -53,6 +53,8 @@ pub struct Counts {
     pub leased: u64,
     /// Leases' unused units handed back (in units).
     pub returned: u64,
+    /// Store calls made only to hand leased units back, for an isolate that had no next check.
+    pub hand_backs: u64,
 }
 
 /// What handing a lease back needs: its keys in the store and its limits.
@@ -110,6 +112,8 @@ pub struct Hybrid<P> {
     returns: RefCell<Vec<Unused<Refundable>>>,
     /// With `store.batch`: concurrent checks in one call.
     batches: Option<Coalescer<Work, Answered, Parked>>,
+    /// The latest lease end a hand-back is already scheduled for.
+    scheduled: Cell<Millis>,
 }
 
 fn class_bit(e: &StoreError) -> u8 {
@@ -138,6 +142,53 @@ impl<P: Store> Hybrid<P> {
             leases: LeaseBook::new(settings.memory_max_keys),
             returns: RefCell::new(Vec::new()),
             batches: settings.batch.then(|| Coalescer::new(Parked {}, settings.timeout_ms, BATCH_MAX)),
+            scheduled: Cell::new(0),
+        }
+    }
+
+    /// When the Worker should hand back what leases leave unused, if no store call does it
+    /// first: the end of the earliest lease no hand-back is scheduled for yet. Each end is
+    /// said once.
+    pub fn hand_back_due(&self) -> Option<Millis> {
+        let end = self.leases.first_end()?;
+        if end <= self.scheduled.get() {
+            return None;
+        }
+        self.scheduled.set(end);
+        Some(end)
+    }
+
+    /// Hands back the unused units of leases that are over, in one store call (none if there
+    /// are none): what the isolate's next check would have carried, for an isolate that gets
+    /// no next check soon.
+    pub async fn hand_back(&self, now: Millis) {
+        let Some(primary) = &self.primary else { return };
+        let mut returns = self.leases.expired(now, RETURNS_PER_CALL);
+        {
+            let mut waiting = self.returns.borrow_mut();
+            let room = RETURNS_PER_CALL.saturating_sub(returns.len()).min(waiting.len());
+            returns.extend(waiting.drain(..room));
+        }
+        if returns.is_empty() || self.breaker.admit(now) == Admission::Skip {
+            self.keep_returns(returns);
+            return;
+        }
+        let keys: Vec<String> = returns.iter().flat_map(|u| u.payload.keys.iter().cloned()).collect();
+        let ops: Vec<Op<'_, Algorithm>> = returns
+            .iter()
+            .map(|u| Op::Refund { limits: &u.payload.limits, units: u.units, granted_at: u.granted_at })
+            .collect();
+        self.count(|c| {
+            c.store_calls += 1;
+            c.hand_backs += 1;
+        });
+        let done = primary.run(&keys, now, &ops).await.is_ok();
+        drop(ops);
+        if done {
+            let units: u64 = returns.iter().map(|u| u.units).sum();
+            self.count(|c| c.returned += units);
+        } else {
+            self.keep_returns(returns);
         }
     }
 
@@ -635,5 +686,26 @@ mod tests {
         assert_eq!(allowed, [true, true, false, false]);
         assert_eq!(primary.calls.get(), 4);
         assert_eq!(hybrid.batched(), Some(Carried { calls: 4, ops: 4 }));
+    }
+
+    #[test]
+    fn an_idle_isolate_hands_its_lease_back_when_told_to() {
+        let primary = Switchable::new();
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, false));
+        let tier = leasing_tier(1_000);
+        let hot = SubjectDigest::raw("hot");
+        assert_eq!(hybrid.hand_back_due(), None, "no lease, nothing to schedule");
+        for i in 0..20u64 {
+            run(hybrid.check(&CheckRequest::new(&tier, &hot, i, 1)));
+        }
+        let due = hybrid.hand_back_due().expect("a lease ends");
+        assert_eq!(hybrid.hand_back_due(), None, "said once");
+        let calls = primary.calls.get();
+        run(hybrid.hand_back(due - 1));
+        assert_eq!(primary.calls.get(), calls, "not over yet: no call");
+        run(hybrid.hand_back(due));
+        assert_eq!(primary.calls.get(), calls + 1, "one call hands it back");
+        let peek = run(hybrid.inspect(&CheckRequest::new(&tier, &hot, due + 1, 0))).0;
+        assert_eq!(peek.remaining(), 1_000 - 20, "only what was used is gone");
     }
 }

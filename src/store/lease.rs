@@ -158,6 +158,21 @@ impl<P> LeaseBook<P> {
         unused(key, held)
     }
 
+    /// When the earliest lease still held ends (the ends of leases that ended otherwise are
+    /// dropped on the way).
+    pub fn first_end(&self) -> Option<Millis> {
+        let mut ends = self.ends.borrow_mut();
+        let entries = self.entries.borrow();
+        while let Some((until, key)) = ends.front() {
+            let held = entries.get(key).and_then(|e| e.held.as_ref());
+            if held.is_some_and(|h| h.until == *until) {
+                return Some(*until);
+            }
+            ends.pop_front();
+        }
+        None
+    }
+
     /// Leases held now, for the status.
     pub fn held(&self) -> usize {
         self.entries.borrow().values().filter(|e| e.held.is_some()).count()
