@@ -273,6 +273,9 @@ impl<P: Store> Hybrid<P> {
                 .await
                 .and_then(|mut a| a.pop().ok_or(StoreError::Malformed("no answer".into()))),
         };
+        if want > r.cost {
+            self.leases.asked(&key);
+        }
         let answer = match answers {
             Ok((decided_at, answers)) => match answers.first() {
                 Some(Answer::Lease(lease)) => Ok((decided_at, *lease)),

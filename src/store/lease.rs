@@ -54,6 +54,9 @@ struct Entry<P> {
     used_now: u64,
     used_before: u64,
     held: Option<Held<P>>,
+    /// A check of this subject that may take a lease is on its way to the store: concurrent
+    /// ones ask for their cost alone, so that one isolate takes one lease at a time.
+    asking: bool,
 }
 
 pub struct LeaseBook<P> {
@@ -99,6 +102,7 @@ impl<P> LeaseBook<P> {
             used_now: 0,
             used_before: 0,
             held: None,
+            asking: false,
         });
         roll(entry, now, settings.ttl_ms);
         entry.used_now = entry.used_now.saturating_add(cost);
@@ -111,16 +115,30 @@ impl<P> LeaseBook<P> {
     }
 
     /// How many units to ask the store for, for a request of `cost`: what the subject used
-    /// here over the last lease period, at least `cost`, at most `settings.max`.
+    /// here over the last lease period, at least `cost`, at most `settings.max`; only `cost`
+    /// while another check of the subject is asking for a lease. A call for more than `cost`
+    /// must be followed by [`LeaseBook::hold`] or [`LeaseBook::asked`].
     pub fn want(&self, key: &str, cost: u64, settings: Leasing) -> u64 {
         if !settings.on() {
             return cost;
         }
-        let entries = self.entries.borrow();
-        let Some(entry) = entries.get(key) else { return cost };
+        let mut entries = self.entries.borrow_mut();
+        let Some(entry) = entries.get_mut(key) else { return cost };
+        if entry.asking {
+            return cost;
+        }
         // The request being asked for is already counted in `used_now`.
         let rate = entry.used_before.max(entry.used_now.saturating_sub(cost));
-        rate.clamp(cost, settings.max.max(cost))
+        let want = rate.clamp(cost, settings.max.max(cost));
+        entry.asking = want > cost;
+        want
+    }
+
+    /// The store answered (or failed) a check that asked for a lease.
+    pub fn asked(&self, key: &str) {
+        if let Some(entry) = self.entries.borrow_mut().get_mut(key) {
+            entry.asking = false;
+        }
     }
 
     /// Keeps what a grant for a request of `cost` left over, usable until the grant's bound
@@ -138,6 +156,7 @@ impl<P> LeaseBook<P> {
         let Grant { decision, granted, until } = *grant;
         let mut entries = self.entries.borrow_mut();
         let entry = entries.get_mut(key)?;
+        entry.asking = false;
         let old = entry.held.take().and_then(|h| unused(key, h));
         if granted > cost && settings.on() {
             let until = until.min(now.saturating_add(settings.ttl_ms));
@@ -301,8 +320,11 @@ mod tests {
             book.take("t:a", i * 10, 1, ON);
         }
         assert_eq!(book.want("t:a", 1, ON), 10, "capped at max");
+        assert_eq!(book.want("t:a", 1, ON), 1, "one lease asked for at a time");
+        book.asked("t:a");
         book.take("t:a", 1_500, 1, ON);
         assert_eq!(book.want("t:a", 1, ON), 10, "the last period's 40, capped");
+        book.asked("t:a");
         book.take("t:a", 5_000, 1, ON);
         assert_eq!(book.want("t:a", 1, ON), 1, "after a pause the rate is forgotten");
         assert_eq!(book.want("t:a", 20, ON), 20, "a cost above max is still asked for whole");

@@ -6,14 +6,14 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { startWorker, startOrigin, startRedis, startLocalUpstash, scriptCalls, freshIp } from "./harness.mjs";
 
-const policy = (extra) => ({
+const policy = (extra, store = {}) => ({
   key_prefix: "batch",
   tiers: {
     anonymous: { limits: { quota: { token_bucket: { capacity: 2, refill: "1/day" } } } },
     shared: { limits: { quota: { token_bucket: { capacity: 100, refill: "1/day" } } }, ...extra },
   },
   routes: [{ path: "/shared", use_tier: "shared" }],
-  store: { timeout: "10s", deny_cache: false, batch: true },
+  store: { timeout: "10s", deny_cache: false, batch: true, ...store },
 });
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
 const CLIENTS = 64, EACH = 4, RUNS = 5;
@@ -30,9 +30,9 @@ after(async () => {
   await redis?.stop();
 });
 
-async function pair(extra) {
+async function pair(extra, store) {
   const vars = {
-    POLICY: JSON.stringify(policy(extra)),
+    POLICY: JSON.stringify(policy(extra, store)),
     ORIGIN_URL: origin.url,
     UPSTASH_REDIS_REST_URL: upstash.url,
     UPSTASH_REDIS_REST_TOKEN: upstash.token,
@@ -119,3 +119,35 @@ for (const [extra, what] of [[{}, "batching"], [{ lease: { max: 16, ttl: "400ms"
     }
   });
 }
+
+test("a carrier whose client goes away: the checks it was to carry are still answered, within two store timeouts", async () => {
+  const TIMEOUT_MS = 1000;
+  const workers = await pair({}, { timeout: `${TIMEOUT_MS}ms` });
+  const w = workers[0];
+  try {
+    await upstash.setFault("delay:300");
+    // The first request carries; its client gives up while its call is in flight.
+    const gone = new AbortController();
+    const carrier = fetch(w.url + "/x", { headers: { "CF-Connecting-IP": freshIp() }, signal: gone.signal }).catch((e) => e.name);
+    await new Promise((ok) => setTimeout(ok, 50));
+    const started = Date.now();
+    const mates = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const r = await fetch(w.url + "/x", { headers: { "CF-Connecting-IP": freshIp() } });
+        await r.arrayBuffer();
+        return { status: r.status, backend: r.headers.get("x-limiter-backend"), ms: Date.now() - started };
+      }),
+    );
+    gone.abort();
+    await carrier;
+    console.log(`# ${JSON.stringify(mates)}`);
+    for (const m of mates) {
+      assert.equal(m.status, 200, JSON.stringify(m));
+      assert.ok(["upstash", "memory-fallback"].includes(m.backend), JSON.stringify(m));
+      assert.ok(m.ms < 2 * TIMEOUT_MS + 1000, `answered in time: ${JSON.stringify(m)}`);
+    }
+  } finally {
+    await upstash.setFault("none");
+    for (const each of workers) await each.stop();
+  }
+});
