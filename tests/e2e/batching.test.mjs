@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { startWorker, startOrigin, startRedis, startLocalUpstash, scriptCalls, freshIp } from "./harness.mjs";
+import { startOrigin, startRedis, startLocalUpstash, startPair, scriptCalls, freshIp, hammer } from "./harness.mjs";
 
 const policy = (extra, store = {}) => ({
   key_prefix: "batch",
@@ -30,39 +30,8 @@ after(async () => {
   await redis?.stop();
 });
 
-async function pair(extra, store) {
-  const vars = {
-    POLICY: JSON.stringify(policy(extra, store)),
-    ORIGIN_URL: origin.url,
-    UPSTASH_REDIS_REST_URL: upstash.url,
-    UPSTASH_REDIS_REST_TOKEN: upstash.token,
-    ADMIN_TOKEN,
-  };
-  const workers = [await startWorker(vars), await startWorker(vars)];
-  // Each Worker's first call loads the script: done here, so the runs count only their own.
-  for (const w of workers) await (await fetch(w.url + "/warm-up", { headers: { "CF-Connecting-IP": freshIp() } })).arrayBuffer();
-  return workers;
-}
-
-/** `CLIENTS` concurrent clients, each sending `EACH` requests in turn, alternating Workers; `ip(c)` names the caller. */
-async function hammer(workers, path, ip) {
-  const per = new Map();
-  const seen = { allowed: 0, denied: 0, other: [], backends: {} };
-  await Promise.all(
-    Array.from({ length: CLIENTS }, async (_, c) => {
-      for (let i = 0; i < EACH; i++) {
-        const r = await fetch(workers[(c + i) % 2].url + path, { headers: { "CF-Connecting-IP": ip(c) } });
-        await r.arrayBuffer();
-        const b = r.headers.get("x-limiter-backend");
-        seen.backends[b] = (seen.backends[b] ?? 0) + 1;
-        if (r.status === 200) { seen.allowed++; per.set(ip(c), (per.get(ip(c)) ?? 0) + 1); }
-        else if (r.status === 429) seen.denied++;
-        else seen.other.push(r.status);
-      }
-    }),
-  );
-  return { seen, per };
-}
+const pair = (extra, store) =>
+  startPair({ POLICY: JSON.stringify(policy(extra, store)), ORIGIN_URL: origin.url, ADMIN_TOKEN }, upstash);
 
 async function batches(workers) {
   const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };

@@ -261,3 +261,43 @@ export async function launchChromium() {
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
 }
+
+/**
+ * `clients` concurrent clients, each sending `each` requests in turn, alternating between
+ * `workers`; `ipOf(c)` is client c's address. Counts statuses, the backends that decided
+ * (`X-Limiter-Backend`, by name) and the admissions per address.
+ */
+export async function hammer(workers, path, ipOf, { clients = 64, each = 4 } = {}) {
+  const seen = { allowed: 0, denied: 0, other: [], backends: {} };
+  const per = new Map();
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      for (let i = 0; i < each; i++) {
+        const ip = ipOf(c);
+        const r = await fetch(workers[(c + i) % workers.length].url + path, { headers: { "CF-Connecting-IP": ip } });
+        await r.arrayBuffer();
+        const b = r.headers.get("x-limiter-backend");
+        seen.backends[b] = (seen.backends[b] ?? 0) + 1;
+        if (r.status === 200) {
+          seen.allowed++;
+          per.set(ip, (per.get(ip) ?? 0) + 1);
+        } else if (r.status === 429) seen.denied++;
+        else seen.other.push(r.status);
+      }
+    }),
+  );
+  return { seen, per };
+}
+
+/**
+ * Two Workers with `vars`, on one local-upstash (`upstash`), each with the check script loaded
+ * (a first call sends NOSCRIPT, then EVAL), so what follows counts only its own calls.
+ */
+export async function startPair(vars, upstash) {
+  const all = { ...vars, UPSTASH_REDIS_REST_URL: upstash.url, UPSTASH_REDIS_REST_TOKEN: upstash.token };
+  const workers = [await startWorker(all), await startWorker(all)];
+  for (const w of workers) {
+    await (await fetch(w.url + "/warm-up", { headers: { "CF-Connecting-IP": freshIp() } })).arrayBuffer();
+  }
+  return workers;
+}

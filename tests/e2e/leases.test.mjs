@@ -5,7 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { startWorker, startOrigin, startRedis, startLocalUpstash, scriptCalls, parseRateLimit, freshIp, sleep } from "./harness.mjs";
+import { startOrigin, startRedis, startLocalUpstash, startPair, scriptCalls, parseRateLimit, freshIp, sleep, hammer } from "./harness.mjs";
 
 const LEASE = { max: 16, ttl: "400ms" };
 const POLICY = {
@@ -33,17 +33,7 @@ before(async () => {
   redis = await startRedis();
   upstash = await startLocalUpstash(redis.port);
   origin = await startOrigin();
-  const vars = {
-    POLICY: JSON.stringify(POLICY),
-    ORIGIN_URL: origin.url,
-    UPSTASH_REDIS_REST_URL: upstash.url,
-    UPSTASH_REDIS_REST_TOKEN: upstash.token,
-    ADMIN_TOKEN,
-  };
-  workers = [await startWorker(vars), await startWorker(vars)];
-  // Each Worker's first call loads the script (NOSCRIPT, then EVAL): done here, so the runs
-  // count only their own calls.
-  for (const w of workers) await send(w, "/warm-up", freshIp());
+  workers = await startPair({ POLICY: JSON.stringify(POLICY), ORIGIN_URL: origin.url, ADMIN_TOKEN }, upstash);
 });
 after(async () => {
   for (const w of workers ?? []) await w.stop();
@@ -57,24 +47,6 @@ const send = async (w, path, ip) => {
   await r.arrayBuffer();
   return r;
 };
-
-/** `clients` concurrent clients, each sending `each` requests in turn, alternating Workers. */
-async function hammer(path, ip, clients = CLIENTS, each = EACH) {
-  const seen = { allowed: 0, denied: 0, other: [], backends: {}, overReported: 0 };
-  await Promise.all(
-    Array.from({ length: clients }, async (_, c) => {
-      for (let i = 0; i < each; i++) {
-        const r = await send(workers[(c + i) % 2], path, ip);
-        const b = r.headers.get("x-limiter-backend");
-        seen.backends[b] = (seen.backends[b] ?? 0) + 1;
-        if (r.status === 200) seen.allowed++;
-        else if (r.status === 429) seen.denied++;
-        else seen.other.push(r.status);
-      }
-    }),
-  );
-  return seen;
-}
 
 /** Store calls the two Workers made only to hand leased units back (waitUntil), so far. */
 async function handBacks() {
@@ -91,7 +63,8 @@ for (const [path, what] of [["/x", "one limit"], ["/triple", "three limits"]]) {
     for (let run = 1; run <= RUNS; run++) {
       const before = await scriptCalls(upstash);
       const handBacksBefore = await handBacks();
-      const seen = await hammer(path, freshIp());
+      const ip = freshIp();
+      const { seen } = await hammer(workers, path, () => ip);
       await sleep(700); // past the last lease's end: its hand-back is done and counted
       const after = await scriptCalls(upstash);
       const handedBack = (await handBacks()) - handBacksBefore;
