@@ -711,4 +711,23 @@ mod tests {
         let peek = run(hybrid.inspect(&CheckRequest::new(&tier, &hot, due + 1, 0))).0;
         assert_eq!(peek.remaining(), 1_000 - 20, "only what was used is gone");
     }
+
+    #[test]
+    fn a_reset_ends_the_subjects_lease_and_its_units_are_not_handed_back_twice() {
+        let primary = Switchable::new();
+        let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, false));
+        let tier = leasing_tier(100);
+        let hot = SubjectDigest::raw("hot");
+        for i in 0..20u64 {
+            run(hybrid.check(&CheckRequest::new(&tier, &hot, i, 1)));
+        }
+        assert_eq!(hybrid.leases_held(), 1);
+        run(hybrid.reset(&CheckRequest::new(&tier, &hot, 20, 0))).unwrap();
+        assert_eq!(hybrid.leases_held(), 0, "the lease is gone with the state");
+        let v = run(hybrid.check(&CheckRequest::new(&tier, &hot, 21, 1)));
+        assert_ne!(v.backend, Backend::Lease, "no answer from a lease the reset ended");
+        run(hybrid.hand_back(10_000));
+        let peek = run(hybrid.inspect(&CheckRequest::new(&tier, &hot, 10_001, 0))).0;
+        assert!(peek.remaining() <= 99, "nothing handed back into the fresh bucket: {}", peek.remaining());
+    }
 }
