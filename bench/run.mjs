@@ -3,7 +3,8 @@
 // Started by scripts/bench, which builds the Workers, runs the engine's native benchmark into
 // build/bench-native.txt and starts redis-server and local-upstash (LU_URL, LU_TOKEN). Prints
 // the table and writes the whole results page, docs/results/benchmark.md (with the native
-// table), README.md's benchmark figures, build/bench.md and build/bench.json.
+// table and the store-calls section), README.md's benchmark figures, build/bench.md and
+// build/bench.json.
 import { spawn, execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { createServer } from "node:http";
@@ -70,7 +71,8 @@ function workerdCpu(pid) {
 /**
  * Store calls so far: HTTP round trips to the local Upstash (its /__stats, less the INFO
  * this function sends) and script calls as Redis counts them (EVALSHA + EVAL in
- * `INFO commandstats`; commands a script runs inside are not counted).
+ * `INFO commandstats`; Redis 7 counts the commands a script runs inside too, under their own
+ * names, which these leave out).
  */
 async function storeCalls() {
   const auth = { authorization: `Bearer ${LU_TOKEN}` };
@@ -87,10 +89,13 @@ function toMs(text) {
 }
 
 // Asynchronous, so this process's event loop (which serves the origin) keeps running.
-async function wrk(url, lua, seconds) {
-  const { stdout: out } = await promisify(execFile)("wrk", ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--latency", "-s", path.join(HERE, lua), url], { encoding: "utf8" });
+async function wrk(url, lua, seconds, connections = CONNECTIONS) {
+  const { stdout: out } = await promisify(execFile)("wrk", ["-t1", `-c${connections}`, `-d${seconds}s`, "--latency", "-s", path.join(HERE, lua), url], { encoding: "utf8" });
   const num = (re) => Number((re.exec(out) ?? [])[1]);
+  // The answers by backend, from the scripts that count them (bench/backends.lua).
+  const b = /^BACKENDS lease=(\d+) upstash=(\d+) other=(\d+)/m.exec(out);
   return {
+    ...(b ? { backends: { lease: Number(b[1]), upstash: Number(b[2]), other: Number(b[3]) } } : {}),
     requests: num(/(\d+) requests in/),
     rps: num(/Requests\/sec:\s+([\d.]+)/),
     p50: toMs((/^\s+50%\s+(\S+)/m.exec(out) ?? [])[1] ?? ""),
@@ -133,7 +138,7 @@ for (const c of chosen) {
   await wrk(workers[c.id].url, c.lua, 1); // warm-up: JIT, connections, the script loaded in Redis
 }
 const runs = Object.fromEntries(chosen.map((c) => [c.id, []]));
-for (let round = 1; round <= RUNS; round++) {
+for (let round = 1; round <= RUNS && chosen.length; round++) {
   for (const c of chosen) {
     const w = workers[c.id];
     const [cpu0, calls0] = [workerdCpu(w.pid), await storeCalls()];
@@ -164,6 +169,110 @@ for (const c of chosen) {
 }
 /** The same ratio in each round, to show how far the machine's noise moves it. */
 const perRound = (a, b, k) => runs[a].map((r, i) => (r[k] / runs[b][i][k]).toFixed(2)).join(", ");
+
+// ---- store calls: what allowed traffic costs in Upstash calls, leases and batching against the peer
+// Every subject on a budget it never reaches during the run (a token bucket of 1e9, refilled
+// 1e6/s, for both limiters), so that every request is allowed: the point is the calls made for
+// allowed traffic. Three rows per scenario, each its own Worker: the limiter as it ships (leases
+// and batching off), the limiter with `lease: "auto"` and `store.batch: true`, and the peer.
+// After each wrk run the counts wait SETTLE_MS, so that a lease's hand-back (made when the
+// lease ends, at most 1 s after it was granted) counts in the run that caused it.
+// BENCH_CASES=calls runs only this section (for experiments).
+const CALL_SECONDS = Number(process.env.BENCH_CALL_SECONDS ?? 3);
+const SETTLE_MS = 1500;
+const MONTH = 1000 * 86400 * 30; // requests in a 30-day month at 1,000 requests/s
+const PRICE = { usd: 0.2, commands: 100_000 }; // Upstash Redis pay-as-you-go, per command
+const BIG = { token_bucket: { capacity: 1_000_000_000, refill: "1000000/s" } };
+const callsPolicy = (prefix, on) => JSON.stringify({
+  key_prefix: prefix,
+  tiers: { anonymous: { limits: { burst: BIG }, ...(on ? { lease: "auto" } : {}) } },
+  store: { timeout: "1s", ...(on ? { batch: true } : {}) },
+});
+const CALL_ROWS = [
+  { id: "off", name: "edge-limiter, leases and batching off (the defaults)",
+    worker: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY: callsPolicy("calls-off", false), ...upstash } } },
+  { id: "on", name: "edge-limiter, `lease: \"auto\"` and `store.batch: true`",
+    worker: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY: callsPolicy("calls-on", true), ...upstash } } },
+  { id: "peer", name: "peer: `@upstash/ratelimit`, ephemeral cache on",
+    worker: { script: path.join(ROOT, "build/peer/worker.js"), wasm: false, bindings: { ORIGIN_URL, CAPACITY: "1000000000", REFILL_PER_S: "1000000", PREFIX: "peer-calls", ...upstash } } },
+];
+const SCENARIOS = [
+  { id: "hot", name: `one hot subject, ${CONNECTIONS} connections`, lua: "hot.lua", connections: CONNECTIONS },
+  { id: "many8", name: "a new subject per request, 8 connections", lua: "many.lua", connections: 8 },
+  { id: "many64", name: "a new subject per request, 64 connections", lua: "many.lua", connections: 64 },
+  { id: "mix", name: `90/10 mix (1,000 subjects, 90 % of requests from 100 of them), ${CONNECTIONS} connections`, lua: "mix.lua", connections: CONNECTIONS },
+];
+/** Commands a client sends; neither limiter sends any other, so the rest ran inside scripts. */
+const SENT = /^(eval|evalsha|eval_ro|evalsha_ro|fcall|fcall_ro|script(\|.*)?)$/;
+const SCRIPT_CALLS = /^(eval|evalsha|eval_ro|evalsha_ro|fcall|fcall_ro)$/;
+
+/** HTTP round trips to local-upstash so far and every command Redis has counted, by name. */
+async function redisCounts() {
+  const auth = { authorization: `Bearer ${LU_TOKEN}` };
+  const stats = await (await fetch(`${LU_URL}/__stats`, { headers: auth })).json();
+  const r = await fetch(LU_URL, { method: "POST", headers: auth, body: '["INFO","commandstats"]' });
+  const commands = {};
+  for (const m of (await r.json()).result.matchAll(/^cmdstat_(\S+?):calls=(\d+)/gm)) commands[m[1]] = Number(m[2]);
+  return { trips: stats.single + stats.pipeline + stats.multi_exec, commands };
+}
+/** What a run cost, per 1,000 requests: the counts' difference less what redisCounts sent itself. */
+function callsPer1k(before, after, requests) {
+  const per1k = (n) => (n / requests) * 1000;
+  const byCommand = {};
+  for (const [name, n] of Object.entries(after.commands)) {
+    const d = n - (before.commands[name] ?? 0) - (name === "info" ? 1 : 0); // the first INFO is counted by the second
+    if (d > 0) byCommand[name] = per1k(d);
+  }
+  const sum = (re) => Object.entries(byCommand).filter(([k]) => re.test(k)).reduce((a, [, v]) => a + v, 0);
+  return {
+    byCommand, commands: sum(/./), sent: sum(SENT), scripts: sum(SCRIPT_CALLS),
+    trips: per1k(after.trips - before.trips - 1), // less the first INFO
+  };
+}
+
+const callRuns = {};
+const runCalls = !only || only.includes("calls");
+if (runCalls) {
+  const callWorkers = {};
+  for (const row of CALL_ROWS) {
+    callWorkers[row.id] = await startWorker(row.worker);
+    await wrk(callWorkers[row.id].url, "many.lua", 1); // warm-up: JIT, connections, the script loaded in Redis
+  }
+  await sleep(SETTLE_MS);
+  for (const sc of SCENARIOS) for (const row of CALL_ROWS) callRuns[`${sc.id}/${row.id}`] = [];
+  // Interleaved like the cases: each round runs every scenario's every row once.
+  for (let round = 1; round <= RUNS; round++) {
+    for (const sc of SCENARIOS) {
+      for (const row of CALL_ROWS) {
+        const before = await redisCounts();
+        const r = await wrk(callWorkers[row.id].url, sc.lua, CALL_SECONDS, sc.connections);
+        await sleep(SETTLE_MS);
+        const after = await redisCounts();
+        const lease = r.backends ? r.backends.lease / (r.backends.lease + r.backends.upstash + r.backends.other) : NaN;
+        callRuns[`${sc.id}/${row.id}`].push({ ...r, ...callsPer1k(before, after, r.requests), lease });
+      }
+    }
+    console.log(`store calls: round ${round} of ${RUNS} done`);
+  }
+  for (const w of Object.values(callWorkers)) await w.stop();
+}
+/** A row's medians over the rounds, and which commands appeared in any round (median per 1,000 requests). */
+const callResults = {};
+for (const [key, list] of Object.entries(callRuns)) {
+  const pick = (k) => median(list.map((r) => r[k]));
+  const names = [...new Set(list.flatMap((r) => Object.keys(r.byCommand)))].sort();
+  callResults[key] = {
+    commands: pick("commands"), sent: pick("sent"), scripts: pick("scripts"), trips: pick("trips"), rps: pick("rps"),
+    lease: pick("lease"), denied: median(list.map((r) => r.non2xx / r.requests)),
+    other: list.reduce((a, r) => a + (r.backends?.other ?? 0), 0),
+    byCommand: Object.fromEntries(names.map((n) => [n, median(list.map((r) => r.byCommand[n] ?? 0))])),
+    errors: list.map((r) => r.errors).filter(Boolean),
+  };
+  const c = callResults[key];
+  console.log(`${key}: ${c.commands.toFixed(1)} Redis commands (${c.sent.toFixed(1)} sent, ${c.scripts.toFixed(1)} script calls), ` +
+    `${c.trips.toFixed(1)} HTTP round trips per 1,000 requests, ${c.rps.toFixed(0)} req/s, ${(c.lease * 100).toFixed(1)} % from a lease, ` +
+    `${(c.denied * 100).toFixed(2)} % denied; ${names.join(", ")}` + (c.errors.length ? `; socket errors: ${c.errors.join("; ")}` : ""));
+}
 origin.close();
 if (only) process.exit(0);
 
@@ -204,7 +313,7 @@ function native() {
 }
 const engine = native();
 
-const overrides = ["BENCH_SECONDS", "BENCH_CONNECTIONS"].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]} `).join("");
+const overrides = ["BENCH_SECONDS", "BENCH_CONNECTIONS", "BENCH_CALL_SECONDS"].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]} `).join("");
 const command = `${overrides}bash scripts/bench`;
 const settings = `wrk -t1 -c${CONNECTIONS} -d${SECONDS}s --latency, after a 1 s warm-up per case; each case once per round, ${RUNS} interleaved rounds, ` +
   "medians of the rounds; workerd through Miniflare, one instance per case, all started before the first round; both limiters a token bucket of 10, " +
@@ -228,6 +337,73 @@ const perRoundLines = [
   ["Rust floor / JavaScript floor, forwarding (1 / 1j)", "1", "1j"], ["Rust floor / JavaScript floor, fixed 429 (1b / 1jb)", "1b", "1jb"],
 ].map(([what, a, b]) => `- ${what}: throughput ${perRound(a, b, "rps")}; CPU ${perRound(a, b, "cpuPer1k")}`);
 const cpuMs = (id) => results[id].cpuPer1k; // CPU s per 1,000 requests = CPU ms per request
+
+// The store-calls section.
+const call = (sc, row) => callResults[`${sc}/${row}`];
+const n1 = (v) => v.toLocaleString("en", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+/** Dollars a month at 1,000 requests/s for `per1k` billed commands per 1,000 requests. */
+const monthly = (per1k) => (per1k / 1000) * MONTH * (PRICE.usd / PRICE.commands);
+const usd = (v) => `$${v.toLocaleString("en", { maximumFractionDigits: v < 100 ? 2 : 0 })}`;
+/** A command's name as Redis documents it: a subcommand as "SCRIPT LOAD", never a "|" that would split a table cell. */
+const cmdName = (k) => k.toUpperCase().replace("|", " ");
+const inScripts = [...new Set(Object.values(callResults).flatMap((c) => Object.keys(c.byCommand)))].filter((k) => !SENT.test(k) && k !== "info").sort();
+const callRows = SCENARIOS.flatMap((sc) => CALL_ROWS.map((row) => {
+  const c = call(sc.id, row.id);
+  const which = Object.entries(c.byCommand).map(([k, v]) => `${cmdName(k)} ${n1(v)}`).join(", ");
+  return [sc.name, row.name, `${n1(c.sent)} / ${n1(c.commands)}`, which, n1(c.scripts), n1(c.trips), f(c.rps),
+    row.id === "peer" ? "" : `${f(c.lease * 100, 1)} %`, `${f(c.denied * 100, 2)} %`, `${usd(monthly(c.sent))} / ${usd(monthly(c.commands))}`];
+}));
+const fallbacks = SCENARIOS.flatMap((sc) => ["off", "on"].map((row) => [sc, row, call(sc.id, row).other])).filter(([, , n]) => n > 0);
+const callLines = SCENARIOS.map((sc) => {
+  const [off, on, peer] = ["off", "on", "peer"].map((row) => call(sc.id, row));
+  return `- ${sc.name}: with leases and batching ${x(on.sent / off.sent)} the commands sent of the defaults and ${x(on.sent / peer.sent)} the peer's; ` +
+    `${x(on.trips / off.trips)} and ${x(on.trips / peer.trips)} the HTTP round trips; ${x(on.rps / off.rps)} and ${x(on.rps / peer.rps)} the throughput.`;
+});
+const callsSection = !runCalls ? [] : [
+  "## Store calls for allowed traffic: leases, batching and the peer",
+  "",
+  `What each request costs in Upstash calls when it is allowed. Every subject has a budget it never reaches in the run (a token bucket of 1e9, refilled ` +
+    `1e6/s, the same for both limiters), so every request is allowed (the "denied" column checks it). For each scenario three Workers, each its own ` +
+    `workerd: edge-limiter as it ships (leases and batching off), edge-limiter with \`"lease": "auto"\` and \`"store": {"batch": true}\`, and the peer ` +
+    `(\`@upstash/ratelimit\`, the same bucket, its ephemeral cache on). Scenarios: one hot subject (\`bench/hot.lua\`); a new subject per request at ` +
+    `8 and at 64 connections (\`bench/many.lua\`); a 90/10 mix, 1,000 subjects of which 100 send 90 % of the requests (\`bench/mix.lua\`). ` +
+    `wrk -t1 -d${CALL_SECONDS}s per run after a 1 s warm-up per Worker; each row once per round, ${RUNS} interleaved rounds, medians of the rounds; ` +
+    `each count is read ${SETTLE_MS / 1000} s after its run ends, so that a lease's hand-back (when the lease ends) counts in the run that caused it.`,
+  "",
+  `- **Redis commands**: the difference in Redis's \`INFO commandstats\` over the run, every command it lists (less the benchmark's own \`INFO\`). ` +
+    `"Sent" counts what a client sends (EVALSHA, EVAL, SCRIPT): neither limiter sends any other command, so every other name is a command a script ran inside. ` +
+    (inScripts.length
+      ? `Redis 7 counts those too: here ${inScripts.map(cmdName).join(", ")}, in the "in all" figure.`
+      : "None appeared: Redis did not count the commands the scripts ran inside.") +
+    " Script calls are EVALSHA + EVAL (an EVAL is the reload after NOSCRIPT).",
+  "- **HTTP round trips**: requests served by local-upstash (its `/__stats`: single commands, pipelines and transactions), less the benchmark's own. " +
+    "The peer's `@upstash/redis` 1.39 has auto-pipelining on by default (concurrent commands of one isolate may go in one `/pipeline` request); " +
+    (SCENARIOS.some((sc) => call(sc.id, "peer").trips < 0.98 * call(sc.id, "peer").sent)
+      ? "here its round trips came out fewer than its commands sent."
+      : "here each of its commands went in a request of its own (its round trips equal its commands sent)."),
+  `- **Per 1,000 requests**: per 1,000 requests wrk saw answered. The requests still in flight when wrk stops (at most one per connection) made ` +
+    "their calls but are not counted, so a row that makes one call per request comes out a little above 1,000, the more so at 64 connections.",
+  "- **From a lease**: the answers with `X-Limiter-Backend: lease`, counted in wrk's `response` callback (`bench/backends.lua`).",
+  `- **Money**: Upstash Redis pay-as-you-go at $${PRICE.usd.toFixed(2)} per ${PRICE.commands.toLocaleString("en")} commands (Upstash's documentation, ` +
+    `"Pricing & Billing", upstash.com/docs/redis/overall/billing, which defers to upstash.com/pricing/redis), for a 30-day month at 1,000 requests/s ` +
+    `(${(MONTH / 1e9).toFixed(3)} billion requests), the free tier's 500K commands left out. The first figure bills every command sent, a script call ` +
+    "as one command; that is our assumption, the page does not say how a script is billed. The second bills every command Redis counted, " +
+    "those run inside scripts too. Storage and bandwidth are left out.",
+  "",
+  mdTable(["scenario", "Worker", "Redis commands per 1,000 requests: sent / in all", "the commands, per 1,000 requests", "script calls per 1,000",
+    "HTTP round trips per 1,000", "requests/s", "answered from a lease", "denied", "a month at 1,000 requests/s: per command sent / per command counted"], callRows),
+  "",
+  ...callLines,
+  ...(fallbacks.length
+    ? ["", "Answers that came neither from Upstash nor a lease (the store's fallback), over all rounds: " +
+      fallbacks.map(([sc, row, n]) => `${sc.name}, ${row}: ${n}`).join("; ") + "."]
+    : []),
+  ...(Object.values(callResults).some((c) => c.errors.length)
+    ? ["", "wrk's socket errors: " + Object.entries(callResults).filter(([, c]) => c.errors.length).map(([k, c]) => `${k}: ${c.errors.join("; ")}`).join("; ")]
+    : []),
+  "",
+];
+
 const body = [
   `Settings: ${settings}`,
   "",
@@ -256,6 +432,7 @@ const body = [
     ? ["", "wrk's socket errors: " + Object.values(results).filter((r) => r.errors.length).map((r) => `case ${r.id}: ${r.errors.join("; ")}`).join("; ")]
     : []),
   "",
+  ...callsSection,
   "## Sizes",
   "",
   `- Wasm: limiter ${size(path.join(ROOT, "build/index_bg.wasm"))}; bare forwarder ${size(path.join(ROOT, "bench/bare/build/index_bg.wasm"))}.`,
@@ -271,7 +448,7 @@ const body = [
 ].join("\n");
 
 mkdirSync(path.join(ROOT, "build"), { recursive: true });
-writeFileSync(path.join(ROOT, "build/bench.json"), JSON.stringify({ date: date(), command, results, runs, engine }, null, 1));
+writeFileSync(path.join(ROOT, "build/bench.json"), JSON.stringify({ date: date(), command, results, runs, calls: { results: callResults, runs: callRuns }, engine }, null, 1));
 const page = { title: "Benchmark: measured", command, body };
 writePage("build/bench.md", page);
 writePage("docs/results/benchmark.md", page);
@@ -280,9 +457,17 @@ writeReadmeFigures("bench", [
   `- Side by side with \`@upstash/ratelimit\` on a local Upstash: allowed traffic ${x(ratio("3", "3p", "rps"))} its throughput at ${x(ratio("3", "3p", "cpuPer1k"))} its CPU, ` +
     `cached denials ${x(ratio("4", "4p", "rps"))} at ${x(ratio("4", "4p", "cpuPer1k"))}; the memory store ${x(ratio("2", "1", "rps"))} a bare Worker's throughput ` +
     `(\`${command}\`, ${day}) — [docs/results/benchmark.md](docs/results/benchmark.md)`,
+  ...(runCalls
+    ? [`- Store calls for allowed traffic, Redis commands sent per 1,000 requests, with leases and batching against \`@upstash/ratelimit\`: ` +
+      `one hot subject ${n1(call("hot", "on").sent)} against ${n1(call("hot", "peer").sent)} (${usd(monthly(call("hot", "on").sent))} against ` +
+      `${usd(monthly(call("hot", "peer").sent))} a month at 1,000 requests/s on Upstash pay-as-you-go, $0.20 per 100K commands); a 90/10 mix of ` +
+      `1,000 subjects ${n1(call("mix", "on").sent)} against ${n1(call("mix", "peer").sent)} (${usd(monthly(call("mix", "on").sent))} against ` +
+      `${usd(monthly(call("mix", "peer").sent))}) (\`${command}\`, ${day}) — ` +
+      "[docs/results/benchmark.md](docs/results/benchmark.md#store-calls-for-allowed-traffic-leases-batching-and-the-peer)"]
+    : []),
   ...(engine
     ? [`- Engine: ${f(engine.byId.a.median, 1)} ns per decision natively, one token bucket; ${f(engine.byId.b.median, 1)} ns with three limits ` +
       `(\`cargo bench --bench decision\`, in \`${command}\`, ${day}) — [docs/results/benchmark.md](docs/results/benchmark.md#the-engine-natively-cargo-bench---bench-decision)`]
     : []),
 ]);
-console.log(`\n${table}\n\n${aims.join("\n")}\n\nwrote docs/results/benchmark.md, README.md's figures, build/bench.md and build/bench.json`);
+console.log(`\n${table}\n\n${aims.join("\n")}\n\n${mdTable(["scenario", "Worker", "commands sent / in all", "by command", "scripts", "round trips", "req/s", "lease", "denied", "a month"], callRows)}\n\n${callLines.join("\n")}\n\nwrote docs/results/benchmark.md, README.md's figures, build/bench.md and build/bench.json`);

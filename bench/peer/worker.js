@@ -1,6 +1,7 @@
 // The peer: what most Workers users would write instead, a JavaScript Worker using
 // @upstash/ratelimit (token bucket, the same numbers as the limiter's benchmark policy) and
 // @upstash/redis, with the ephemeral cache on, forwarding allowed requests to the origin.
+// Env: CAPACITY and REFILL_PER_S (the bucket), PREFIX (of its keys, default "peer").
 import { Ratelimit } from "@upstash/ratelimit";
 import { Redis } from "@upstash/redis/cloudflare";
 
@@ -13,7 +14,7 @@ export default {
       redis: new Redis({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN }),
       limiter: Ratelimit.tokenBucket(Number(env.REFILL_PER_S), "1 s", Number(env.CAPACITY)),
       ephemeralCache,
-      prefix: "peer",
+      prefix: env.PREFIX || "peer",
     });
     const subject = request.headers.get("cf-connecting-ip") ?? "unknown";
     const { success, limit, remaining, reset, pending } = await ratelimit.limit(subject);
