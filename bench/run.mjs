@@ -263,6 +263,7 @@ for (const [key, list] of Object.entries(callRuns)) {
   const names = [...new Set(list.flatMap((r) => Object.keys(r.byCommand)))].sort();
   callResults[key] = {
     commands: pick("commands"), sent: pick("sent"), scripts: pick("scripts"), trips: pick("trips"), rps: pick("rps"),
+    p50: pick("p50"), p99: pick("p99"),
     lease: pick("lease"), denied: median(list.map((r) => r.non2xx / r.requests)),
     other: list.reduce((a, r) => a + (r.backends?.other ?? 0), 0),
     byCommand: Object.fromEntries(names.map((n) => [n, median(list.map((r) => r.byCommand[n] ?? 0))])),
@@ -344,6 +345,8 @@ const n1 = (v) => v.toLocaleString("en", { minimumFractionDigits: 1, maximumFrac
 /** Dollars a month at 1,000 requests/s for `per1k` billed commands per 1,000 requests. */
 const monthly = (per1k) => (per1k / 1000) * MONTH * (PRICE.usd / PRICE.commands);
 const usd = (v) => `$${v.toLocaleString("en", { maximumFractionDigits: v < 100 ? 2 : 0 })}`;
+/** Dollars per million requests for `per1k` billed commands per 1,000 requests. */
+const perMillion = (per1k) => per1k * 1000 * (PRICE.usd / PRICE.commands);
 /** A command's name as Redis documents it: a subcommand as "SCRIPT LOAD", never a "|" that would split a table cell. */
 const cmdName = (k) => k.toUpperCase().replace("|", " ");
 const inScripts = [...new Set(Object.values(callResults).flatMap((c) => Object.keys(c.byCommand)))].filter((k) => !SENT.test(k) && k !== "info").sort();
@@ -351,8 +354,26 @@ const callRows = SCENARIOS.flatMap((sc) => CALL_ROWS.map((row) => {
   const c = call(sc.id, row.id);
   const which = Object.entries(c.byCommand).map(([k, v]) => `${cmdName(k)} ${n1(v)}`).join(", ");
   return [sc.name, row.name, `${n1(c.sent)} / ${n1(c.commands)}`, which, n1(c.scripts), n1(c.trips), f(c.rps),
-    row.id === "peer" ? "" : `${f(c.lease * 100, 1)} %`, `${f(c.denied * 100, 2)} %`, `${usd(monthly(c.sent))} / ${usd(monthly(c.commands))}`];
+    `${f(c.p50, 2)} / ${f(c.p99, 2)}`, row.id === "peer" ? "" : `${f(c.lease * 100, 1)} %`, `${f(c.denied * 100, 2)} %`,
+    `$${perMillion(c.sent).toFixed(3)} / $${perMillion(c.commands).toFixed(3)}`, `${usd(monthly(c.sent))} / ${usd(monthly(c.commands))}`];
 }));
+/** The issue's aims for these rows, judged from this run. */
+const callAims = (() => {
+  if (!runCalls) return [];
+  const scripts = (sc) => call(sc, "on").scripts / 1000;
+  const hot = SCENARIOS.find((sc) => sc.id.startsWith("hot")), wide = SCENARIOS.find((sc) => sc.connections === 64);
+  const lat = SCENARIOS.map((sc) => {
+    const [off, on] = ["off", "on"].map((row) => call(sc.id, row));
+    return `${sc.name} ${x(on.p50 / off.p50)} / ${x(on.p99 / off.p99)}`;
+  });
+  const worse = SCENARIOS.filter((sc) => call(sc.id, "on").p50 > call(sc.id, "off").p50 || call(sc.id, "on").p99 > call(sc.id, "off").p99);
+  return [
+    `- Aim, one hot subject at most 0.1 script calls per allowed request with leases and batching: ${f(scripts(hot.id), 3)}, ${scripts(hot.id) <= 0.1 ? "met" : "not met"}.`,
+    `- Aim, many subjects at 64 connections at most 0.5: ${f(scripts(wide.id), 3)}, ${scripts(wide.id) <= 0.5 ? "met" : "not met"}.`,
+    `- Aim, latency no worse than with them off, same run (p50 / p99, on ÷ off): ${lat.join("; ")}: ` +
+      (worse.length ? `worse in ${worse.map((sc) => sc.name).join(", ")}.` : "met."),
+  ];
+})();
 const fallbacks = SCENARIOS.flatMap((sc) => ["off", "on"].map((row) => [sc, row, call(sc.id, row).other])).filter(([, , n]) => n > 0);
 const callLines = SCENARIOS.map((sc) => {
   const [off, on, peer] = ["off", "on", "peer"].map((row) => call(sc.id, row));
@@ -391,7 +412,10 @@ const callsSection = !runCalls ? [] : [
     "those run inside scripts too. Storage and bandwidth are left out.",
   "",
   mdTable(["scenario", "Worker", "Redis commands per 1,000 requests: sent / in all", "the commands, per 1,000 requests", "script calls per 1,000",
-    "HTTP round trips per 1,000", "requests/s", "answered from a lease", "denied", "a month at 1,000 requests/s: per command sent / per command counted"], callRows),
+    "HTTP round trips per 1,000", "requests/s", "p50 / p99 ms", "answered from a lease", "denied", "per million requests: per command sent / per command counted",
+    "a month at 1,000 requests/s: per command sent / per command counted"], callRows),
+  "",
+  ...callAims,
   "",
   ...callLines,
   ...(fallbacks.length
