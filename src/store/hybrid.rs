@@ -71,6 +71,17 @@ pub struct Work {
     ops: Vec<OwnedOp>,
 }
 
+impl Work {
+    /// Adds the operations that hand `returns` back.
+    fn hand_back(&mut self, returns: &[Unused<Refundable>]) {
+        for u in returns {
+            self.keys.extend(u.payload.keys.iter().cloned());
+            let (limits, units, granted_at) = (u.payload.limits.clone(), u.units, u.granted_at);
+            self.ops.push(OwnedOp::Refund { limits, units, granted_at });
+        }
+    }
+}
+
 enum OwnedOp {
     Check { limits: Vec<Algorithm>, cost: u64, want: u64 },
     Refund { limits: Vec<Algorithm>, units: u64, granted_at: Millis },
@@ -163,28 +174,18 @@ impl<P: Store> Hybrid<P> {
     /// no next check soon.
     pub async fn hand_back(&self, now: Millis) {
         let Some(primary) = &self.primary else { return };
-        let mut returns = self.leases.expired(now, RETURNS_PER_CALL);
-        {
-            let mut waiting = self.returns.borrow_mut();
-            let room = RETURNS_PER_CALL.saturating_sub(returns.len()).min(waiting.len());
-            returns.extend(waiting.drain(..room));
-        }
+        let returns = self.returns_due(now, Vec::new());
         if returns.is_empty() || self.breaker.admit(now) == Admission::Skip {
             self.keep_returns(returns);
             return;
         }
-        let keys: Vec<String> = returns.iter().flat_map(|u| u.payload.keys.iter().cloned()).collect();
-        let ops: Vec<Op<'_, Algorithm>> = returns
-            .iter()
-            .map(|u| Op::Refund { limits: &u.payload.limits, units: u.units, granted_at: u.granted_at })
-            .collect();
+        let mut work = Work { keys: Vec::new(), ops: Vec::new() };
+        work.hand_back(&returns);
         self.count(|c| {
             c.store_calls += 1;
             c.hand_backs += 1;
         });
-        let done = primary.run(&keys, now, &ops).await.is_ok();
-        drop(ops);
-        if done {
+        if send(primary, now, vec![work]).await.is_ok() {
             let units: u64 = returns.iter().map(|u| u.units).sum();
             self.count(|c| c.returned += units);
         } else {
@@ -256,16 +257,11 @@ impl<P: Store> Hybrid<P> {
         // A lease that could not cover this request is over: its rest goes back in this call.
         let returns = self.returns_for_this_call(&key, r.now);
         let want = self.leases.want(&key, r.cost, leasing);
-        let own = Refundable { keys: primary.keys(r), limits: r.limits().iter().map(|l| l.algorithm).collect() };
-        let mut work = Work {
-            keys: own.keys.clone(),
-            ops: vec![OwnedOp::Check { limits: own.limits.clone(), cost: r.cost, want }],
-        };
-        for u in &returns {
-            work.keys.extend(u.payload.keys.iter().cloned());
-            let (limits, units, granted_at) = (u.payload.limits.clone(), u.units, u.granted_at);
-            work.ops.push(OwnedOp::Refund { limits, units, granted_at });
-        }
+        let (keys, limits) = (primary.keys(r), r.limits().iter().map(|l| l.algorithm).collect::<Vec<_>>());
+        // What a lease granted here would need to be handed back: kept only when one may be.
+        let own = (want > r.cost).then(|| Refundable { keys: keys.clone(), limits: limits.clone() });
+        let mut work = Work { keys, ops: vec![OwnedOp::Check { limits, cost: r.cost, want }] };
+        work.hand_back(&returns);
         self.count(|c| c.store_calls += 1);
         let answers = match &self.batches {
             Some(batches) => batches.run(work, r.now, |works| send(primary, r.now, works)).await,
@@ -292,7 +288,8 @@ impl<P: Store> Hybrid<P> {
         match answer {
             Ok((decided_at, lease)) => {
                 let mut decision = lease.decision;
-                if decision.allowed() && lease.spare() > 0 {
+                // A grant of more than the cost was asked for (`want > cost`), so `own` is there.
+                if let (true, Some(own)) = (decision.allowed() && lease.spare() > 0, own) {
                     let grant = Grant { decision, granted: lease.granted, until: lease.until };
                     if let Some(rest) = self.leases.hold(&key, decided_at, r.cost, &grant, leasing, own) {
                         self.keep_returns(vec![rest]);
@@ -368,7 +365,12 @@ impl<P: Store> Hybrid<P> {
     /// The unused units to hand back with this call: the subject's own lease, which could
     /// not cover its request, then leases that are over, then those waiting since a failure.
     fn returns_for_this_call(&self, key: &str, now: Millis) -> Vec<Unused<Refundable>> {
-        let mut out: Vec<Unused<Refundable>> = self.leases.end(key).into_iter().collect();
+        self.returns_due(now, self.leases.end(key).into_iter().collect())
+    }
+
+    /// `out`, then leases that are over, then those waiting since a failure: at most
+    /// [`RETURNS_PER_CALL`] in all.
+    fn returns_due(&self, now: Millis, mut out: Vec<Unused<Refundable>>) -> Vec<Unused<Refundable>> {
         out.extend(self.leases.expired(now, RETURNS_PER_CALL.saturating_sub(out.len())));
         let mut waiting = self.returns.borrow_mut();
         let room = RETURNS_PER_CALL.saturating_sub(out.len()).min(waiting.len());
@@ -407,8 +409,8 @@ impl<P: Store> Hybrid<P> {
 type Answered = (Millis, Vec<Answer>);
 
 /// One store call for the works of one or more requests, answered per work in order.
-async fn send<P: Store>(primary: &P, now: Millis, works: Vec<Work>) -> Result<Vec<Answered>, StoreError> {
-    let keys: Vec<String> = works.iter().flat_map(|w| w.keys.iter().cloned()).collect();
+async fn send<P: Store>(primary: &P, now: Millis, mut works: Vec<Work>) -> Result<Vec<Answered>, StoreError> {
+    let keys: Vec<String> = works.iter_mut().flat_map(|w| std::mem::take(&mut w.keys)).collect();
     let ops: Vec<Op<'_, Algorithm>> = works.iter().flat_map(|w| w.ops.iter().map(OwnedOp::as_op)).collect();
     let mut answers = primary.run(&keys, now, &ops).await?.into_iter();
     Ok(works.iter().map(|w| (now, answers.by_ref().take(w.ops.len()).collect())).collect())
