@@ -9,9 +9,9 @@
 // docs/results/profile.md (PROFILE_SECTION, `before` unless set), build-profile/profile.md,
 // build-profile/profile.json and one build-profile/<case>.cpuprofile per case (DevTools opens
 // them).
+import { POLICY, startOrigin } from "./common.mjs";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { createServer } from "node:http";
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32,19 +32,10 @@ if (!LU_URL || !LU_TOKEN) throw new Error("run through scripts/profile (LU_URL a
 if (!["before", "after"].includes(SECTION)) throw new Error(`PROFILE_SECTION is before or after, not ${SECTION}`);
 
 // ---- a fast local origin, the benchmark's ----------------------------------------------------
-const origin = createServer((req, res) => {
-  req.resume();
-  req.on("end", () => { res.writeHead(200, { "content-type": "text/plain", "content-length": "2" }); res.end("ok"); });
-});
-await new Promise((ok) => origin.listen(0, "127.0.0.1", ok));
-const ORIGIN_URL = `http://127.0.0.1:${origin.address().port}`;
+const origin = await startOrigin();
+const ORIGIN_URL = origin.url;
 
 // ---- the benchmark's policy and cases (bench/run.mjs) ---------------------------------------
-const POLICY = JSON.stringify({
-  key_prefix: "bench",
-  tiers: { anonymous: { limits: { burst: { token_bucket: { capacity: 10, refill: "1/s" } } } } },
-  store: { timeout: "1s" },
-});
 const upstash = { UPSTASH_REDIS_REST_URL: LU_URL, UPSTASH_REDIS_REST_TOKEN: LU_TOKEN };
 const LIMITER = path.join(OUT, "index.js");
 const PEER = path.join(OUT, "peer/worker.js");

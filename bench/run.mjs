@@ -5,9 +5,9 @@
 // the table and writes the whole results page, docs/results/benchmark.md (with the native
 // table and the store-calls section), README.md's benchmark figures, build/bench.md and
 // build/bench.json.
+import { POLICY, startOrigin } from "./common.mjs";
 import { spawn, execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { createServer } from "node:http";
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import path from "node:path";
@@ -23,19 +23,10 @@ const { LU_URL, LU_TOKEN } = process.env;
 if (!LU_URL || !LU_TOKEN) throw new Error("run through scripts/bench (LU_URL and LU_TOKEN are missing)");
 
 // ---- a fast local origin -----------------------------------------------------------------
-const origin = createServer((req, res) => {
-  req.resume();
-  req.on("end", () => { res.writeHead(200, { "content-type": "text/plain", "content-length": "2" }); res.end("ok"); });
-});
-await new Promise((ok) => origin.listen(0, "127.0.0.1", ok));
-const ORIGIN_URL = `http://127.0.0.1:${origin.address().port}`;
+const origin = await startOrigin();
+const ORIGIN_URL = origin.url;
 
 // ---- the same numbers for both limiters: a token bucket of 10, refilled 1/s ----------------
-const POLICY = JSON.stringify({
-  key_prefix: "bench",
-  tiers: { anonymous: { limits: { burst: { token_bucket: { capacity: 10, refill: "1/s" } } } } },
-  store: { timeout: "1s" },
-});
 const upstash = { UPSTASH_REDIS_REST_URL: LU_URL, UPSTASH_REDIS_REST_TOKEN: LU_TOKEN };
 const WORKERS = {
   bare: { script: path.join(ROOT, "bench/bare/build/index.js"), wasm: true, bindings: { ORIGIN_URL } },
