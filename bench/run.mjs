@@ -262,7 +262,7 @@ for (const [key, list] of Object.entries(callRuns)) {
   };
   const c = callResults[key];
   console.log(`${key}: ${c.commands.toFixed(1)} Redis commands (${c.sent.toFixed(1)} sent, ${c.scripts.toFixed(1)} script calls), ` +
-    `${c.trips.toFixed(1)} HTTP round trips per 1,000 requests, ${c.rps.toFixed(0)} req/s, ${(c.lease * 100).toFixed(1)} % from a lease, ` +
+    `${c.trips.toFixed(1)} HTTP round trips per 1,000 requests, ${c.rps.toFixed(0)} req/s, p50 ${c.p50.toFixed(2)} / p99 ${c.p99.toFixed(2)} ms, ${(c.lease * 100).toFixed(1)} % from a lease, ` +
     `${(c.denied * 100).toFixed(2)} % denied; ${names.join(", ")}` + (c.errors.length ? `; socket errors: ${c.errors.join("; ")}` : ""));
 }
 origin.close();

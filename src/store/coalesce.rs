@@ -1,7 +1,8 @@
-//! Concurrent checks in one store call. While one script call is in flight in an isolate,
-//! checks that arrive wait in a queue; when the call returns, the first of them carries the
-//! whole queue in the next call, and each gets its own answer. A check that finds nothing in
-//! flight goes at once, alone: batching never delays an uncontended request.
+//! Concurrent checks in one store call. While `flights` script calls are in flight in an
+//! isolate, checks that arrive wait in a queue; when one of the calls returns, the first of
+//! them carries the queue in the next call, and each gets its own answer. A check that finds
+//! a flight free goes at once: batching never delays an uncontended request, and under load
+//! a queued check waits only for the first of several calls in flight, not for one.
 //!
 //! The Workers runtime shapes the design (its rules are checked on workerd by
 //! tests/e2e/runtime-rules.test.mjs; docs/runtime.md):
@@ -34,8 +35,8 @@ pub trait Parking {
 struct Seat<Op, Reply, Bell> {
     op: RefCell<Option<Op>>,
     answer: RefCell<Option<Result<Reply, StoreError>>>,
-    /// Set when this seat is to carry the queue in the next call.
-    carry: Cell<bool>,
+    /// Set when this seat is to carry the queue in the next call: the flight handed to it.
+    carry: Cell<Option<u64>>,
     bell: Bell,
 }
 
@@ -48,12 +49,41 @@ pub struct Carried {
     pub ops: u64,
 }
 
+/// The calls in flight (or handed to a woken seat that is due to start one), each with the
+/// time it counts until. A deadline, not a flag, so a carrier that never returns (its request
+/// was cancelled) stops holding a flight once the store's timeout is over.
+#[derive(Default)]
+struct Flights {
+    next_id: u64,
+    live: Vec<(u64, Millis)>,
+}
+
+impl Flights {
+    fn busy(&self, now: Millis) -> usize {
+        self.live.iter().filter(|(_, until)| *until > now).count()
+    }
+
+    fn take(&mut self, until: Millis) -> u64 {
+        self.next_id += 1;
+        self.live.push((self.next_id, until));
+        self.next_id
+    }
+
+    fn hold(&mut self, id: u64, until: Millis) {
+        if let Some(f) = self.live.iter_mut().find(|(i, _)| *i == id) {
+            f.1 = until;
+        }
+    }
+
+    fn release(&mut self, id: u64, now: Millis) {
+        self.live.retain(|(i, until)| *i != id && *until > now);
+    }
+}
+
 pub struct Coalescer<Op, Reply, P: Parking> {
     parking: P,
-    /// Until when a call is in flight (or a woken seat is due to start one): arrivals before
-    /// then queue. A deadline, not a flag, so a carrier that never returns (its request was
-    /// cancelled) stops holding the queue once the store's timeout is over.
-    busy_until: Cell<Millis>,
+    flights: RefCell<Flights>,
+    max_flights: usize,
     queue: Queue<Op, Reply, P::Bell>,
     max_batch: usize,
     timeout_ms: u64,
@@ -62,11 +92,12 @@ pub struct Coalescer<Op, Reply, P: Parking> {
 
 impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
     /// `timeout_ms` is the store's timeout: a call lasts no longer, so a queued check waits at
-    /// most for the call in flight and then its own.
-    pub fn new(parking: P, timeout_ms: u64, max_batch: usize) -> Self {
+    /// most for a call in flight and then its own. Up to `flights` calls go at once.
+    pub fn new(parking: P, timeout_ms: u64, max_batch: usize, flights: usize) -> Self {
         Coalescer {
             parking,
-            busy_until: Cell::new(0),
+            flights: RefCell::new(Flights::default()),
+            max_flights: flights.max(1),
             queue: RefCell::new(VecDeque::new()),
             max_batch: max_batch.max(1),
             timeout_ms,
@@ -86,14 +117,15 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
         F: Fn(Vec<Op>) -> Fut,
         Fut: Future<Output = Result<Vec<Reply>, StoreError>>,
     {
-        if now >= self.busy_until.get() {
-            return self.carry(op, now, &send).await;
+        if self.flights.borrow().busy(now) < self.max_flights {
+            let flight = self.flights.borrow_mut().take(now.saturating_add(self.timeout_ms));
+            return self.carry(op, flight, now, &send).await;
         }
         // Two store timeouts: the call in flight, then the one that carries this check.
         let wait = self.timeout_ms.saturating_mul(2);
         let (bell, parked) = self.parking.park(wait);
         let seat =
-            Rc::new(Seat { op: RefCell::new(Some(op)), answer: RefCell::new(None), carry: Cell::new(false), bell });
+            Rc::new(Seat { op: RefCell::new(Some(op)), answer: RefCell::new(None), carry: Cell::new(None), bell });
         self.queue.borrow_mut().push_back(seat.clone());
         parked.await;
         let answer = seat.answer.borrow_mut().take();
@@ -103,25 +135,33 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
         self.queue.borrow_mut().retain(|s| !Rc::ptr_eq(s, &seat));
         let op = seat.op.borrow_mut().take();
         match (seat.carry.get(), op) {
-            // Woken to carry, and nobody has taken this check meanwhile.
-            (true, Some(op)) => self.carry(op, now, &send).await,
+            // Woken to carry: nobody takes the check of a seat handed a flight.
+            (Some(flight), Some(op)) => self.carry(op, flight, now, &send).await,
             // The request's own timer ran out first: the store is too slow for it.
             _ => Err(StoreError::Timeout { after_ms: wait }),
         }
     }
 
-    /// One call: `own` and as much of the queue as fits, each mate answered by its bell;
-    /// then the first seat still waiting is woken to carry the rest.
-    async fn carry<F, Fut>(&self, own: Op, now: Millis, send: &F) -> Result<Reply, StoreError>
+    /// One call on `flight`: `own` and as much of the queue as fits, each mate answered by
+    /// its bell; then the first seat still waiting is handed the flight to carry the rest.
+    async fn carry<F, Fut>(&self, own: Op, flight: u64, now: Millis, send: &F) -> Result<Reply, StoreError>
     where
         F: Fn(Vec<Op>) -> Fut,
         Fut: Future<Output = Result<Vec<Reply>, StoreError>>,
     {
-        self.busy_until.set(now.saturating_add(self.timeout_ms));
+        self.flights.borrow_mut().hold(flight, now.saturating_add(self.timeout_ms));
         let mates: Vec<_> = {
+            // Seats already handed a flight carry themselves.
             let mut queue = self.queue.borrow_mut();
-            let n = queue.len().min(self.max_batch - 1);
-            queue.drain(..n).collect()
+            let mut mates = Vec::new();
+            queue.retain(|seat| {
+                let take = mates.len() < self.max_batch - 1 && seat.carry.get().is_none();
+                if take {
+                    mates.push(seat.clone());
+                }
+                !take
+            });
+            mates
         };
         let mut ops = vec![own];
         let mut carried = Vec::with_capacity(mates.len());
@@ -138,7 +178,6 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
         self.carried.set(tally);
         let expected = ops.len();
         let result = send(ops).await;
-        self.busy_until.set(0);
         let mine = match result {
             Ok(replies) if replies.len() == expected => {
                 let mut replies = replies.into_iter();
@@ -159,11 +198,16 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
                 Err(e)
             }
         };
-        if let Some(next) = self.queue.borrow().front() {
-            // It starts the next call in its own request; until it does, arrivals queue.
-            self.busy_until.set(now.saturating_add(self.timeout_ms));
-            next.carry.set(true);
-            P::ring(&next.bell);
+        let next = self.queue.borrow().iter().find(|s| s.carry.get().is_none()).cloned();
+        match next {
+            Some(next) => {
+                // It starts the next call in its own request; until it does, the flight is
+                // its, and arrivals that find no flight free queue.
+                self.flights.borrow_mut().hold(flight, now.saturating_add(self.timeout_ms));
+                next.carry.set(Some(flight));
+                P::ring(&next.bell);
+            }
+            None => self.flights.borrow_mut().release(flight, now),
         }
         mine
     }
@@ -332,7 +376,7 @@ mod tests {
     #[test]
     fn alone_goes_at_once_and_concurrent_checks_share_a_call() {
         let store = Slow { rounds: 10, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 1);
         let tasks: Vec<(u32, Task)> =
             (0..6u32).map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), |ops| store.send(ops))) as Task)).collect();
         let answers = run_all(tasks);
@@ -345,7 +389,7 @@ mod tests {
     #[test]
     fn batches_are_bounded_and_the_queue_is_carried_on() {
         let store = Slow { rounds: 3, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 2);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 2, 1);
         let tasks: Vec<(u32, Task)> =
             (0..5u32).map(|i| (0, Box::pin(c.run(i, 0, |ops| store.send(ops))) as Task)).collect();
         assert!(run_all(tasks).iter().all(Result::is_ok));
@@ -358,7 +402,7 @@ mod tests {
     #[test]
     fn a_failed_call_fails_every_check_it_carried() {
         let store = Slow { rounds: 2, batches: RefCell::new(Vec::new()), fail: Cell::new(true) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 1);
         let tasks: Vec<(u32, Task)> =
             (0..3u32).map(|i| (0, Box::pin(c.run(i, 0, |ops| store.send(ops))) as Task)).collect();
         assert!(run_all(tasks).iter().all(|r| matches!(r, Err(StoreError::Network(_)))));
@@ -369,7 +413,7 @@ mod tests {
         // The carrier never returns (its request was cancelled): the queued check gives up at
         // its own timer, and a check arriving after the store's timeout goes on its own.
         let store = Slow { rounds: 1, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 10, 8);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 10, 8, 1);
         let mut cx = Context::from_waker(Waker::noop());
         let mut stuck = Box::pin(c.run(1, 0, |_| std::future::pending::<Result<Vec<u32>, StoreError>>()));
         assert!(stuck.as_mut().poll(&mut cx).is_pending());
@@ -378,5 +422,32 @@ mod tests {
         let late: Task = Box::pin(c.run(3, 10, |ops| store.send(ops)));
         assert_eq!(run_all(vec![(0, late)]), vec![Ok(30)]);
         assert_eq!(*store.batches.borrow(), vec![vec![3]], "the stuck call held nobody back past its timeout");
+    }
+
+    #[test]
+    fn with_two_flights_the_second_goes_at_once_and_the_rest_wait_for_the_first_back() {
+        let store = Slow { rounds: 10, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 2);
+        let tasks: Vec<(u32, Task)> =
+            (0..6u32).map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), |ops| store.send(ops))) as Task)).collect();
+        let answers = run_all(tasks);
+        assert_eq!(answers, (1..=6).map(|i| Ok(i * 10)).collect::<Vec<_>>(), "each its own answer");
+        // Two go alone, in flight together; the four that came meanwhile go in one call.
+        assert_eq!(*store.batches.borrow(), vec![vec![1], vec![2], vec![3, 4, 5, 6]]);
+        assert_eq!(c.carried(), Carried { calls: 3, ops: 6 });
+    }
+
+    #[test]
+    fn a_seat_handed_a_flight_is_not_taken_by_another_carrier() {
+        // Two flights back one round apart: the first hands the front seat its flight, the
+        // second must not carry that seat as well (it would be sent twice).
+        let store = Slow { rounds: 4, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 2, 2);
+        let tasks: Vec<(u32, Task)> =
+            (0..7u32).map(|i| (i / 2, Box::pin(c.run(i, u64::from(i / 2), |ops| store.send(ops))) as Task)).collect();
+        assert_eq!(run_all(tasks), (0..7).map(|i| Ok(i * 10)).collect::<Vec<_>>());
+        let mut seen: Vec<u32> = store.batches.borrow().iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6], "every check sent exactly once");
     }
 }

@@ -100,6 +100,9 @@ impl OwnedOp {
 
 /// Checks carried in one batched call, at most.
 const BATCH_MAX: usize = 16;
+/// Batched calls in flight at once: a check queues only when this many are, and then waits
+/// for the first of them back, not for the one it just missed.
+const FLIGHTS: usize = 2;
 
 /// Unused leased units handed back per store call, at most; the rest wait for the next.
 const RETURNS_PER_CALL: usize = 8;
@@ -152,7 +155,7 @@ impl<P: Store> Hybrid<P> {
             last_failure: RefCell::new(None),
             leases: LeaseBook::new(settings.memory_max_keys),
             returns: RefCell::new(Vec::new()),
-            batches: settings.batch.then(|| Coalescer::new(Parked {}, settings.timeout_ms, BATCH_MAX)),
+            batches: settings.batch.then(|| Coalescer::new(Parked {}, settings.timeout_ms, BATCH_MAX, FLIGHTS)),
             scheduled: Cell::new(0),
         }
     }
