@@ -1,16 +1,33 @@
 //! An edge rate limiter for Cloudflare Workers.
 //!
 //! `core` is pure and native-testable; `store` holds bucket state; `edge` (wasm32 only) is
-//! the Worker: identify, limit, forward.
+//! the Worker: identify, limit, forward; `runtime` (wasm32 only) its few calls into the
+//! Workers runtime.
 
 pub mod core;
 pub mod store;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;
-
 #[cfg(target_arch = "wasm32")]
-#[worker::event(fetch)]
-async fn fetch(req: worker::Request, env: worker::Env, ctx: worker::Context) -> worker::Result<worker::Response> {
-    edge::handle(req, env, ctx).await
+mod runtime;
+
+/// The Worker's entry, which worker-build's shim calls for every request. Written out, not
+/// made by `#[worker::event(fetch)]`: that builds a `worker::Request` first, reading the
+/// method, the URL, the headers and `cf` through the glue, which the limited path never uses
+/// (it reads what it needs in one call).
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub async fn fetch(
+    req: web_sys::Request,
+    env: worker::Env,
+    ctx: worker::worker_sys::Context,
+) -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
+    match edge::handle(req, env, worker::Context::new(ctx)).await {
+        Ok(response) => Ok(response.into()),
+        Err(e) => {
+            worker::console_error!("edge-limiter: {e}");
+            Ok(runtime::answer(500, "Content-Type\ntext/plain", "INTERNAL SERVER ERROR").into())
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The layout of `src/` as a test: imports run one way. `core` uses neither `store` nor
 //! `edge`, `store` does not use `edge`, `edge::respond` (the leaf that makes responses) uses
-//! no other part of the Worker, and no module reaches another that reaches it back.
+//! no other part of the Worker, `runtime` (the calls into the Workers runtime) uses nothing
+//! of the crate and `core` does not use it, and no module reaches another that reaches it
+//! back.
 //!
 //! Imports are read from the text: every `crate::`, `super::` and `self::` path outside
 //! test modules, comments and visibility (`pub(super)`), braces expanded.
@@ -131,6 +133,11 @@ fn imports_run_one_way() {
             assert!(!(a == "core" && (b == "store" || b == "edge")), "{from} uses {to}: core is pure");
             assert!(!(a == "store" && b == "edge"), "{from} uses {to}: the stores know nothing of the Worker");
             assert!(!(from == "edge::respond" && b == "edge"), "{from} uses {to}: respond is the leaf");
+            assert!(
+                a != "runtime" || b == "runtime",
+                "{from} uses {to}: runtime, the calls into the runtime, is a leaf"
+            );
+            assert!(!(a == "core" && b == "runtime"), "{from} uses {to}: core is pure");
             if a == "edge" {
                 assert!(!from.starts_with(&format!("{to}::")), "{from} calls back into {to}, its parent");
             }

@@ -25,14 +25,14 @@ use crate::core::describe::describe;
 use crate::store::CheckRequest;
 
 fn error(iso: &Isolate, status: u16, title: &str, detail: &str) -> Result<Response> {
-    iso.answer(problem(status, title, detail, "admin"))
+    Ok(iso.answer(problem(status, title, detail, "admin")).into())
 }
 
 /// `route` is what follows `admin/` (`policy`, `health`, ...).
 pub async fn handle(mut req: Request, iso: &Isolate, route: &str, now: u64) -> Result<Response> {
     let method = req.method();
     if let Some(refused) = guard::admin_token(&req, iso, "The admin API", now).await {
-        return refused;
+        return Ok(refused.into());
     }
     let (policy, written) = match &iso.config {
         Config::Ready { policy, written } => (policy, written),

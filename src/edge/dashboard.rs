@@ -14,28 +14,29 @@ use crate::core::decision::problem;
 pub async fn serve(req: Request, env: &Env, iso: &Isolate, rest: &str, now: u64) -> Result<Response> {
     if !matches!(req.method(), Method::Get | Method::Head) {
         let detail = "The dashboard only answers GET.";
-        return iso.answer(problem(405, "Method Not Allowed", detail, "method-not-allowed"));
+        return Ok(iso.answer(problem(405, "Method Not Allowed", detail, "method-not-allowed")).into());
     }
     if rest == "status.json" {
         // Live counts and the policy in words: public only in front of the demo origin.
         if !iso.demo() {
             let what = "status.json (in front of a real origin)";
             if let Some(refused) = guard::admin_token(&req, iso, what, now).await {
-                return refused;
+                return Ok(refused.into());
             }
         }
         return respond::json(200, &status(iso, now, false));
     }
     let Ok(assets) = env.assets("ASSETS") else {
         let detail = "The dashboard's files are not bound to this Worker: add an [assets] section with binding \"ASSETS\" and directory \"./www\" to wrangler.toml.";
-        return iso.answer(problem(404, "Dashboard not deployed", detail, "dashboard-missing"));
+        return Ok(iso.answer(problem(404, "Dashboard not deployed", detail, "dashboard-missing")).into());
     };
     let file = if rest.is_empty() { "index.html" } else { rest };
     match assets.fetch(format!("https://assets.invalid/{file}"), None).await {
         Ok(r) => Ok(r),
         Err(e) => {
             worker::console_error!("edge-limiter: the assets binding failed: {e}");
-            iso.answer(problem(502, "Bad Gateway", "The dashboard's files could not be read.", "dashboard-missing"))
+            let detail = "The dashboard's files could not be read.";
+            Ok(iso.answer(problem(502, "Bad Gateway", detail, "dashboard-missing")).into())
         }
     }
 }

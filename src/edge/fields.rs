@@ -1,10 +1,12 @@
-//! The request fields that identity and the answers read, read once.
+//! The request fields that identity, CORS and the answers read: read once, in one call into
+//! the runtime on the limited path (`runtime::read`), or from `Headers` on the admin API's.
 
 use worker::Headers;
 
 use crate::core::decision::prefers_html;
 use crate::core::identity::RequestFacts;
 use crate::core::policy::Policy;
+use crate::runtime;
 
 pub struct Fields {
     pub client_ip: Option<String>,
@@ -12,18 +14,69 @@ pub struct Fields {
     api_key: Option<String>,
     authorization: Option<String>,
     accept: Option<String>,
+    /// `Origin`, for CORS.
+    pub origin: Option<String>,
+    /// `Access-Control-Request-Method`: with `Origin` and OPTIONS, a preflight.
+    pub asks: Option<String>,
+    upgrade: Option<String>,
+}
+
+/// The fields every request is read for; the policy's own (the client address's field, the
+/// API key's) follow them.
+const READ: [&str; 8] = [
+    "x-forwarded-for",
+    "authorization",
+    "accept",
+    "origin",
+    "access-control-request-method",
+    "upgrade",
+    // Placeholders replaced by the policy's names (see `names`).
+    "",
+    "",
+];
+
+fn names(policy: Option<&Policy>) -> [&str; 8] {
+    let mut names = READ;
+    if let Some(p) = policy {
+        names[6] = &p.identity.client_ip.header;
+        if let Some(k) = &p.identity.api_key {
+            names[7] = &k.header;
+        }
+    }
+    names
 }
 
 impl Fields {
-    pub fn read(headers: &Headers, policy: &Policy) -> Fields {
-        let text = |name: &str| headers.get(name).ok().flatten();
+    /// The fields through a lookup by (lowercase or not) name.
+    fn from_lookup(policy: Option<&Policy>, text: impl Fn(&str) -> Option<String>) -> Fields {
+        let [forwarded_for, authorization, accept, origin, asks, upgrade, ip, key] = names(policy);
+        let named = |n: &str| if n.is_empty() { None } else { text(n) };
         Fields {
-            client_ip: text(&policy.identity.client_ip.header),
-            forwarded_for: text("x-forwarded-for"),
-            api_key: policy.identity.api_key.as_ref().and_then(|k| text(&k.header)),
-            authorization: text("authorization"),
-            accept: text("accept"),
+            client_ip: named(ip),
+            forwarded_for: text(forwarded_for),
+            api_key: named(key),
+            authorization: text(authorization),
+            accept: text(accept),
+            origin: text(origin),
+            asks: text(asks),
+            upgrade: text(upgrade),
         }
+    }
+
+    /// From a `Headers` (the admin API's requests, which are read through `worker::Request`).
+    pub fn read(headers: &Headers, policy: &Policy) -> Fields {
+        Fields::from_lookup(Some(policy), |name| headers.get(name).ok().flatten())
+    }
+
+    /// From the runtime's request in one call: its method and URL too.
+    pub fn read_request(request: &web_sys::Request, policy: Option<&Policy>) -> (String, String, Fields) {
+        let names: Vec<&str> = names(policy).into_iter().filter(|n| !n.is_empty()).collect();
+        let read = runtime::read(request, &names);
+        let values: Vec<(&str, Option<String>)> = names.into_iter().zip(read.values).collect();
+        let fields = Fields::from_lookup(policy, |name| {
+            values.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.clone())
+        });
+        (read.method, read.url, fields)
     }
 
     pub fn facts(&self, now: u64) -> RequestFacts<'_> {
@@ -39,5 +92,15 @@ impl Fields {
     /// The caller would rather read a page than problem+json (a browser).
     pub fn html(&self) -> bool {
         self.accept.as_deref().is_some_and(prefers_html)
+    }
+
+    /// A WebSocket opening handshake (RFC 6455 §4.1): `Upgrade: websocket`.
+    pub fn websocket(&self) -> bool {
+        self.upgrade.as_deref().is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
+    }
+
+    /// `X-Forwarded-For` as the client sent it.
+    pub fn forwarded_for(&self) -> Option<&str> {
+        self.forwarded_for.as_deref()
     }
 }

@@ -3,7 +3,7 @@
 //! every limit. Within those limits the answer is 401; past them 429, and the address is
 //! locked out in this isolate until then, so a right guess looks like a wrong one.
 
-use worker::{console_log, Request, Response, Result};
+use worker::{console_log, Request};
 
 use super::fields::Fields;
 use super::isolate::Isolate;
@@ -15,9 +15,12 @@ use crate::core::policy::Policy;
 use crate::core::subject::Subject;
 use crate::store::CheckRequest;
 
+/// One of the limiter's own answers, as the runtime's response.
+type Answer = web_sys::Response;
+
 /// Before a credential is judged: an address that has used up its failed-credential limits
 /// gets 429 whatever it presents. Per isolate (each learns from its first failure there).
-pub fn locked_out(iso: &Isolate, policy: &Policy, address: &Subject, now: u64, html: bool) -> Option<Result<Response>> {
+pub fn locked_out(iso: &Isolate, policy: &Policy, address: &Subject, now: u64, html: bool) -> Option<Answer> {
     let tier = &policy.identity.auth_failures;
     let digest = address.digest();
     let decision = iso.lockouts.lookup(&CheckRequest::new(tier, &digest, now, 1).subject_key(), now, 1)?;
@@ -34,7 +37,7 @@ pub async fn failed_credential(
     now: u64,
     html: bool,
     unauthorized: Refusal,
-) -> Result<Response> {
+) -> Answer {
     let tier = &policy.identity.auth_failures;
     let digest = address.digest();
     let request = CheckRequest::new(tier, &digest, now, 1);
@@ -54,7 +57,7 @@ pub async fn failed_credential(
 /// `None` when the request carries the admin token; otherwise the answer to give: 404 when
 /// the API is off, 401 for a missing or wrong token (a wrong one charged to the caller's
 /// address), 429 once the address has used up its failed-credential limits.
-pub async fn admin_token(req: &Request, iso: &Isolate, what: &str, now: u64) -> Option<Result<Response>> {
+pub async fn admin_token(req: &Request, iso: &Isolate, what: &str, now: u64) -> Option<Answer> {
     let token = match &iso.admin_token {
         Ok(t) => t,
         Err(why) => return Some(iso.answer(problem(404, "Not Found", why, "admin"))),

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
-use worker::{console_error, console_log, Env, Response, Result};
+use worker::{console_error, console_log, Env};
 
 use super::respond;
 use crate::core::cors::{Cors, DEFAULT_CORS};
@@ -143,7 +143,7 @@ impl Isolate {
     }
 
     /// A core refusal as this isolate's answer (its problem-type links where its docs are).
-    pub fn answer(&self, r: Refusal) -> Result<Response> {
+    pub fn answer(&self, r: Refusal) -> web_sys::Response {
         respond::render(r, self.docs_moved.as_deref())
     }
 
@@ -239,7 +239,7 @@ fn upstash(env: &Env, policy: &Policy) -> Option<UpstashStore<FetchTransport>> {
     match Endpoint::from_settings(url.as_deref(), token.as_deref()) {
         Ok(Some(endpoint)) => {
             console_log!("edge-limiter: store is Upstash at {} (timeout {} ms)", endpoint.url, policy.store.timeout_ms);
-            let transport = FetchTransport { endpoint, timeout_ms: policy.store.timeout_ms };
+            let transport = FetchTransport::new(endpoint, policy.store.timeout_ms);
             Some(UpstashStore::new(transport, &policy.key_prefix))
         }
         Ok(None) => {

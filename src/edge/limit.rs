@@ -10,7 +10,7 @@
 //!                         ─ check the tier (+ wide net) ► forward with its fields, or 429
 //! ```
 
-use worker::{Request, Response, Result};
+use worker::Result;
 
 use super::fields::Fields;
 use super::guard::{failed_credential, locked_out};
@@ -26,73 +26,80 @@ use crate::core::subject::Subject;
 use crate::store::CheckRequest;
 
 /// The limiter's own answers get the policy's CORS fields (`respond::with_cors`); the
-/// origin's answer to a preflight goes back as it is.
-pub async fn handle(req: Request, iso: &Isolate, target: &Target<'_>, origin: Option<&str>) -> Result<Response> {
+/// origin's answer to a preflight goes back as it is. `method` and `fields` were read from
+/// `req` by the router, in one call.
+pub async fn handle(
+    req: &web_sys::Request,
+    method: &str,
+    fields: &Fields,
+    iso: &Isolate,
+    target: &Target<'_>,
+) -> Result<web_sys::Response> {
+    let origin = fields.origin.as_deref();
     let policy = match &iso.config {
         Config::Ready { policy, .. } => policy,
         Config::Broken(e) => {
             let detail = format!("The rate limiter's policy is invalid: {e}");
-            let answer = iso.answer(problem(500, "Rate limiter misconfigured", &detail, "invalid-policy"))?;
+            let answer = iso.answer(problem(500, "Rate limiter misconfigured", &detail, "invalid-policy"));
             return with_cors(answer, iso.cors(), origin);
         }
     };
-    let fields = Fields::read(req.headers(), policy);
     // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
-    let method = req.inner().method();
-    let asks = || req.headers().get("access-control-request-method").ok().flatten();
-    if is_preflight(&method, origin, asks) && !policy.cors.charge_preflight {
+    if is_preflight(method, origin, || fields.asks.clone()) && !policy.cors.charge_preflight {
         // The browser asks the app whether it may: the app's answer, not charged to the
         // caller's tier, but counted on the preflights' own limits so OPTIONS is no way
         // around them.
         let now = js_sys::Date::now() as u64;
         let address = failure_subject(&policy.identity.client_ip, &fields.facts(now));
         if let Err(refused) = checked(iso, policy, &policy.preflights, &address, now, 1, false).await {
-            return with_cors(refused?, iso.cors(), origin);
+            return with_cors(refused, iso.cors(), origin);
         }
-        return forward(req, iso, target, fields.client_ip.as_deref(), None, &[]).await;
+        return forward(req, method, iso, target, fields, None, &[]).await;
     }
-    let response = protect(req, iso, policy, target, &fields, &method).await?;
+    let response = protect(req, iso, policy, target, fields, method).await?;
     with_cors(response, iso.cors(), origin)
 }
 
 /// The request's way through the limits: identify, plan, check, then forward or refuse.
 async fn protect(
-    req: Request,
+    req: &web_sys::Request,
     iso: &Isolate,
     policy: &Policy,
     target: &Target<'_>,
     fields: &Fields,
     method: &str,
-) -> Result<Response> {
+) -> Result<web_sys::Response> {
     let now = js_sys::Date::now() as u64;
     let facts = fields.facts(now);
     let address = failure_subject(&policy.identity.client_ip, &facts);
     if presents_credential(policy, &facts, iso.jwt_secret.is_some()) {
         if let Some(r) = locked_out(iso, policy, &address, now, fields.html()) {
-            return r;
+            return Ok(r);
         }
     }
     let caller = match identify(policy, &facts, iso.jwt_secret.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             let r = unauthorized(&e.to_string(), "invalid-credential");
-            return failed_credential(iso, policy, &address, now, fields.html(), r).await;
+            return Ok(failed_credential(iso, policy, &address, now, fields.html(), r).await);
         }
     };
     // A WebSocket on a route that limits its messages is relayed, and counted, by the Worker.
     let rule = policy.rule(method, &target.path.matched, caller.tier);
     let messages = rule.and_then(|r| r.websocket_messages);
     let (tier, cost) = match Policy::plan_of(rule, caller.tier) {
-        Plan::Exempt => return forward(req, iso, target, fields.client_ip.as_deref(), messages, &[]).await,
+        Plan::Exempt => return forward(req, method, iso, target, fields, messages, &[]).await,
         Plan::Check { tier, cost } => match policy.tier(tier) {
             Some(tier) => (tier, cost),
-            None => return iso.answer(problem(500, "Rate limiter misconfigured", "No such tier.", "invalid-policy")),
+            None => {
+                return Ok(iso.answer(problem(500, "Rate limiter misconfigured", "No such tier.", "invalid-policy")))
+            }
         },
     };
     let (mut tier, mut decision, mut backend) =
         match checked(iso, policy, tier, &caller.subject, now, cost, fields.html()).await {
             Ok((decision, backend)) => (tier, decision, backend),
-            Err(refused) => return refused,
+            Err(refused) => return Ok(refused),
         };
     // The wider IPv6 net, after the caller's own limits admitted the request: a second
     // check only for anonymous IPv6 callers of a policy that casts it.
@@ -101,7 +108,7 @@ async fn protect(
         if let Some(subject) = wide_subject(&policy.identity.client_ip, &facts) {
             let (d, b) = match checked(iso, policy, &net.tier, &subject, now, cost, fields.html()).await {
                 Ok(answer) => answer,
-                Err(refused) => return refused,
+                Err(refused) => return Ok(refused),
             };
             // The fields tell the tighter of the two: never more than the caller can get.
             if d.binding_status().remaining < decision.binding_status().remaining {
@@ -111,7 +118,7 @@ async fn protect(
     }
     iso.count_allowed();
     let added = admitted_fields(tier, &decision, policy.headers, backend);
-    forward(req, iso, target, fields.client_ip.as_deref(), messages, &added).await
+    forward(req, method, iso, target, fields, messages, &added).await
 }
 
 /// Checks `cost` units of `tier`'s limits for `subject`: the decision and its backend when
@@ -125,7 +132,7 @@ async fn checked(
     now: u64,
     cost: u64,
     html: bool,
-) -> std::result::Result<(Decision, Backend), Result<Response>> {
+) -> std::result::Result<(Decision, Backend), web_sys::Response> {
     let digest = subject.digest();
     let verdict = iso.check(&CheckRequest::new(tier, &digest, now, cost)).await;
     let backend = verdict.backend;

@@ -12,7 +12,9 @@
 //!
 //! Imports run one way: this router → the request paths (`limit`, `dashboard`, `admin`) →
 //! `guard`, `proxy`, `status` → `isolate` → `respond`, the leaf that makes responses.
-//! Everything that can be decided without the runtime is decided in `core`.
+//! Everything that can be decided without the runtime is decided in `core`; the runtime is
+//! reached through `crate::runtime`, one call per read, store call, forward or answer, so the
+//! limited path crosses between the wasm and JavaScript a few times, not hundreds.
 //!
 //! Nothing here may panic: a panic poisons the isolate and turns every later request into
 //! an opaque 500. Errors become problem+json answers instead.
@@ -30,45 +32,48 @@ mod status;
 
 use std::time::Duration;
 
-use worker::{Context, Env, Request, Response, Result};
+use worker::{Context, Env, Request, Result};
 
 use crate::core::decision::problem;
+use fields::Fields;
 use isolate::Isolate;
 use proxy::Target;
 
-pub async fn handle(req: Request, env: Env, ctx: Context) -> Result<Response> {
+/// One request, from the runtime's own objects: read once (method, URL and the fields the
+/// limiter needs, in one call), routed, answered.
+pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
     let iso = Isolate::get(&env);
-    let origin = req.headers().get("origin").ok().flatten();
+    let (method, url, fields) = Fields::read_request(&req, iso.policy());
     // The path is parsed once: the dashboard, the route rules and the origin all get this.
-    let url = req.inner().url();
     let target = match Target::parse(&url, &iso.path_options()) {
         Ok(t) => t,
         Err(e) => {
             let detail = format!("The request path was refused: {e}.");
-            let answer = iso.answer(problem(400, "Bad Request", &detail, "invalid-path"))?;
-            return respond::with_cors(answer, iso.cors(), origin.as_deref());
+            let answer = iso.answer(problem(400, "Bad Request", &detail, "invalid-path"));
+            return respond::with_cors(answer, iso.cors(), fields.origin.as_deref());
         }
     };
     if let Some(prefix) = &iso.dashboard {
         let path = target.path.forward.as_str();
         // Exact prefix match on the normalised path: `..` is resolved and `%2F` refused, so
         // nothing reaches these pages by another spelling. No CORS here: no page on another
-        // origin may read the admin API.
+        // origin may read the admin API. These pages take the `worker` crate's types.
         if let Some(rest) = path.strip_prefix(prefix.as_str()) {
             let now = js_sys::Date::now() as u64;
+            let req = Request::from(req);
             let answer = match rest.strip_prefix("admin") {
                 Some(route) if route.is_empty() || route.starts_with('/') => {
                     admin::handle(req, &iso, route.trim_start_matches('/'), now).await?
                 }
                 _ => dashboard::serve(req, &env, &iso, rest, now).await?,
             };
-            return respond::unmarked(answer);
+            return respond::unmarked(answer).map(Into::into);
         }
         if path == prefix.trim_end_matches('/') {
-            return respond::redirect(prefix);
+            return respond::redirect(prefix).map(Into::into);
         }
     }
-    let response = limit::handle(req, &iso, &target, origin.as_deref()).await;
+    let response = limit::handle(&req, &method, &fields, &iso, &target).await;
     // A lease granted here that no later check of this isolate ends is handed back after its
     // end, once, while the runtime keeps this request's context for it.
     if let Some(end) = iso.store.hand_back_due() {

@@ -1,11 +1,14 @@
-//! The leaf of the Worker: core answers and plain values made into `worker::Response`s. It
-//! knows no state and calls nothing of the Worker's, so every other module may use it.
+//! The leaf of the Worker: core answers and plain values made into responses (the runtime's
+//! own for the limited path, through `runtime`; `worker::Response`s for the dashboard and the
+//! admin API). It knows no state and calls nothing of the Worker's, so every other module may
+//! use it.
 
 use serde_json::Value;
 use worker::{Headers, Response, Result};
 
 use crate::core::cors::{exposed_with_ours, own_answer_fields, Cors};
 use crate::core::decision::{Refusal, PROBLEM_DOCS};
+use crate::runtime;
 
 /// Marks the limiter's own answers (set by [`render`], removed by [`with_cors`] or
 /// [`unmarked`]; dropped from whatever a client or an origin sends), so CORS fields go only
@@ -21,18 +24,18 @@ pub fn fields<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result
     Ok(headers)
 }
 
-/// Renders a core refusal (429, 401, 500...). The core links its problem types to the docs
-/// page at the default dashboard path; `docs` is where that page is instead, when
-/// `DASHBOARD_PATH` moved it (or `about:blank` when the dashboard is off).
-pub fn render(r: Refusal, docs: Option<&str>) -> Result<Response> {
+/// Renders a core refusal (429, 401, 500...), in one call into the runtime. The core links
+/// its problem types to the docs page at the default dashboard path; `docs` is where that
+/// page is instead, when `DASHBOARD_PATH` moved it (or `about:blank` when the dashboard is
+/// off).
+pub fn render(r: Refusal, docs: Option<&str>) -> web_sys::Response {
     let body = match docs {
         Some(docs) => r.body.replace(PROBLEM_DOCS, docs),
         None => r.body,
     };
     let fixed = [(OWN_ANSWER, "1"), ("Content-Type", r.content_type), ("Cache-Control", "no-store")];
     let added = r.headers.iter().map(|(name, value)| (*name, value.as_str()));
-    let headers = fields(fixed.into_iter().chain(added))?;
-    Ok(Response::builder().with_status(r.status).with_headers(headers).fixed(body.into_bytes()))
+    runtime::answer(r.status, &runtime::field_list(fixed.into_iter().chain(added)), &body)
 }
 
 /// A JSON answer of the dashboard or the admin API, never cached.
@@ -48,7 +51,7 @@ pub fn redirect(location: &str) -> Result<Response> {
 
 /// The limiter's own answers get the CORS fields the policy allows; the origin's answers
 /// keep their own, with the limiter's response fields exposed too when they allow a read.
-pub fn with_cors(response: Response, cors: &Cors, origin: Option<&str>) -> Result<Response> {
+pub fn with_cors(response: web_sys::Response, cors: &Cors, origin: Option<&str>) -> Result<web_sys::Response> {
     let headers = response.headers();
     if headers.has(OWN_ANSWER)? {
         headers.delete(OWN_ANSWER)?;

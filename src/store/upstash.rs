@@ -223,42 +223,31 @@ pub use fetch::FetchTransport;
 #[cfg(target_arch = "wasm32")]
 mod fetch {
     use super::{Endpoint, StoreError, Transport};
-    use worker::{AbortSignal, Fetch, Headers, Method, Request, RequestInit};
+    use crate::runtime::{self, PostError};
 
-    /// `worker::Fetch` to the REST endpoint, aborted by an `AbortSignal` after the policy's
-    /// `store.timeout`, reading the body included.
+    /// A `fetch` to the REST endpoint, aborted by an `AbortSignal` after the policy's
+    /// `store.timeout`, reading the body included: one call into the runtime
+    /// (`runtime::post`), the reply read whole as text.
     pub struct FetchTransport {
         pub endpoint: Endpoint,
         pub timeout_ms: u64,
+        /// The `Authorization` field, made once.
+        pub bearer: String,
     }
 
     impl FetchTransport {
-        fn request(&self, body: String) -> worker::Result<Request> {
-            let headers = Headers::new();
-            headers.set("Authorization", &self.endpoint.bearer())?;
-            headers.set("Content-Type", "application/json")?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-            Request::new_with_init(&self.endpoint.url, &init)
+        pub fn new(endpoint: Endpoint, timeout_ms: u64) -> FetchTransport {
+            let bearer = endpoint.bearer();
+            FetchTransport { endpoint, timeout_ms, bearer }
         }
     }
 
     impl Transport for FetchTransport {
         async fn post(&self, body: String) -> Result<(u16, String), StoreError> {
-            let request = self.request(body).map_err(|e| StoreError::Network(format!("bad request: {e}")))?;
-            let ms = u32::try_from(self.timeout_ms).unwrap_or(u32::MAX);
-            let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(ms));
-            let failed = |e: worker::Error| {
-                if signal.aborted() {
-                    StoreError::Timeout { after_ms: self.timeout_ms }
-                } else {
-                    StoreError::Network(e.to_string())
-                }
-            };
-            let mut response = Fetch::Request(request).send_with_signal(&signal).await.map_err(failed)?;
-            let status = response.status_code();
-            let text = response.text().await.map_err(failed)?;
-            Ok((status, text))
+            runtime::post(&self.endpoint.url, &self.bearer, &body, self.timeout_ms).await.map_err(|e| match e {
+                PostError::Timeout => StoreError::Timeout { after_ms: self.timeout_ms },
+                PostError::Network(why) => StoreError::Network(why),
+            })
         }
     }
 }

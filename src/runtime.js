@@ -1,0 +1,106 @@
+// The Worker's few calls into the runtime, each one crossing from the wasm where the `worker`
+// crate's types would make many: every property read, header set, stream chunk and promise
+// through wasm-bindgen is a call between the wasm and JavaScript (the profile of issue 17,
+// docs/results/profile.md). Only I/O and the runtime's own objects are handled here; every
+// decision is the wasm's (src/runtime.rs has the Rust side).
+//
+// Lists of fields cross as one string, `name\nvalue\nname\nvalue`: neither a field name nor
+// a value can hold a newline (the runtime refuses them).
+
+/** Connection-level fields that must not cross a proxy (RFC 9110 §7.6.1), `host` (the URL
+ * decides it), and the mark of the limiter's own answers, which no client or origin sets. */
+const HOP_BY_HOP = [
+  "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+  "transfer-encoding", "upgrade", "host", "x-edge-limiter-own-answer",
+];
+
+function setAll(headers, fields) {
+  if (!fields) return;
+  const list = fields.split("\n");
+  for (let i = 0; i + 1 < list.length; i += 2) headers.set(list[i], list[i + 1]);
+}
+
+/** The fields of `from` that may cross, and `Upgrade: websocket` exactly for a handshake. */
+function crossing(from, websocket) {
+  const headers = new Headers(from);
+  for (const name of HOP_BY_HOP) headers.delete(name);
+  if (websocket) {
+    headers.set("Upgrade", "websocket");
+    headers.set("Connection", "Upgrade");
+  }
+  return headers;
+}
+
+/**
+ * The request's method, URL and the named fields in one string: `method\nurl\n` then, per
+ * name, `\n`-separated, its value, or `\0` when absent.
+ */
+export function readRequest(request, names) {
+  const h = request.headers;
+  let out = request.method + "\n" + request.url;
+  for (const name of names.split("\n")) {
+    let v = null;
+    try {
+      v = h.get(name);
+    } catch {
+      // Not a field name: nothing can be sent under it.
+    }
+    out += "\n" + (v === null ? "\0" : v);
+  }
+  return out;
+}
+
+/**
+ * POSTs a command body to Upstash's REST endpoint, aborted after `timeoutMs`. Resolves to
+ * `status\nbody`; rejects with `timeout`, or `network: <why>`.
+ */
+export async function upstashPost(url, authorization, body, timeoutMs) {
+  const signal = AbortSignal.timeout(timeoutMs);
+  try {
+    const r = await fetch(url, {
+      method: "POST",
+      headers: { authorization, "content-type": "application/json" },
+      body,
+      signal,
+    });
+    return r.status + "\n" + (await r.text());
+  } catch (e) {
+    throw signal.aborted ? "timeout" : "network: " + (e && e.message ? e.message : String(e));
+  }
+}
+
+/**
+ * Sends `request` on to `url` with its method, fields (less the hop-by-hop ones, plus
+ * `toOrigin`) and body as the runtime's own stream, redirects not followed; answers with the
+ * origin's status, fields (less hop-by-hop, plus `added`) and body stream, or its socket for
+ * a 101. Resolves to the Response, or to a string saying why the origin could not be reached.
+ */
+export async function forward(request, url, toOrigin, added, websocket) {
+  const method = request.method;
+  const headers = crossing(request.headers, websocket);
+  setAll(headers, toOrigin);
+  const init = { method, headers, redirect: "manual" };
+  const upper = method.toUpperCase();
+  if (upper !== "GET" && upper !== "HEAD" && request.body) init.body = request.body;
+  let answer;
+  try {
+    answer = await fetch(url, init);
+  } catch (e) {
+    return e && e.message ? e.message : String(e);
+  }
+  const status = answer.status;
+  const out = crossing(answer.headers, status === 101);
+  setAll(out, added);
+  if (status === 101) {
+    if (!answer.webSocket) return "the origin answered 101 without a WebSocket";
+    return new Response(null, { status, headers: out, webSocket: answer.webSocket });
+  }
+  return new Response(answer.body, { status, statusText: answer.statusText, headers: out });
+}
+
+/** One of the limiter's own answers: a status, its fields and a text body. */
+export function answer(status, fields, body) {
+  const headers = new Headers();
+  setAll(headers, fields);
+  return new Response(status === 204 || status === 304 ? null : body, { status, headers });
+}

@@ -1,0 +1,114 @@
+//! The Worker's calls into the runtime, each one crossing (`runtime.js`): reading the
+//! request's fields, the Upstash call, forwarding to the origin and making an answer. Through
+//! the `worker` crate's types each of these is tens of calls between the wasm and JavaScript
+//! (a header set, a stream chunk, a promise step each); here it is one, with plain values.
+//! A leaf: it knows nothing of the Worker, so `store` and `edge` both use it.
+
+use std::fmt::Write;
+
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+#[wasm_bindgen(module = "/src/runtime.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = readRequest)]
+    fn read_request(request: &web_sys::Request, names: &str) -> String;
+    #[wasm_bindgen(js_name = upstashPost)]
+    fn upstash_post(url: &str, authorization: &str, body: &str, timeout_ms: u32) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = forward)]
+    fn forward_js(
+        request: &web_sys::Request,
+        url: &str,
+        to_origin: &str,
+        added: &str,
+        websocket: bool,
+    ) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = answer)]
+    fn answer_js(status: u16, fields: &str, body: &str) -> web_sys::Response;
+}
+
+/// Fields as they cross: `name\nvalue\n...`. Values with a newline are left out (no runtime
+/// accepts them, and none of ours has one).
+pub fn field_list<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (name, value) in pairs {
+        if value.contains('\n') || name.contains('\n') {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = write!(out, "{name}\n{value}");
+    }
+    out
+}
+
+/// What the limiter reads of a request, read in one call: its method, its URL, and the
+/// values of the fields named (in the order named; `None` when absent).
+pub struct Read {
+    pub method: String,
+    pub url: String,
+    pub values: Vec<Option<String>>,
+}
+
+pub fn read(request: &web_sys::Request, names: &[&str]) -> Read {
+    let text = read_request(request, &names.join("\n"));
+    let mut parts = text.split('\n');
+    let method = parts.next().unwrap_or_default().to_string();
+    let url = parts.next().unwrap_or_default().to_string();
+    let values = parts.map(|v| (v != "\0").then(|| v.to_string())).collect();
+    Read { method, url, values }
+}
+
+/// Why an Upstash call got no answer.
+pub enum PostError {
+    Timeout,
+    Network(String),
+}
+
+/// One POST to Upstash's REST endpoint: its status and body text.
+pub async fn post(url: &str, authorization: &str, body: &str, timeout_ms: u64) -> Result<(u16, String), PostError> {
+    let ms = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
+    match JsFuture::from(upstash_post(url, authorization, body, ms)).await {
+        Ok(v) => {
+            let text = v.as_string().unwrap_or_default();
+            let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+            Ok((status.parse().unwrap_or(0), body.to_string()))
+        }
+        Err(e) => match e.as_string() {
+            Some(s) if s == "timeout" => Err(PostError::Timeout),
+            Some(s) => Err(PostError::Network(s.trim_start_matches("network: ").to_string())),
+            None => Err(PostError::Network("the fetch failed".into())),
+        },
+    }
+}
+
+/// Forwards `request` to `url` (see `runtime.js`): the answer to send back, or why the
+/// origin could not be reached.
+pub async fn forward(
+    request: &web_sys::Request,
+    url: &str,
+    to_origin: &str,
+    added: &str,
+    websocket: bool,
+) -> Result<web_sys::Response, String> {
+    match JsFuture::from(forward_js(request, url, to_origin, added, websocket)).await {
+        Ok(v) => match v.dyn_into::<web_sys::Response>() {
+            Ok(r) => Ok(r),
+            Err(v) => Err(v.as_string().unwrap_or_else(|| "no answer".into())),
+        },
+        Err(e) => Err(e.as_string().unwrap_or_else(|| format!("{e:?}"))),
+    }
+}
+
+/// One of the limiter's own answers.
+pub fn answer(status: u16, fields: &str, body: &str) -> web_sys::Response {
+    answer_js(status, fields, body)
+}
+
+/// The origin's socket of a 101 answer made by [`forward`].
+pub fn websocket_of(response: &web_sys::Response) -> Option<worker::WebSocket> {
+    let ws = js_sys::Reflect::get(response, &JsValue::from_str("webSocket")).ok()?;
+    ws.dyn_into::<web_sys::WebSocket>().ok().map(worker::WebSocket::from)
+}
