@@ -15,19 +15,30 @@ mod runtime;
 /// The Worker's entry, which worker-build's shim calls for every request. Written out, not
 /// made by `#[worker::event(fetch)]`: that builds a `worker::Request` first, reading the
 /// method, the URL, the headers and `cf` through the glue, which the limited path never uses
-/// (it reads what it needs in one call).
+/// (it reads what it needs in one call); and it makes every request a promise run on the
+/// microtask queue. Here a request is run at once, to its first wait: one that needs no I/O
+/// (a cached denial, a refused credential, any answer of the limiter's own) is answered
+/// without a promise between the wasm and the runtime, and only one that waits (on Upstash,
+/// on the origin) becomes a promise, run by wasm-bindgen-futures from where it stopped.
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen]
-pub async fn fetch(
-    req: web_sys::Request,
-    env: worker::Env,
-    ctx: worker::worker_sys::Context,
-) -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
-    match edge::handle(req, env, worker::Context::new(ctx)).await {
-        Ok(response) => Ok(response.into()),
-        Err(e) => {
-            worker::console_error!("edge-limiter: {e}");
-            Ok(runtime::answer(500, "Content-Type\ntext/plain", "INTERNAL SERVER ERROR").into())
+pub fn fetch(req: web_sys::Request, env: worker::Env, ctx: worker::worker_sys::Context) -> wasm_bindgen::JsValue {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let mut answer = Box::pin(async move {
+        match edge::handle(req, env, worker::Context::new(ctx)).await {
+            Ok(response) => response,
+            Err(e) => {
+                worker::console_error!("edge-limiter: {e}");
+                runtime::answer(500, "Content-Type\ntext/plain", "INTERNAL SERVER ERROR")
+            }
         }
+    });
+    // A first poll with a waker that does nothing is sound: a future that is not ready is
+    // polled again by the executor below, which registers its own waker then.
+    match answer.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(response) => response.into(),
+        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move { Ok(answer.await.into()) }).into(),
     }
 }

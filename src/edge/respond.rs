@@ -1,7 +1,7 @@
 //! The leaf of the Worker: core answers and plain values made into responses (the runtime's
 //! own for the limited path, through `runtime`; `worker::Response`s for the dashboard and the
-//! admin API). It knows no state and calls nothing of the Worker's, so every other module may
-//! use it.
+//! admin API). It knows no state but its jitter's generator and calls nothing of the
+//! Worker's, so every other module may use it.
 
 use serde_json::Value;
 use worker::{Headers, Response, Result};
@@ -76,11 +76,22 @@ pub fn unmarked(response: Response) -> Result<Response> {
 }
 
 /// Up to 250 ms added to a 429's wait, so clients denied together do not all come back in
-/// the same instant.
+/// the same instant. Spreading needs no secret, only variety: an xorshift generator seeded
+/// once per isolate from the runtime's random source, not a call into the runtime per 429.
 pub fn jitter_ms() -> u64 {
-    let mut b = [0u8; 1];
-    match getrandom::fill(&mut b) {
-        Ok(()) => u64::from(b[0]) * 250 / 255,
-        Err(_) => 0,
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut b = [0u8; 8];
+            let _ = getrandom::fill(&mut b);
+            u64::from_le_bytes(b) | 1
+        });
     }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 56) * 250 / 255
+    })
 }
