@@ -9,6 +9,13 @@ export const POLICY = JSON.stringify({
   store: { timeout: "1s" },
 });
 
+/** The same, with leases (`lease: "auto"`) and batching (`store.batch`) on. */
+export const POLICY_ON = JSON.stringify({
+  key_prefix: "bench-on",
+  tiers: { anonymous: { limits: { burst: { token_bucket: { capacity: 10, refill: "1/s" } } }, lease: "auto" } },
+  store: { timeout: "1s", batch: true },
+});
+
 /** A fast local origin on 127.0.0.1: answers every request `200 ok`. */
 export async function startOrigin() {
   const server = createServer((req, res) => {

@@ -136,6 +136,7 @@ export const CATEGORIES = [
   ["glue-js", "wasm-bindgen glue, JavaScript: its helpers (strings, externref table, closures) and worker-build's shim"],
   ["crossings", "wasm-bindgen glue: V8's wasm-to-JS and JS-to-wasm transitions"],
   ["glue-wasm", "wasm-bindgen glue, wasm: the worker, wasm-bindgen, js-sys, web-sys, futures crates"],
+  ["ours-js", "our code: src/runtime.js, the I/O the wasm hands to JavaScript in one call each (JavaScript)"],
   ["ours", "our code: edge_limiter (wasm)"],
   ["ours-deps", "our code's own dependencies (sha2, hmac, getrandom...) (wasm)"],
   ["std", "Rust std, alloc, fmt and the allocator (wasm)"],
@@ -143,6 +144,8 @@ export const CATEGORIES = [
   ["other-js", "other JavaScript"],
 ];
 const LABEL = Object.fromEntries(CATEGORIES);
+/** The functions of src/runtime.js, which esbuild bundles into the Worker's index.js. */
+const RUNTIME_JS = new Set([...readFileSync(path.join(ROOT, "src/runtime.js"), "utf8").matchAll(/^(?:export )?(?:async )?function (\w+)/gm)].map((m) => m[1]));
 
 /** The crate a (demangled) Rust function name belongs to: `<a::B as c::D>::f` → a; drop_in_place<a::B> → a. */
 function crateOf(name) {
@@ -245,6 +248,7 @@ export function analyse(profile, { script, kind }) {
     const own = f.url.endsWith(path.basename(script));
     if (!own) return "other-js";
     if (kind !== "wasm") return "peer";
+    if (RUNTIME_JS.has(f.functionName)) return "ours-js";
     return /^(__wbg_|__wbindgen_)/.test(f.functionName) ? "glue-imports" : "glue-js";
   };
   const frames = new Map();
@@ -362,7 +366,7 @@ const f = (v, d = 1) => v.toFixed(d);
 const pct = (v, of) => (of ? `${f((v / of) * 100)} %` : "");
 
 function categoryTable(r) {
-  const wasmOnly = ["glue-imports", "glue-js", "crossings", "glue-wasm", "ours", "ours-deps", "std"];
+  const wasmOnly = ["glue-imports", "glue-js", "crossings", "glue-wasm", "ours-js", "ours", "ours-deps", "std"];
   const shown = CATEGORIES.filter(([k]) => r.categories[k] > 0 ||
     (r.wasm ? !["peer", "other-js"].includes(k) : !wasmOnly.includes(k) && k !== "other-js"));
   const rows = shown.map(([k, label]) => [label, f(r.categories[k] / 1000), pct(r.categories[k], r.busyUs), f(r.categories[k] / r.load.requests, 1)]);

@@ -28,17 +28,17 @@ pub fn fetch(req: web_sys::Request, env: worker::Env, ctx: worker::worker_sys::C
 
     let mut answer = Box::pin(async move {
         match edge::handle(req, env, worker::Context::new(ctx)).await {
-            Ok(response) => response,
+            Ok(reply) => wasm_bindgen::JsValue::from(reply),
             Err(e) => {
                 worker::console_error!("edge-limiter: {e}");
-                runtime::answer(500, "Content-Type\ntext/plain", "INTERNAL SERVER ERROR")
+                runtime::answer(500, "Content-Type\ntext/plain", "INTERNAL SERVER ERROR").into()
             }
         }
     });
     // A first poll with a waker that does nothing is sound: a future that is not ready is
     // polled again by the executor below, which registers its own waker then.
     match answer.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(response) => response.into(),
-        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move { Ok(answer.await.into()) }).into(),
+        Poll::Ready(reply) => reply,
+        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move { Ok(answer.await) }).into(),
     }
 }

@@ -73,9 +73,14 @@ export async function upstashPost(url, authorization, body, timeoutMs) {
  * Sends `request` on to `url` with its method, fields (less the hop-by-hop ones, plus
  * `toOrigin`) and body as the runtime's own stream, redirects not followed; answers with the
  * origin's status, fields (less hop-by-hop, plus `added`) and body stream, or its socket for
- * a 101. Resolves to the Response, or to a string saying why the origin could not be reached.
+ * a 101. What the answer needs of the wasm's judgment goes through `hook` (made once per
+ * isolate by the wasm), only when it arises: `hook(0, location, publicOrigin)` re-points a
+ * `Location` at the public address (when `publicOrigin` is set), `hook(1, exposed, origin)`
+ * adds the limiter's fields to a cross-origin answer's `Access-Control-Expose-Headers` (when
+ * the request came with an `Origin`), and `hook(2, why, origin)` is the limiter's own answer
+ * when the origin cannot be reached. Each returns a value, or undefined for none.
  */
-export async function forward(request, url, toOrigin, added, websocket) {
+export async function forward(request, url, toOrigin, added, websocket, hook, publicOrigin, origin) {
   const method = request.method;
   const headers = crossing(request.headers, websocket);
   setAll(headers, toOrigin);
@@ -86,13 +91,22 @@ export async function forward(request, url, toOrigin, added, websocket) {
   try {
     answer = await fetch(url, init);
   } catch (e) {
-    return e && e.message ? e.message : String(e);
+    return hook(2, e && e.message ? e.message : String(e), origin);
   }
   const status = answer.status;
   const out = crossing(answer.headers, status === 101);
   setAll(out, added);
+  if (publicOrigin) {
+    const location = out.get("location");
+    const fixed = location === null ? undefined : hook(0, location, publicOrigin);
+    if (fixed !== undefined) out.set("Location", fixed);
+  }
+  if (origin && out.has("access-control-allow-origin")) {
+    const list = hook(1, out.get("access-control-expose-headers"), origin);
+    if (list !== undefined) out.set("Access-Control-Expose-Headers", list);
+  }
   if (status === 101) {
-    if (!answer.webSocket) return "the origin answered 101 without a WebSocket";
+    if (!answer.webSocket) return hook(2, "the origin answered 101 without a WebSocket", origin);
     return new Response(null, { status, headers: out, webSocket: answer.webSocket });
   }
   return new Response(answer.body, { status, statusText: answer.statusText, headers: out });

@@ -17,12 +17,16 @@ extern "C" {
     #[wasm_bindgen(js_name = upstashPost)]
     fn upstash_post(url: &str, authorization: &str, body: &str, timeout_ms: u32) -> js_sys::Promise;
     #[wasm_bindgen(js_name = forward)]
+    #[allow(clippy::too_many_arguments)]
     fn forward_js(
         request: &web_sys::Request,
         url: &str,
         to_origin: &str,
         added: &str,
         websocket: bool,
+        hook: &js_sys::Function,
+        public_origin: &str,
+        origin: Option<String>,
     ) -> js_sys::Promise;
     #[wasm_bindgen(js_name = answer)]
     fn answer_js(status: u16, fields: &str, body: &str) -> web_sys::Response;
@@ -84,22 +88,34 @@ pub async fn post(url: &str, authorization: &str, body: &str, timeout_ms: u64) -
     }
 }
 
-/// Forwards `request` to `url` (see `runtime.js`): the answer to send back, or why the
-/// origin could not be reached.
-pub async fn forward(
+/// A JavaScript function that calls `f`: made once and kept, for the runtime to call back
+/// with `(kind, a, b)` (see `forward` in `runtime.js`).
+pub fn callback(f: impl Fn(u32, Option<String>, Option<String>) -> JsValue + 'static) -> js_sys::Function {
+    let f = wasm_bindgen::closure::Closure::<dyn Fn(u32, Option<String>, Option<String>) -> JsValue>::new(f);
+    f.into_js_value().unchecked_into()
+}
+
+/// Forwards `request` to `url` (see `forward` in `runtime.js`): the promise of the answer to
+/// send back, which `hook` (a [`callback`]) completes where it needs the wasm's judgment.
+/// `public_origin` is set when `Location`s are to be re-pointed; `origin` is the request's
+/// `Origin`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
     request: &web_sys::Request,
     url: &str,
     to_origin: &str,
     added: &str,
     websocket: bool,
-) -> Result<web_sys::Response, String> {
-    match JsFuture::from(forward_js(request, url, to_origin, added, websocket)).await {
-        Ok(v) => match v.dyn_into::<web_sys::Response>() {
-            Ok(r) => Ok(r),
-            Err(v) => Err(v.as_string().unwrap_or_else(|| "no answer".into())),
-        },
-        Err(e) => Err(e.as_string().unwrap_or_else(|| format!("{e:?}"))),
-    }
+    hook: &js_sys::Function,
+    public_origin: &str,
+    origin: Option<&str>,
+) -> js_sys::Promise {
+    forward_js(request, url, to_origin, added, websocket, hook, public_origin, origin.map(str::to_string))
+}
+
+/// The answer of [`forward`], awaited (for a relay, which needs the origin's socket).
+pub async fn answered(promise: js_sys::Promise) -> Result<web_sys::Response, JsValue> {
+    JsFuture::from(promise).await?.dyn_into::<web_sys::Response>()
 }
 
 /// One of the limiter's own answers.

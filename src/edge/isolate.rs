@@ -79,6 +79,11 @@ impl Isolate {
         iso
     }
 
+    /// This isolate's state, once a request has made it.
+    pub fn current() -> Option<Rc<Isolate>> {
+        ISOLATE.with(|i| i.borrow().clone())
+    }
+
     fn from_env(env: &Env) -> Isolate {
         let origin = match env_text(env, "ORIGIN_URL") {
             Some(u) if u.trim() == "demo" => Origin::Demo,

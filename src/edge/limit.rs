@@ -16,7 +16,7 @@ use super::fields::Fields;
 use super::guard::{failed_credential, locked_out};
 use super::isolate::{Config, Isolate};
 use super::proxy::{forward, Target};
-use super::respond::{jitter_ms, with_cors};
+use super::respond::{jitter_ms, with_cors, Reply};
 use crate::core::algorithm::Decision;
 use crate::core::cors::is_preflight;
 use crate::core::decision::{admitted_fields, problem, store_unavailable, too_many_requests, unauthorized, Backend};
@@ -34,14 +34,14 @@ pub async fn handle(
     fields: &Fields,
     iso: &Isolate,
     target: &Target<'_>,
-) -> Result<web_sys::Response> {
+) -> Result<Reply> {
     let origin = fields.origin.as_deref();
     let policy = match &iso.config {
         Config::Ready { policy, .. } => policy,
         Config::Broken(e) => {
             let detail = format!("The rate limiter's policy is invalid: {e}");
             let answer = iso.answer(problem(500, "Rate limiter misconfigured", &detail, "invalid-policy"));
-            return with_cors(answer, iso.cors(), origin);
+            return with_cors(Reply::Now(answer), iso.cors(), origin);
         }
     };
     // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
@@ -52,9 +52,9 @@ pub async fn handle(
         let now = js_sys::Date::now() as u64;
         let address = failure_subject(&policy.identity.client_ip, &fields.facts(now));
         if let Err(refused) = checked(iso, policy, &policy.preflights, &address, now, 1, false).await {
-            return with_cors(refused, iso.cors(), origin);
+            return with_cors(Reply::Now(refused), iso.cors(), origin);
         }
-        return forward(req, method, iso, target, fields, None, &[]).await;
+        return forward(req, method, iso, target, fields, None, &[], None).await;
     }
     let response = protect(req, iso, policy, target, fields, method).await?;
     with_cors(response, iso.cors(), origin)
@@ -68,38 +68,40 @@ async fn protect(
     target: &Target<'_>,
     fields: &Fields,
     method: &str,
-) -> Result<web_sys::Response> {
+) -> Result<Reply> {
     let now = js_sys::Date::now() as u64;
     let facts = fields.facts(now);
+    let origin = fields.origin.as_deref();
     let address = failure_subject(&policy.identity.client_ip, &facts);
     if presents_credential(policy, &facts, iso.jwt_secret.is_some()) {
         if let Some(r) = locked_out(iso, policy, &address, now, fields.html()) {
-            return Ok(r);
+            return Ok(Reply::Now(r));
         }
     }
     let caller = match identify(policy, &facts, iso.jwt_secret.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             let r = unauthorized(&e.to_string(), "invalid-credential");
-            return Ok(failed_credential(iso, policy, &address, now, fields.html(), r).await);
+            return Ok(Reply::Now(failed_credential(iso, policy, &address, now, fields.html(), r).await));
         }
     };
     // A WebSocket on a route that limits its messages is relayed, and counted, by the Worker.
     let rule = policy.rule(method, &target.path.matched, caller.tier);
     let messages = rule.and_then(|r| r.websocket_messages);
     let (tier, cost) = match Policy::plan_of(rule, caller.tier) {
-        Plan::Exempt => return forward(req, method, iso, target, fields, messages, &[]).await,
+        Plan::Exempt => return forward(req, method, iso, target, fields, messages, &[], origin).await,
         Plan::Check { tier, cost } => match policy.tier(tier) {
             Some(tier) => (tier, cost),
             None => {
-                return Ok(iso.answer(problem(500, "Rate limiter misconfigured", "No such tier.", "invalid-policy")))
+                let r = iso.answer(problem(500, "Rate limiter misconfigured", "No such tier.", "invalid-policy"));
+                return Ok(Reply::Now(r));
             }
         },
     };
     let (mut tier, mut decision, mut backend) =
         match checked(iso, policy, tier, &caller.subject, now, cost, fields.html()).await {
             Ok((decision, backend)) => (tier, decision, backend),
-            Err(refused) => return Ok(refused),
+            Err(refused) => return Ok(Reply::Now(refused)),
         };
     // The wider IPv6 net, after the caller's own limits admitted the request: a second
     // check only for anonymous IPv6 callers of a policy that casts it.
@@ -108,7 +110,7 @@ async fn protect(
         if let Some(subject) = wide_subject(&policy.identity.client_ip, &facts) {
             let (d, b) = match checked(iso, policy, &net.tier, &subject, now, cost, fields.html()).await {
                 Ok(answer) => answer,
-                Err(refused) => return Ok(refused),
+                Err(refused) => return Ok(Reply::Now(refused)),
             };
             // The fields tell the tighter of the two: never more than the caller can get.
             if d.binding_status().remaining < decision.binding_status().remaining {
@@ -118,7 +120,7 @@ async fn protect(
     }
     iso.count_allowed();
     let added = admitted_fields(tier, &decision, policy.headers, backend);
-    forward(req, method, iso, target, fields, messages, &added).await
+    forward(req, method, iso, target, fields, messages, &added, origin).await
 }
 
 /// Checks `cost` units of `tier`'s limits for `subject`: the decision and its backend when

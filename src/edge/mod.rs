@@ -38,10 +38,11 @@ use crate::core::decision::problem;
 use fields::Fields;
 use isolate::Isolate;
 use proxy::Target;
+use respond::Reply;
 
 /// One request, from the runtime's own objects: read once (method, URL and the fields the
 /// limiter needs, in one call), routed, answered.
-pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
+pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Reply> {
     let iso = Isolate::get(&env);
     let (method, url, fields) = Fields::read_request(&req, iso.policy());
     // The path is parsed once: the dashboard, the route rules and the origin all get this.
@@ -50,7 +51,7 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<web
         Err(e) => {
             let detail = format!("The request path was refused: {e}.");
             let answer = iso.answer(problem(400, "Bad Request", &detail, "invalid-path"));
-            return respond::with_cors(answer, iso.cors(), fields.origin.as_deref());
+            return respond::with_cors(Reply::Now(answer), iso.cors(), fields.origin.as_deref());
         }
     };
     if let Some(prefix) = &iso.dashboard {
@@ -67,10 +68,10 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<web
                 }
                 _ => dashboard::serve(req, &env, &iso, rest, now).await?,
             };
-            return respond::unmarked(answer).map(Into::into);
+            return respond::unmarked(answer).map(|r| Reply::Now(r.into()));
         }
         if path == prefix.trim_end_matches('/') {
-            return respond::redirect(prefix).map(Into::into);
+            return respond::redirect(prefix).map(|r| Reply::Now(r.into()));
         }
     }
     let response = limit::handle(&req, &method, &fields, &iso, &target).await;

@@ -5,11 +5,14 @@
 //! with its `Upgrade` and `Connection` fields, the origin's 101 answered with its socket. A
 //! failing origin is a 502 problem+json, not an exception.
 
+use wasm_bindgen::JsValue;
 use worker::{console_error, Headers, Result};
 
 use super::fields::Fields;
 use super::isolate::{Isolate, Origin};
+use super::respond::{with_cors, Reply};
 use crate::core::algorithm::Algorithm;
+use crate::core::cors::exposed_with_ours;
 use crate::core::decision::problem;
 use crate::core::forwarding::{forwarded_for, public_location};
 use crate::core::path::{normalize, split_url, NormalPath, PathError, PathOptions};
@@ -32,10 +35,49 @@ impl<'a> Target<'a> {
     }
 }
 
+thread_local! {
+    /// The forward's hook (`runtime::forward`), made once per isolate.
+    static HOOK: js_sys::Function = runtime::callback(hook);
+}
+
+/// What the origin's answer needs of the limiter's judgment, asked by `runtime.js` only when
+/// it arises: 0, a `Location` re-pointed at the public address; 1, the limiter's fields in a
+/// cross-origin answer's `Access-Control-Expose-Headers`; 2, the answer when the origin could
+/// not be reached (a 502 problem+json with the policy's CORS fields). Undefined for none.
+fn hook(kind: u32, a: Option<String>, b: Option<String>) -> JsValue {
+    let Some(iso) = Isolate::current() else { return JsValue::UNDEFINED };
+    let text = |v: Option<String>| v.map_or(JsValue::UNDEFINED, |s| JsValue::from_str(&s));
+    match kind {
+        0 => match (&iso.origin, a, b) {
+            (Origin::Url(base), Some(location), Some(public)) => text(public_location(&location, base, &public)),
+            _ => JsValue::UNDEFINED,
+        },
+        1 => text(exposed_with_ours(a.as_deref())),
+        _ => {
+            let why = a.unwrap_or_default();
+            console_error!("edge-limiter: origin request failed: {why}");
+            let detail = if why.contains("101") {
+                "The origin answered 101 without a WebSocket."
+            } else {
+                "The origin server could not be reached or failed to answer."
+            };
+            let answer = Reply::Now(iso.answer(problem(502, "Bad Gateway", detail, "origin-unreachable")));
+            match with_cors(answer, iso.cors(), b.as_deref()) {
+                Ok(reply) => reply.into(),
+                Err(_) => JsValue::UNDEFINED,
+            }
+        }
+    }
+}
+
 /// Sends the request on with exactly the path the route rules matched (`Target::path`),
 /// and its answer back with the `added` fields (the rate-limit fields of its decision). The
 /// copying of fields, the fetch and the new response around the origin's body are one call
-/// into the runtime (`runtime::forward`); what to add is decided here.
+/// into the runtime (`runtime::forward`), whose promise goes to the runtime as it is: the
+/// wasm waits on nothing more for this request. Only a WebSocket on a route that limits its
+/// messages is waited for, to be relayed. `cors_origin` is the `Origin` whose answer gets the
+/// limiter's fields exposed (none for a preflight, whose answer is the origin's alone).
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     req: &web_sys::Request,
     method: &str,
@@ -44,12 +86,13 @@ pub async fn forward(
     fields: &Fields,
     messages: Option<Algorithm>,
     added: &[(&'static str, String)],
-) -> Result<web_sys::Response> {
+    cors_origin: Option<&str>,
+) -> Result<Reply> {
     let origin = &iso.origin;
-    let base = match origin {
-        Origin::Demo => return Ok(demo(method, &to.path.forward, added)),
-        Origin::Url(base) => base.as_str(),
-        Origin::Passthrough => to.origin,
+    let (base, public) = match origin {
+        Origin::Demo => return Ok(Reply::Now(demo(method, &to.path.forward, added))),
+        Origin::Url(base) => (base.as_str(), to.origin),
+        Origin::Passthrough => (to.origin, ""),
     };
     let target = format!("{base}{}{}", to.path.forward, to.query);
     // Who is calling and how it was reached, as a proxy tells the origin: the client's
@@ -65,35 +108,20 @@ pub async fn forward(
     }
     let added_list = runtime::field_list(added.iter().map(|(n, v)| (*n, v.as_str())));
     let websocket = fields.websocket();
-    let answer = match runtime::forward(req, &target, &runtime::field_list(to_origin), &added_list, websocket).await {
-        Ok(r) => r,
-        Err(e) => {
-            console_error!("edge-limiter: origin request failed: {e}");
-            let detail = if e.contains("101") {
-                "The origin answered 101 without a WebSocket."
-            } else {
-                "The origin server could not be reached or failed to answer."
-            };
-            return Ok(iso.answer(problem(502, "Bad Gateway", detail, "origin-unreachable")));
-        }
+    let to_origin = runtime::field_list(to_origin);
+    let answer =
+        HOOK.with(|hook| runtime::forward(req, &target, &to_origin, &added_list, websocket, hook, public, cors_origin));
+    let (true, Some(limit)) = (websocket, messages) else { return Ok(Reply::Later(answer)) };
+    // The origin may accept the upgrade on a route that limits messages: then relay them.
+    let answer = runtime::answered(answer).await?;
+    if answer.status() != 101 {
+        return Ok(Reply::Now(answer));
+    }
+    let Some(socket) = runtime::websocket_of(&answer) else {
+        let detail = "The origin answered 101 without a WebSocket.";
+        return Ok(Reply::Now(iso.answer(problem(502, "Bad Gateway", detail, "origin-unreachable"))));
     };
-    if let Origin::Url(base) = origin {
-        let headers = answer.headers();
-        if let Some(location) = headers.get("location")? {
-            if let Some(public) = public_location(&location, base, to.origin) {
-                headers.set("Location", &public)?;
-            }
-        }
-    }
-    if let (101, Some(limit)) = (answer.status(), messages) {
-        // The origin accepted the upgrade on a route that limits messages: relay them.
-        let Some(socket) = runtime::websocket_of(&answer) else {
-            let detail = "The origin answered 101 without a WebSocket.";
-            return Ok(iso.answer(problem(502, "Bad Gateway", detail, "origin-unreachable")));
-        };
-        return super::relay::relay(socket, limit, Headers(answer.headers())).map(Into::into);
-    }
-    Ok(answer)
+    super::relay::relay(socket, limit, Headers(answer.headers())).map(|r| Reply::Now(r.into()))
 }
 
 /// The built-in demo origin: says what it received, so limiting can be watched with curl.

@@ -49,21 +49,39 @@ pub fn redirect(location: &str) -> Result<Response> {
     Ok(Response::empty()?.with_status(308).with_headers(fields([("Location", location)])?))
 }
 
-/// The limiter's own answers get the CORS fields the policy allows; the origin's answers
-/// keep their own, with the limiter's response fields exposed too when they allow a read.
-pub fn with_cors(response: web_sys::Response, cors: &Cors, origin: Option<&str>) -> Result<web_sys::Response> {
-    let headers = response.headers();
-    if headers.has(OWN_ANSWER)? {
-        headers.delete(OWN_ANSWER)?;
-        for (name, value) in own_answer_fields(cors, origin) {
-            headers.set(name, &value)?;
-        }
-    } else if origin.is_some() && headers.has("access-control-allow-origin")? {
-        if let Some(list) = exposed_with_ours(headers.get("access-control-expose-headers")?.as_deref()) {
-            headers.set("Access-Control-Expose-Headers", &list)?;
+/// What the Worker gives the runtime for a request: an answer now (the limiter's own), or
+/// the promise of the origin's, which `runtime.js` completes (CORS fields included).
+pub enum Reply {
+    Now(web_sys::Response),
+    Later(js_sys::Promise),
+}
+
+impl From<Reply> for wasm_bindgen::JsValue {
+    fn from(r: Reply) -> Self {
+        match r {
+            Reply::Now(response) => response.into(),
+            Reply::Later(promise) => promise.into(),
         }
     }
-    Ok(response)
+}
+
+/// The limiter's own answers get the CORS fields the policy allows (the origin's answers are
+/// given theirs as they arrive, in `runtime.js`, through the forward's hook).
+pub fn with_cors(reply: Reply, cors: &Cors, origin: Option<&str>) -> Result<Reply> {
+    if let Reply::Now(response) = &reply {
+        let headers = response.headers();
+        if headers.has(OWN_ANSWER)? {
+            headers.delete(OWN_ANSWER)?;
+            for (name, value) in own_answer_fields(cors, origin) {
+                headers.set(name, &value)?;
+            }
+        } else if origin.is_some() && headers.has("access-control-allow-origin")? {
+            if let Some(list) = exposed_with_ours(headers.get("access-control-expose-headers")?.as_deref()) {
+                headers.set("Access-Control-Expose-Headers", &list)?;
+            }
+        }
+    }
+    Ok(reply)
 }
 
 /// An answer that takes no CORS fields (the dashboard's, the admin API's), without the mark.
