@@ -8,7 +8,8 @@
 // a value can hold a newline (the runtime refuses them).
 
 /** Connection-level fields that must not cross a proxy (RFC 9110 §7.6.1), `host` (the URL
- * decides it), and the mark of the limiter's own answers, which no client or origin sets. */
+ * decides it), and `x-edge-limiter-own-answer`, a name the limiter keeps for itself (it once
+ * marked its own answers): passed neither way. */
 const HOP_BY_HOP = [
   "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
   "transfer-encoding", "upgrade", "host", "x-edge-limiter-own-answer",

@@ -5,7 +5,7 @@
 //!
 //! This is the only place that turns decisions into header text or bodies.
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::algorithm::{Decision, Outcome};
 use super::policy::{HeaderStyle, Tier};
@@ -176,20 +176,50 @@ pub fn too_many_requests(tier: &Tier, decision: &Decision, style: HeaderStyle, h
         );
         return Refusal { status: 429, content_type: "text/html; charset=utf-8", headers, body };
     }
-    let mut body = json!({
-        "type": format!("{PROBLEM_DOCS}#{kind}"),
-        "title": if retry.is_some() { "Too Many Requests" } else { "Request cost exceeds the limit" },
-        "status": 429,
-        "detail": detail,
-        "tier": tier.name,
-        "limit": limit_name,
-        "remaining": decision.remaining(),
-        "cost": decision.cost,
-    });
-    if let Some(secs) = retry {
-        body["retry_after"] = json!(secs);
-    }
-    Refusal { status: 429, content_type: "application/problem+json", headers, body: body.to_string() }
+    let body = Denied {
+        cost: decision.cost,
+        detail: &detail,
+        limit: limit_name,
+        remaining: decision.remaining(),
+        retry_after: retry,
+        status: 429,
+        tier: &tier.name,
+        title: if retry.is_some() { "Too Many Requests" } else { "Request cost exceeds the limit" },
+        kind: &format!("{PROBLEM_DOCS}#{kind}"),
+    };
+    Refusal { status: 429, content_type: "application/problem+json", headers, body: json_text(&body) }
+}
+
+/// The body of a 429 (RFC 9457 problem+json with the limit's figures), its members in
+/// alphabetical order; serialised from the struct, with no map built first.
+#[derive(Serialize)]
+struct Denied<'a> {
+    cost: u64,
+    detail: &'a str,
+    limit: &'a str,
+    remaining: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+    status: u16,
+    tier: &'a str,
+    title: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+/// Any other problem+json body.
+#[derive(Serialize)]
+struct Problem<'a> {
+    detail: &'a str,
+    status: u16,
+    title: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+fn json_text(body: &impl Serialize) -> String {
+    // Serialising these structs cannot fail (no maps with non-string keys, no floats).
+    serde_json::to_string(body).unwrap_or_default()
 }
 
 /// A problem+json answer for anything that is not a rate-limit denial (401, 500, 502...).
@@ -201,13 +231,8 @@ pub fn unauthorized(detail: &str, kind: &str) -> Refusal {
 }
 
 pub fn problem(status: u16, title: &str, detail: &str, kind: &str) -> Refusal {
-    let body = json!({
-        "type": format!("{PROBLEM_DOCS}#{kind}"),
-        "title": title,
-        "status": status,
-        "detail": detail,
-    });
-    Refusal { status, content_type: "application/problem+json", headers: Vec::new(), body: body.to_string() }
+    let body = Problem { detail, status, title, kind: &format!("{PROBLEM_DOCS}#{kind}") };
+    Refusal { status, content_type: "application/problem+json", headers: Vec::new(), body: json_text(&body) }
 }
 
 /// True when the `Accept` field ranks HTML above JSON: a browser gets a page, an API client

@@ -41,7 +41,7 @@ pub async fn handle(
         Config::Broken(e) => {
             let detail = format!("The rate limiter's policy is invalid: {e}");
             let answer = iso.answer(problem(500, "Rate limiter misconfigured", &detail, "invalid-policy"));
-            return with_cors(Reply::Now(answer), iso.cors(), origin);
+            return with_cors(Reply::Own(answer), iso.cors(), origin);
         }
     };
     // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
@@ -52,7 +52,7 @@ pub async fn handle(
         let now = js_sys::Date::now() as u64;
         let address = failure_subject(&policy.identity.client_ip, &fields.facts(now));
         if let Err(refused) = checked(iso, policy, &policy.preflights, &address, now, 1, false).await {
-            return with_cors(Reply::Now(refused), iso.cors(), origin);
+            return with_cors(Reply::Own(refused), iso.cors(), origin);
         }
         return forward(req, method, iso, target, fields, None, &[], None).await;
     }
@@ -75,14 +75,14 @@ async fn protect(
     let address = failure_subject(&policy.identity.client_ip, &facts);
     if presents_credential(policy, &facts, iso.jwt_secret.is_some()) {
         if let Some(r) = locked_out(iso, policy, &address, now, fields.html()) {
-            return Ok(Reply::Now(r));
+            return Ok(Reply::Own(r));
         }
     }
     let caller = match identify(policy, &facts, iso.jwt_secret.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             let r = unauthorized(&e.to_string(), "invalid-credential");
-            return Ok(Reply::Now(failed_credential(iso, policy, &address, now, fields.html(), r).await));
+            return Ok(Reply::Own(failed_credential(iso, policy, &address, now, fields.html(), r).await));
         }
     };
     // A WebSocket on a route that limits its messages is relayed, and counted, by the Worker.
@@ -94,14 +94,14 @@ async fn protect(
             Some(tier) => (tier, cost),
             None => {
                 let r = iso.answer(problem(500, "Rate limiter misconfigured", "No such tier.", "invalid-policy"));
-                return Ok(Reply::Now(r));
+                return Ok(Reply::Own(r));
             }
         },
     };
     let (mut tier, mut decision, mut backend) =
         match checked(iso, policy, tier, &caller.subject, now, cost, fields.html()).await {
             Ok((decision, backend)) => (tier, decision, backend),
-            Err(refused) => return Ok(Reply::Now(refused)),
+            Err(refused) => return Ok(Reply::Own(refused)),
         };
     // The wider IPv6 net, after the caller's own limits admitted the request: a second
     // check only for anonymous IPv6 callers of a policy that casts it.
@@ -110,7 +110,7 @@ async fn protect(
         if let Some(subject) = wide_subject(&policy.identity.client_ip, &facts) {
             let (d, b) = match checked(iso, policy, &net.tier, &subject, now, cost, fields.html()).await {
                 Ok(answer) => answer,
-                Err(refused) => return Ok(Reply::Now(refused)),
+                Err(refused) => return Ok(Reply::Own(refused)),
             };
             // The fields tell the tighter of the two: never more than the caller can get.
             if d.binding_status().remaining < decision.binding_status().remaining {

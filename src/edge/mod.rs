@@ -51,7 +51,7 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
         Err(e) => {
             let detail = format!("The request path was refused: {e}.");
             let answer = iso.answer(problem(400, "Bad Request", &detail, "invalid-path"));
-            return respond::with_cors(Reply::Now(answer), iso.cors(), fields.origin.as_deref());
+            return respond::with_cors(Reply::Own(answer), iso.cors(), fields.origin.as_deref());
         }
     };
     if let Some(prefix) = &iso.dashboard {
@@ -68,10 +68,10 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
                 }
                 _ => dashboard::serve(req, &env, &iso, rest, now).await?,
             };
-            return respond::unmarked(answer).map(|r| Reply::Now(r.into()));
+            return Ok(Reply::Done(answer.into()));
         }
         if path == prefix.trim_end_matches('/') {
-            return respond::redirect(prefix).map(|r| Reply::Now(r.into()));
+            return respond::redirect(prefix).map(|r| Reply::Done(r.into()));
         }
     }
     let response = limit::handle(&req, &method, &fields, &iso, &target).await;

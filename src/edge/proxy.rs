@@ -61,7 +61,7 @@ fn hook(kind: u32, a: Option<String>, b: Option<String>) -> JsValue {
             } else {
                 "The origin server could not be reached or failed to answer."
             };
-            let answer = Reply::Now(iso.answer(problem(502, "Bad Gateway", detail, "origin-unreachable")));
+            let answer = Reply::Own(iso.answer(problem(502, "Bad Gateway", detail, "origin-unreachable")));
             match with_cors(answer, iso.cors(), b.as_deref()) {
                 Ok(reply) => reply.into(),
                 Err(_) => JsValue::UNDEFINED,
@@ -90,7 +90,7 @@ pub async fn forward(
 ) -> Result<Reply> {
     let origin = &iso.origin;
     let (base, public) = match origin {
-        Origin::Demo => return Ok(Reply::Now(demo(method, &to.path.forward, added))),
+        Origin::Demo => return Ok(Reply::Done(demo(method, &to.path.forward, added))),
         Origin::Url(base) => (base.as_str(), to.origin),
         Origin::Passthrough => (to.origin, ""),
     };
@@ -115,13 +115,13 @@ pub async fn forward(
     // The origin may accept the upgrade on a route that limits messages: then relay them.
     let answer = runtime::answered(answer).await?;
     if answer.status() != 101 {
-        return Ok(Reply::Now(answer));
+        return Ok(Reply::Done(answer));
     }
     let Some(socket) = runtime::websocket_of(&answer) else {
         let detail = "The origin answered 101 without a WebSocket.";
-        return Ok(Reply::Now(iso.answer(problem(502, "Bad Gateway", detail, "origin-unreachable"))));
+        return Ok(Reply::Own(iso.answer(problem(502, "Bad Gateway", detail, "origin-unreachable"))));
     };
-    super::relay::relay(socket, limit, Headers(answer.headers())).map(|r| Reply::Now(r.into()))
+    super::relay::relay(socket, limit, Headers(answer.headers())).map(|r| Reply::Done(r.into()))
 }
 
 /// The built-in demo origin: says what it received, so limiting can be watched with curl.

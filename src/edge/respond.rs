@@ -6,14 +6,9 @@
 use serde_json::Value;
 use worker::{Headers, Response, Result};
 
-use crate::core::cors::{exposed_with_ours, own_answer_fields, Cors};
+use crate::core::cors::{own_answer_fields, Cors};
 use crate::core::decision::{Refusal, PROBLEM_DOCS};
 use crate::runtime;
-
-/// Marks the limiter's own answers (set by [`render`], removed by [`with_cors`] or
-/// [`unmarked`]; dropped from whatever a client or an origin sends), so CORS fields go only
-/// where the limiter answered.
-pub const OWN_ANSWER: &str = "x-edge-limiter-own-answer";
 
 /// Header fields from name-value pairs: the one place a list of fields becomes `Headers`.
 pub fn fields<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Headers> {
@@ -33,7 +28,7 @@ pub fn render(r: Refusal, docs: Option<&str>) -> web_sys::Response {
         Some(docs) => r.body.replace(PROBLEM_DOCS, docs),
         None => r.body,
     };
-    let fixed = [(OWN_ANSWER, "1"), ("Content-Type", r.content_type), ("Cache-Control", "no-store")];
+    let fixed = [("Content-Type", r.content_type), ("Cache-Control", "no-store")];
     let added = r.headers.iter().map(|(name, value)| (*name, value.as_str()));
     runtime::answer(r.status, &runtime::field_list(fixed.into_iter().chain(added)), &body)
 }
@@ -49,48 +44,35 @@ pub fn redirect(location: &str) -> Result<Response> {
     Ok(Response::empty()?.with_status(308).with_headers(fields([("Location", location)])?))
 }
 
-/// What the Worker gives the runtime for a request: an answer now (the limiter's own), or
-/// the promise of the origin's, which `runtime.js` completes (CORS fields included).
+/// What the Worker gives the runtime for a request: the limiter's own answer (which takes
+/// the policy's CORS fields), an answer that is complete as it is (the origin's, the
+/// dashboard's), or the promise of the origin's, which `runtime.js` completes (its CORS
+/// fields included). The type says which, so no field has to mark it.
 pub enum Reply {
-    Now(web_sys::Response),
+    Own(web_sys::Response),
+    Done(web_sys::Response),
     Later(js_sys::Promise),
 }
 
 impl From<Reply> for wasm_bindgen::JsValue {
     fn from(r: Reply) -> Self {
         match r {
-            Reply::Now(response) => response.into(),
+            Reply::Own(response) | Reply::Done(response) => response.into(),
             Reply::Later(promise) => promise.into(),
         }
     }
 }
 
-/// The limiter's own answers get the CORS fields the policy allows (the origin's answers are
-/// given theirs as they arrive, in `runtime.js`, through the forward's hook).
+/// The limiter's own answers get the CORS fields the policy allows for the request's
+/// `Origin` (none without one: then nothing crosses into the runtime here).
 pub fn with_cors(reply: Reply, cors: &Cors, origin: Option<&str>) -> Result<Reply> {
-    if let Reply::Now(response) = &reply {
+    if let (Reply::Own(response), Some(_)) = (&reply, origin) {
         let headers = response.headers();
-        if headers.has(OWN_ANSWER)? {
-            headers.delete(OWN_ANSWER)?;
-            for (name, value) in own_answer_fields(cors, origin) {
-                headers.set(name, &value)?;
-            }
-        } else if origin.is_some() && headers.has("access-control-allow-origin")? {
-            if let Some(list) = exposed_with_ours(headers.get("access-control-expose-headers")?.as_deref()) {
-                headers.set("Access-Control-Expose-Headers", &list)?;
-            }
+        for (name, value) in own_answer_fields(cors, origin) {
+            headers.set(name, &value)?;
         }
     }
     Ok(reply)
-}
-
-/// An answer that takes no CORS fields (the dashboard's, the admin API's), without the mark.
-/// Only the limiter's own answers carry it; the assets binding's have immutable headers.
-pub fn unmarked(response: Response) -> Result<Response> {
-    if response.headers().has(OWN_ANSWER)? {
-        response.headers().delete(OWN_ANSWER)?;
-    }
-    Ok(response)
 }
 
 /// Up to 250 ms added to a 429's wait, so clients denied together do not all come back in

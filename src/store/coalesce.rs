@@ -109,15 +109,18 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
         self.carried.get()
     }
 
-    /// Runs `op`, alone at once when nothing is in flight, else with whatever is queued when
-    /// its turn comes. `send` makes one store call for a batch and answers each operation
-    /// in order; `now` is the request's clock.
-    pub async fn run<F, Fut>(&self, op: Op, now: Millis, send: F) -> Result<Reply, StoreError>
+    /// Runs `op`, at once when a flight is free, else with whatever is queued when its turn
+    /// comes. A `patient` check (one whose subject has a lease asked for in flight, which may
+    /// well answer it) takes a flight only when none is busy: it would rather share a call.
+    /// `send` makes one store call for a batch and answers each operation in order; `now` is
+    /// the request's clock.
+    pub async fn run<F, Fut>(&self, op: Op, now: Millis, patient: bool, send: F) -> Result<Reply, StoreError>
     where
         F: Fn(Vec<Op>) -> Fut,
         Fut: Future<Output = Result<Vec<Reply>, StoreError>>,
     {
-        if self.flights.borrow().busy(now) < self.max_flights {
+        let free = if patient { 1 } else { self.max_flights };
+        if self.flights.borrow().busy(now) < free {
             let flight = self.flights.borrow_mut().take(now.saturating_add(self.timeout_ms));
             return self.carry(op, flight, now, &send).await;
         }
@@ -377,8 +380,9 @@ mod tests {
     fn alone_goes_at_once_and_concurrent_checks_share_a_call() {
         let store = Slow { rounds: 10, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
         let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 1);
-        let tasks: Vec<(u32, Task)> =
-            (0..6u32).map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), |ops| store.send(ops))) as Task)).collect();
+        let tasks: Vec<(u32, Task)> = (0..6u32)
+            .map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), false, |ops| store.send(ops))) as Task))
+            .collect();
         let answers = run_all(tasks);
         assert_eq!(answers, (1..=6).map(|i| Ok(i * 10)).collect::<Vec<_>>(), "each its own answer");
         // The first goes alone; the five that came while it was in flight go in one call.
@@ -391,7 +395,7 @@ mod tests {
         let store = Slow { rounds: 3, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
         let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 2, 1);
         let tasks: Vec<(u32, Task)> =
-            (0..5u32).map(|i| (0, Box::pin(c.run(i, 0, |ops| store.send(ops))) as Task)).collect();
+            (0..5u32).map(|i| (0, Box::pin(c.run(i, 0, false, |ops| store.send(ops))) as Task)).collect();
         assert!(run_all(tasks).iter().all(Result::is_ok));
         assert!(store.batches.borrow().iter().all(|b| b.len() <= 2), "{:?}", store.batches.borrow());
         let mut seen: Vec<u32> = store.batches.borrow().iter().flatten().copied().collect();
@@ -404,7 +408,7 @@ mod tests {
         let store = Slow { rounds: 2, batches: RefCell::new(Vec::new()), fail: Cell::new(true) };
         let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 1);
         let tasks: Vec<(u32, Task)> =
-            (0..3u32).map(|i| (0, Box::pin(c.run(i, 0, |ops| store.send(ops))) as Task)).collect();
+            (0..3u32).map(|i| (0, Box::pin(c.run(i, 0, false, |ops| store.send(ops))) as Task)).collect();
         assert!(run_all(tasks).iter().all(|r| matches!(r, Err(StoreError::Network(_)))));
     }
 
@@ -415,11 +419,11 @@ mod tests {
         let store = Slow { rounds: 1, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
         let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 10, 8, 1);
         let mut cx = Context::from_waker(Waker::noop());
-        let mut stuck = Box::pin(c.run(1, 0, |_| std::future::pending::<Result<Vec<u32>, StoreError>>()));
+        let mut stuck = Box::pin(c.run(1, 0, false, |_| std::future::pending::<Result<Vec<u32>, StoreError>>()));
         assert!(stuck.as_mut().poll(&mut cx).is_pending());
-        let waiter: Task = Box::pin(c.run(2, 5, |ops| store.send(ops)));
+        let waiter: Task = Box::pin(c.run(2, 5, false, |ops| store.send(ops)));
         assert_eq!(run_all(vec![(0, waiter)]), vec![Err(StoreError::Timeout { after_ms: 20 })]);
-        let late: Task = Box::pin(c.run(3, 10, |ops| store.send(ops)));
+        let late: Task = Box::pin(c.run(3, 10, false, |ops| store.send(ops)));
         assert_eq!(run_all(vec![(0, late)]), vec![Ok(30)]);
         assert_eq!(*store.batches.borrow(), vec![vec![3]], "the stuck call held nobody back past its timeout");
     }
@@ -428,8 +432,9 @@ mod tests {
     fn with_two_flights_the_second_goes_at_once_and_the_rest_wait_for_the_first_back() {
         let store = Slow { rounds: 10, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
         let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 2);
-        let tasks: Vec<(u32, Task)> =
-            (0..6u32).map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), |ops| store.send(ops))) as Task)).collect();
+        let tasks: Vec<(u32, Task)> = (0..6u32)
+            .map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), false, |ops| store.send(ops))) as Task))
+            .collect();
         let answers = run_all(tasks);
         assert_eq!(answers, (1..=6).map(|i| Ok(i * 10)).collect::<Vec<_>>(), "each its own answer");
         // Two go alone, in flight together; the four that came meanwhile go in one call.
@@ -443,11 +448,24 @@ mod tests {
         // second must not carry that seat as well (it would be sent twice).
         let store = Slow { rounds: 4, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
         let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 2, 2);
-        let tasks: Vec<(u32, Task)> =
-            (0..7u32).map(|i| (i / 2, Box::pin(c.run(i, u64::from(i / 2), |ops| store.send(ops))) as Task)).collect();
+        let tasks: Vec<(u32, Task)> = (0..7u32)
+            .map(|i| (i / 2, Box::pin(c.run(i, u64::from(i / 2), false, |ops| store.send(ops))) as Task))
+            .collect();
         assert_eq!(run_all(tasks), (0..7).map(|i| Ok(i * 10)).collect::<Vec<_>>());
         let mut seen: Vec<u32> = store.batches.borrow().iter().flatten().copied().collect();
         seen.sort();
         assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6], "every check sent exactly once");
+    }
+
+    #[test]
+    fn a_patient_check_shares_a_call_rather_than_take_the_second_flight() {
+        let store = Slow { rounds: 10, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 2);
+        let tasks: Vec<(u32, Task)> = (0..4u32)
+            .map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), i > 0, |ops| store.send(ops))) as Task))
+            .collect();
+        assert_eq!(run_all(tasks), (1..=4).map(|i| Ok(i * 10)).collect::<Vec<_>>());
+        // With two flights, impatient checks would have sent [1], [2], [3, 4].
+        assert_eq!(*store.batches.borrow(), vec![vec![1], vec![2, 3, 4]]);
     }
 }

@@ -259,6 +259,9 @@ impl<P: Store> Hybrid<P> {
         }
         // A lease that could not cover this request is over: its rest goes back in this call.
         let returns = self.returns_for_this_call(&key, r.now);
+        // Another check of this subject is asking for a lease: its answer may well cover this
+        // one's next, so this one shares a call rather than take a flight of its own.
+        let patient = self.leases.asking(&key);
         let want = self.leases.want(&key, r.cost, leasing);
         let (keys, limits) = (primary.keys(r), r.limits().iter().map(|l| l.algorithm).collect::<Vec<_>>());
         // What a lease granted here would need to be handed back: kept only when one may be.
@@ -267,7 +270,7 @@ impl<P: Store> Hybrid<P> {
         work.hand_back(&returns);
         self.count(|c| c.store_calls += 1);
         let answers = match &self.batches {
-            Some(batches) => batches.run(work, r.now, |works| send(primary, r.now, works)).await,
+            Some(batches) => batches.run(work, r.now, patient, |works| send(primary, r.now, works)).await,
             None => send(primary, r.now, vec![work])
                 .await
                 .and_then(|mut a| a.pop().ok_or(StoreError::Malformed("no answer".into()))),

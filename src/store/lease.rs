@@ -114,6 +114,11 @@ impl<P> LeaseBook<P> {
         Some(from_lease(&held.snapshot, held.left, now.saturating_sub(held.granted_at), cost))
     }
 
+    /// Whether a check of this subject is asking the store for a lease now.
+    pub fn asking(&self, key: &str) -> bool {
+        self.entries.borrow().get(key).is_some_and(|e| e.asking)
+    }
+
     /// How many units to ask the store for, for a request of `cost`: what the subject used
     /// here over the last lease period, at least `cost`, at most `settings.max`; only `cost`
     /// while another check of the subject is asking for a lease. A call for more than `cost`
