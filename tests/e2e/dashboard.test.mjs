@@ -164,7 +164,11 @@ test("in Chromium: the try-it panel fires a burst past the anonymous capacity an
     assert.equal(allowed + denied, 25);
     assert.ok(allowed >= 1 && allowed <= 10 + 3, `allowed ${allowed}`); // 10 burst + the 1/s refill while firing
     assert.ok(denied >= 12, `denied ${denied}`);
-    assert.match(await page.textContent("#last-headers"), /HTTP 429[\s\S]*ratelimit: "burst";r=0/);
+    // The last answer shown is a denial, or, when a unit refilled just before it (the burst
+    // refills 1/s while the page fires), the admission that took that unit: r=0 either way.
+    const last = await page.textContent("#last-headers");
+    assert.match(last, /HTTP (429|200)[\s\S]*ratelimit: "burst";r=0/);
+    if (/^HTTP 200/.test(last)) assert.ok(allowed > 10, `the last was admitted without a refill: allowed ${allowed}`);
     // The chart has drawn the denied line (its red) and the allowed line (its green).
     const colours = await page.evaluate(() => {
       const c = document.getElementById("chart");
