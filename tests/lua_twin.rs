@@ -30,7 +30,12 @@ const BASE: u64 = 1_699_920_000_000;
 struct Redis {
     child: Child,
     conn: BufReader<TcpStream>,
+    /// One redis-server at a time: tests run in parallel, and two could otherwise be given the
+    /// same free port, the second then talking to the first's server until it stops.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_REDIS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Redis {
     fn drop(&mut self) {
@@ -41,6 +46,7 @@ impl Drop for Redis {
 
 impl Redis {
     fn start() -> Redis {
+        let guard = ONE_REDIS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -55,7 +61,7 @@ impl Redis {
                 Err(e) => panic!("redis-server did not come up: {e}"),
             }
         };
-        Redis { child, conn: BufReader::new(stream) }
+        Redis { child, conn: BufReader::new(stream), _one_at_a_time: guard }
     }
 
     fn command(&mut self, args: &[&str]) -> Reply {
