@@ -19,14 +19,11 @@ mod runtime;
 /// microtask queue. Here a request is run at once, to its first wait: one that needs no I/O
 /// (a cached denial, a refused credential, any answer of the limiter's own) is answered
 /// without a promise between the wasm and the runtime, and only one that waits (on Upstash,
-/// on the origin) becomes a promise, run by wasm-bindgen-futures from where it stopped.
+/// on the origin) becomes a promise, its task run as that request alone (`runtime::task`).
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn fetch(req: web_sys::Request, env: worker::Env, ctx: worker::worker_sys::Context) -> wasm_bindgen::JsValue {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-
-    let mut answer = Box::pin(async move {
+    runtime::task::run(async move {
         match edge::handle(req, env, worker::Context::new(ctx)).await {
             Ok(reply) => wasm_bindgen::JsValue::from(reply),
             Err(e) => {
@@ -34,11 +31,5 @@ pub fn fetch(req: web_sys::Request, env: worker::Env, ctx: worker::worker_sys::C
                 runtime::answer(500, "Content-Type\ntext/plain", "INTERNAL SERVER ERROR").into()
             }
         }
-    });
-    // A first poll with a waker that does nothing is sound: a future that is not ready is
-    // polled again by the executor below, which registers its own waker then.
-    match answer.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(reply) => reply,
-        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move { Ok(answer.await) }).into(),
-    }
+    })
 }

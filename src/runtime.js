@@ -119,3 +119,12 @@ export function answer(status, fields, body) {
   setAll(headers, fields);
   return new Response(status === 204 || status === 304 ? null : body, { status, headers });
 }
+
+/**
+ * Queues `poll(id)` as a microtask. It runs in the context of whatever queued it: the wake of
+ * a request's own promise or timer, so each request's task is polled as that request (see
+ * src/runtime/task.rs).
+ */
+export function later(poll, id) {
+  queueMicrotask(() => poll(id));
+}

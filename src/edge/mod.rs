@@ -80,7 +80,7 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
     if let Some(end) = iso.store.hand_back_due() {
         let now = js_sys::Date::now() as u64;
         let iso = iso.clone();
-        ctx.wait_until(async move {
+        crate::runtime::task::wait_until(ctx.as_ref(), async move {
             worker::Delay::from(Duration::from_millis(end.saturating_sub(now) + 5)).await;
             iso.store.hand_back(js_sys::Date::now() as u64).await;
         });

@@ -22,8 +22,8 @@ pub(super) fn relay(origin: WebSocket, limit: Algorithm, headers: Headers) -> Re
         js_sys::Reflect::set(socket.as_ref(), &"binaryType".into(), &"arraybuffer".into())?;
     }
     let (from_client, to_origin) = (ours.clone(), origin.clone());
-    worker::wasm_bindgen_futures::spawn_local(async move { client_to_origin(from_client, to_origin, limit).await });
-    worker::wasm_bindgen_futures::spawn_local(async move { origin_to_client(origin, ours).await });
+    crate::runtime::task::spawn(async move { client_to_origin(from_client, to_origin, limit).await });
+    crate::runtime::task::spawn(async move { origin_to_client(origin, ours).await });
     Ok(Response::builder().with_status(101).with_headers(headers).with_websocket(client).empty())
 }
 

@@ -8,12 +8,18 @@
 //! tests/e2e/runtime-rules.test.mjs; docs/runtime.md):
 //! - a request may not use I/O objects of another, so the carrier hands its mates plain
 //!   values (their reply numbers), never a response;
-//! - a promise made by one request and resolved by another runs its continuation in the
-//!   request that made it, so a waiting request is woken by a promise of its own
-//!   ([`Parking`]) and then makes its own call if it is to carry;
-//! - a request that waits on nothing of its own is cancelled as hung, so every wait runs
-//!   against a timer of the waiting request's own, and ends at it. A request whose carrier
-//!   was cancelled therefore gets its answer within that time, or the store's fallback.
+//! - one request must not wake another: a queued request looks at its own seat on timers of
+//!   its own ([`Parking::nap`]), and the carrier only writes into seats. Waking a waiter by
+//!   resolving a promise it made (even with the runtime's cross-request resolution, which
+//!   runs the continuation in the waiter's context) made, under load with clients going
+//!   away, other requests' subrequests fail with "Cannot perform I/O on behalf of a different
+//!   request" within half a minute (tests/e2e/batching.test.mjs reproduces it);
+//! - a request that waits on nothing of its own is cancelled as hung, which its own timers
+//!   also rule out. A request whose carrier was cancelled gets its answer within the wait's
+//!   bound, or the store's fallback.
+//!
+//! The first nap lasts until the call it waits for is due back (the calls' recent duration),
+//! the next ones 1 ms, growing to [`MAX_NAP_MS`]: a waiter looks a few times per call.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -23,24 +29,42 @@ use std::rc::Rc;
 use super::StoreError;
 use crate::core::algorithm::Millis;
 
-/// How a waiting request is woken: a bell it made itself, rung by whoever answers it, and
-/// a wait that ends when the bell rings or the request's own timer does.
+/// How a waiting request passes time: the runtime's clock and a timer of its own.
 pub trait Parking {
-    type Bell;
-    fn park(&self, timeout_ms: u64) -> (Self::Bell, impl Future<Output = ()>);
-    fn ring(bell: &Self::Bell);
+    fn now(&self) -> Millis;
+    fn nap(&self, ms: u64) -> impl Future<Output = ()>;
 }
 
+/// The longest nap between two looks at a seat.
+const MAX_NAP_MS: u64 = 4;
+
+/// How late past its nap a waiter handed a flight may start the call before the flight
+/// counts as free again.
+const HANDOFF_SLACK_MS: u64 = 25;
+
 /// One queued check: its operation until a carrier takes it, then its answer.
-struct Seat<Op, Reply, Bell> {
+struct Seat<Op, Reply> {
     op: RefCell<Option<Op>>,
     answer: RefCell<Option<Result<Reply, StoreError>>>,
     /// Set when this seat is to carry the queue in the next call: the flight handed to it.
-    carry: Cell<Option<u64>>,
-    bell: Bell,
+    carry: Cell<Option<Handoff>>,
 }
 
-type Queue<Op, Reply, Bell> = RefCell<VecDeque<Rc<Seat<Op, Reply, Bell>>>>;
+impl<Op, Reply> Seat<Op, Reply> {
+    fn settled(&self) -> bool {
+        self.answer.borrow().is_some() || self.carry.get().is_some()
+    }
+}
+
+type Queue<Op, Reply> = RefCell<VecDeque<Rc<Seat<Op, Reply>>>>;
+
+/// A flight handed to a waiting seat, and the time by which its request should have looked
+/// and started the call: past it, the request is presumed gone (cancelled with its client).
+#[derive(Clone, Copy)]
+struct Handoff {
+    flight: u64,
+    by: Millis,
+}
 
 /// Calls and operations carried, for the status and the benchmark.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,28 +79,40 @@ pub struct Carried {
 #[derive(Default)]
 struct Flights {
     next_id: u64,
-    live: Vec<(u64, Millis)>,
+    live: Vec<Flight>,
+}
+
+struct Flight {
+    id: u64,
+    /// When its call started (or it was handed on).
+    since: Millis,
+    until: Millis,
 }
 
 impl Flights {
     fn busy(&self, now: Millis) -> usize {
-        self.live.iter().filter(|(_, until)| *until > now).count()
+        self.live.iter().filter(|f| f.until > now).count()
     }
 
-    fn take(&mut self, until: Millis) -> u64 {
+    /// When the first of the calls in flight started.
+    fn first_since(&self, now: Millis) -> Option<Millis> {
+        self.live.iter().filter(|f| f.until > now).map(|f| f.since).min()
+    }
+
+    fn take(&mut self, now: Millis, until: Millis) -> u64 {
         self.next_id += 1;
-        self.live.push((self.next_id, until));
+        self.live.push(Flight { id: self.next_id, since: now, until });
         self.next_id
     }
 
-    fn hold(&mut self, id: u64, until: Millis) {
-        if let Some(f) = self.live.iter_mut().find(|(i, _)| *i == id) {
-            f.1 = until;
+    fn hold(&mut self, id: u64, now: Millis, until: Millis) {
+        if let Some(f) = self.live.iter_mut().find(|f| f.id == id) {
+            (f.since, f.until) = (now, until);
         }
     }
 
     fn release(&mut self, id: u64, now: Millis) {
-        self.live.retain(|(i, until)| *i != id && *until > now);
+        self.live.retain(|f| f.id != id && f.until > now);
     }
 }
 
@@ -84,10 +120,12 @@ pub struct Coalescer<Op, Reply, P: Parking> {
     parking: P,
     flights: RefCell<Flights>,
     max_flights: usize,
-    queue: Queue<Op, Reply, P::Bell>,
+    queue: Queue<Op, Reply>,
     max_batch: usize,
     timeout_ms: u64,
     carried: Cell<Carried>,
+    /// How long the recent calls took, smoothed: when a queued check first looks again.
+    call_ms: Cell<u64>,
 }
 
 impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
@@ -102,6 +140,7 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
             max_batch: max_batch.max(1),
             timeout_ms,
             carried: Cell::new(Carried::default()),
+            call_ms: Cell::new(1),
         }
     }
 
@@ -121,16 +160,14 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
     {
         let free = if patient { 1 } else { self.max_flights };
         if self.flights.borrow().busy(now) < free {
-            let flight = self.flights.borrow_mut().take(now.saturating_add(self.timeout_ms));
+            let flight = self.flights.borrow_mut().take(now, now.saturating_add(self.timeout_ms));
             return self.carry(op, flight, now, &send).await;
         }
         // Two store timeouts: the call in flight, then the one that carries this check.
         let wait = self.timeout_ms.saturating_mul(2);
-        let (bell, parked) = self.parking.park(wait);
-        let seat =
-            Rc::new(Seat { op: RefCell::new(Some(op)), answer: RefCell::new(None), carry: Cell::new(None), bell });
+        let seat = Rc::new(Seat { op: RefCell::new(Some(op)), answer: RefCell::new(None), carry: Cell::new(None) });
         self.queue.borrow_mut().push_back(seat.clone());
-        parked.await;
+        self.park(&seat, now, wait).await;
         let answer = seat.answer.borrow_mut().take();
         if let Some(answer) = answer {
             return answer;
@@ -139,23 +176,50 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
         let op = seat.op.borrow_mut().take();
         match (seat.carry.get(), op) {
             // Woken to carry: nobody takes the check of a seat handed a flight.
-            (Some(flight), Some(op)) => self.carry(op, flight, now, &send).await,
+            (Some(handed), Some(op)) => self.carry(op, handed.flight, self.parking.now().max(now), &send).await,
             // The request's own timer ran out first: the store is too slow for it.
             _ => Err(StoreError::Timeout { after_ms: wait }),
         }
     }
 
-    /// One call on `flight`: `own` and as much of the queue as fits, each mate answered by
-    /// its bell; then the first seat still waiting is handed the flight to carry the rest.
+    /// Waits until `seat` is answered or handed a flight, or `wait` is over, looking at it
+    /// after each nap of the waiting request's own. A seat not yet carried that finds no call
+    /// in flight (its carrier's request was cancelled, and the flight's deadline passed)
+    /// takes a flight itself.
+    async fn park(&self, seat: &Seat<Op, Reply>, now: Millis, wait: u64) {
+        let end = now.saturating_add(wait);
+        let due = self.flights.borrow().first_since(now).unwrap_or(now).saturating_add(self.call_ms.get());
+        let mut nap = due.saturating_sub(now).max(1);
+        let mut naps = 0u32;
+        while !seat.settled() {
+            let at = self.parking.now().max(now);
+            if at >= end {
+                return;
+            }
+            if naps > 0 && seat.op.borrow().is_some() && self.flights.borrow().busy(at) == 0 {
+                let flight = self.flights.borrow_mut().take(at, at.saturating_add(self.timeout_ms));
+                seat.carry.set(Some(Handoff { flight, by: at }));
+                return;
+            }
+            self.parking.nap(nap.min(end - at)).await;
+            naps += 1;
+            nap = (1u64 << (naps / 3)).min(MAX_NAP_MS);
+        }
+    }
+
+    /// One call on `flight`: `own` and as much of the queue as fits, each mate's answer written
+    /// into its seat; then the first seat still waiting is handed the flight to carry the rest.
     async fn carry<F, Fut>(&self, own: Op, flight: u64, now: Millis, send: &F) -> Result<Reply, StoreError>
     where
         F: Fn(Vec<Op>) -> Fut,
         Fut: Future<Output = Result<Vec<Reply>, StoreError>>,
     {
-        self.flights.borrow_mut().hold(flight, now.saturating_add(self.timeout_ms));
+        self.flights.borrow_mut().hold(flight, now, now.saturating_add(self.timeout_ms));
         let mates: Vec<_> = {
-            // Seats already handed a flight carry themselves.
+            // Seats already handed a flight carry themselves; one that never started its call
+            // long after it should have is gone, and so leaves the queue.
             let mut queue = self.queue.borrow_mut();
+            queue.retain(|seat| seat.carry.get().is_none_or(|h| h.by.saturating_add(self.timeout_ms) > now));
             let mut mates = Vec::new();
             queue.retain(|seat| {
                 let take = mates.len() < self.max_batch - 1 && seat.carry.get().is_none();
@@ -181,13 +245,15 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
         self.carried.set(tally);
         let expected = ops.len();
         let result = send(ops).await;
+        let back = self.parking.now().max(now);
+        let took = (back - now).min(self.timeout_ms);
+        self.call_ms.set((3 * self.call_ms.get() + took).div_ceil(4).max(1));
         let mine = match result {
             Ok(replies) if replies.len() == expected => {
                 let mut replies = replies.into_iter();
                 let mine = replies.next();
                 for (seat, reply) in carried.iter().zip(replies) {
                     *seat.answer.borrow_mut() = Some(Ok(reply));
-                    P::ring(&seat.bell);
                 }
                 mine.ok_or_else(|| StoreError::Malformed("an empty batch reply".into()))
             }
@@ -201,34 +267,45 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
                 Err(e)
             }
         };
-        let next = self.queue.borrow().iter().find(|s| s.carry.get().is_none()).cloned();
+        // A seat already handed a flight carries the queue when it next looks: a second one
+        // handed now would split the queue between two calls, so this flight is let go.
+        let next = {
+            let queue = self.queue.borrow();
+            let handed = queue.iter().any(|s| s.carry.get().is_some_and(|h| h.by > back));
+            if handed {
+                None
+            } else {
+                queue.iter().find(|s| s.carry.get().is_none()).cloned()
+            }
+        };
         match next {
             Some(next) => {
-                // It starts the next call in its own request; until it does, the flight is
-                // its, and arrivals that find no flight free queue.
-                self.flights.borrow_mut().hold(flight, now.saturating_add(self.timeout_ms));
-                next.carry.set(Some(flight));
-                P::ring(&next.bell);
+                // It starts the next call in its own request when it next looks; until it
+                // does, the flight is its, and arrivals that find no flight free queue.
+                // A waiter looks again within its nap, which is at most the calls' duration
+                // or MAX_NAP_MS; the rest is room for timers that run late in a busy isolate.
+                let by = back.saturating_add(self.call_ms.get() + MAX_NAP_MS + HANDOFF_SLACK_MS);
+                self.flights.borrow_mut().hold(flight, back, by);
+                next.carry.set(Some(Handoff { flight, by }));
             }
-            None => self.flights.borrow_mut().release(flight, now),
+            None => self.flights.borrow_mut().release(flight, back),
         }
         mine
     }
 
-    fn answer_all(&self, seats: &[Rc<Seat<Op, Reply, P::Bell>>], e: &StoreError) {
+    fn answer_all(&self, seats: &[Rc<Seat<Op, Reply>>], e: &StoreError) {
         for seat in seats {
             *seat.answer.borrow_mut() = Some(Err(e.clone()));
-            P::ring(&seat.bell);
         }
     }
 }
 
-/// Parking on the Workers runtime: the bell resolves a promise the waiting request made,
-/// and the wait is that promise raced against the request's own `setTimeout`.
+/// Parking on the Workers runtime: `Date.now()` (which moves on across I/O and timers) and
+/// the request's own `setTimeout`.
 #[cfg(target_arch = "wasm32")]
 pub use workers::JsParking;
 
-/// The parking the stores use: the runtime's promises in the Worker; natively, where calls
+/// The parking the stores use: the runtime's timers in the Worker; natively, where calls
 /// are run one at a time (the tests), a wait that ends at once.
 #[cfg(target_arch = "wasm32")]
 pub type Parked = JsParking;
@@ -239,11 +316,12 @@ pub type Parked = Immediate;
 pub struct Immediate;
 
 impl Parking for Immediate {
-    type Bell = ();
-    fn park(&self, _timeout_ms: u64) -> (Self::Bell, impl Future<Output = ()>) {
-        ((), std::future::ready(()))
+    fn now(&self) -> Millis {
+        Millis::MAX
     }
-    fn ring(_: &Self::Bell) {}
+    fn nap(&self, _ms: u64) -> impl Future<Output = ()> {
+        std::future::ready(())
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -251,34 +329,17 @@ mod workers {
     use std::future::Future;
     use std::time::Duration;
 
-    use futures_util::future::{select, Either};
-    use wasm_bindgen::JsValue;
-    use worker::wasm_bindgen_futures::JsFuture;
-
     use super::Parking;
+    use crate::core::algorithm::Millis;
 
     pub struct JsParking;
 
     impl Parking for JsParking {
-        type Bell = Option<js_sys::Function>;
-
-        fn park(&self, timeout_ms: u64) -> (Self::Bell, impl Future<Output = ()>) {
-            let mut resolve = None;
-            let promise = js_sys::Promise::new(&mut |ok, _| resolve = Some(ok));
-            let timer = worker::Delay::from(Duration::from_millis(timeout_ms));
-            let wait = async move {
-                let rung = JsFuture::from(promise);
-                match select(std::pin::pin!(rung), std::pin::pin!(timer)).await {
-                    Either::Left(_) | Either::Right(_) => {}
-                }
-            };
-            (resolve, wait)
+        fn now(&self) -> Millis {
+            js_sys::Date::now() as Millis
         }
-
-        fn ring(bell: &Self::Bell) {
-            if let Some(resolve) = bell {
-                let _ = resolve.call0(&JsValue::UNDEFINED);
-            }
+        fn nap(&self, ms: u64) -> impl Future<Output = ()> {
+            worker::Delay::from(Duration::from_millis(ms))
         }
     }
 }
@@ -289,34 +350,33 @@ mod tests {
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
 
-    /// Parking for tests: a bell is a flag; a wait ends when it is set, or after `timeout`
-    /// polls (the test's clock is the executor's rounds).
-    struct Flags;
+    /// Parking for tests: the clock is the executor's rounds ([`run_all`] moves it on), and a
+    /// nap ends when the clock has passed its end.
+    #[derive(Clone, Default)]
+    struct Flags(Rc<Cell<u64>>);
 
-    struct Parked {
-        bell: Rc<Cell<bool>>,
-        polls_left: u64,
+    struct Nap {
+        clock: Rc<Cell<u64>>,
+        until: u64,
     }
 
-    impl Future for Parked {
+    impl Future for Nap {
         type Output = ();
-        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-            if self.bell.get() || self.polls_left == 0 {
-                return Poll::Ready(());
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            if self.clock.get() >= self.until {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            self.polls_left -= 1;
-            Poll::Pending
         }
     }
 
     impl Parking for Flags {
-        type Bell = Rc<Cell<bool>>;
-        fn park(&self, timeout_ms: u64) -> (Self::Bell, impl Future<Output = ()>) {
-            let bell = Rc::new(Cell::new(false));
-            (bell.clone(), Parked { bell, polls_left: timeout_ms })
+        fn now(&self) -> Millis {
+            self.0.get()
         }
-        fn ring(bell: &Self::Bell) {
-            bell.set(true);
+        fn nap(&self, ms: u64) -> impl Future<Output = ()> {
+            Nap { clock: self.0.clone(), until: self.0.get() + ms }
         }
     }
 
@@ -357,11 +417,13 @@ mod tests {
 
     type Task<'a> = Pin<Box<dyn Future<Output = Result<u32, StoreError>> + 'a>>;
 
-    /// Polls every task in turn until all are done; tasks join at the round given.
-    fn run_all<'a>(mut tasks: Vec<(u32, Task<'a>)>) -> Vec<Result<u32, StoreError>> {
+    /// Polls every task in turn until all are done; tasks join at the round given, and the
+    /// clock reads the round.
+    fn run_all<'a>(clock: &Flags, mut tasks: Vec<(u32, Task<'a>)>) -> Vec<Result<u32, StoreError>> {
         let mut out: Vec<Option<Result<u32, StoreError>>> = tasks.iter().map(|_| None).collect();
         let mut cx = Context::from_waker(Waker::noop());
         for round in 0..10_000u32 {
+            clock.0.set(u64::from(round));
             for (i, (start, task)) in tasks.iter_mut().enumerate() {
                 if out[i].is_none() && round >= *start {
                     if let Poll::Ready(v) = task.as_mut().poll(&mut cx) {
@@ -378,12 +440,13 @@ mod tests {
 
     #[test]
     fn alone_goes_at_once_and_concurrent_checks_share_a_call() {
+        let clock = Flags::default();
         let store = Slow { rounds: 10, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 1);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(clock.clone(), 100, 8, 1);
         let tasks: Vec<(u32, Task)> = (0..6u32)
             .map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), false, |ops| store.send(ops))) as Task))
             .collect();
-        let answers = run_all(tasks);
+        let answers = run_all(&clock, tasks);
         assert_eq!(answers, (1..=6).map(|i| Ok(i * 10)).collect::<Vec<_>>(), "each its own answer");
         // The first goes alone; the five that came while it was in flight go in one call.
         assert_eq!(*store.batches.borrow(), vec![vec![1], vec![2, 3, 4, 5, 6]]);
@@ -392,11 +455,12 @@ mod tests {
 
     #[test]
     fn batches_are_bounded_and_the_queue_is_carried_on() {
+        let clock = Flags::default();
         let store = Slow { rounds: 3, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 2, 1);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(clock.clone(), 100, 2, 1);
         let tasks: Vec<(u32, Task)> =
             (0..5u32).map(|i| (0, Box::pin(c.run(i, 0, false, |ops| store.send(ops))) as Task)).collect();
-        assert!(run_all(tasks).iter().all(Result::is_ok));
+        assert!(run_all(&clock, tasks).iter().all(Result::is_ok));
         assert!(store.batches.borrow().iter().all(|b| b.len() <= 2), "{:?}", store.batches.borrow());
         let mut seen: Vec<u32> = store.batches.borrow().iter().flatten().copied().collect();
         seen.sort();
@@ -405,37 +469,23 @@ mod tests {
 
     #[test]
     fn a_failed_call_fails_every_check_it_carried() {
+        let clock = Flags::default();
         let store = Slow { rounds: 2, batches: RefCell::new(Vec::new()), fail: Cell::new(true) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 1);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(clock.clone(), 100, 8, 1);
         let tasks: Vec<(u32, Task)> =
             (0..3u32).map(|i| (0, Box::pin(c.run(i, 0, false, |ops| store.send(ops))) as Task)).collect();
-        assert!(run_all(tasks).iter().all(|r| matches!(r, Err(StoreError::Network(_)))));
-    }
-
-    #[test]
-    fn a_wait_ends_at_the_waiters_own_timer_when_no_carrier_comes() {
-        // The carrier never returns (its request was cancelled): the queued check gives up at
-        // its own timer, and a check arriving after the store's timeout goes on its own.
-        let store = Slow { rounds: 1, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 10, 8, 1);
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut stuck = Box::pin(c.run(1, 0, false, |_| std::future::pending::<Result<Vec<u32>, StoreError>>()));
-        assert!(stuck.as_mut().poll(&mut cx).is_pending());
-        let waiter: Task = Box::pin(c.run(2, 5, false, |ops| store.send(ops)));
-        assert_eq!(run_all(vec![(0, waiter)]), vec![Err(StoreError::Timeout { after_ms: 20 })]);
-        let late: Task = Box::pin(c.run(3, 10, false, |ops| store.send(ops)));
-        assert_eq!(run_all(vec![(0, late)]), vec![Ok(30)]);
-        assert_eq!(*store.batches.borrow(), vec![vec![3]], "the stuck call held nobody back past its timeout");
+        assert!(run_all(&clock, tasks).iter().all(|r| matches!(r, Err(StoreError::Network(_)))));
     }
 
     #[test]
     fn with_two_flights_the_second_goes_at_once_and_the_rest_wait_for_the_first_back() {
+        let clock = Flags::default();
         let store = Slow { rounds: 10, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 2);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(clock.clone(), 100, 8, 2);
         let tasks: Vec<(u32, Task)> = (0..6u32)
             .map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), false, |ops| store.send(ops))) as Task))
             .collect();
-        let answers = run_all(tasks);
+        let answers = run_all(&clock, tasks);
         assert_eq!(answers, (1..=6).map(|i| Ok(i * 10)).collect::<Vec<_>>(), "each its own answer");
         // Two go alone, in flight together; the four that came meanwhile go in one call.
         assert_eq!(*store.batches.borrow(), vec![vec![1], vec![2], vec![3, 4, 5, 6]]);
@@ -446,12 +496,13 @@ mod tests {
     fn a_seat_handed_a_flight_is_not_taken_by_another_carrier() {
         // Two flights back one round apart: the first hands the front seat its flight, the
         // second must not carry that seat as well (it would be sent twice).
+        let clock = Flags::default();
         let store = Slow { rounds: 4, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 2, 2);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(clock.clone(), 100, 2, 2);
         let tasks: Vec<(u32, Task)> = (0..7u32)
             .map(|i| (i / 2, Box::pin(c.run(i, u64::from(i / 2), false, |ops| store.send(ops))) as Task))
             .collect();
-        assert_eq!(run_all(tasks), (0..7).map(|i| Ok(i * 10)).collect::<Vec<_>>());
+        assert_eq!(run_all(&clock, tasks), (0..7).map(|i| Ok(i * 10)).collect::<Vec<_>>());
         let mut seen: Vec<u32> = store.batches.borrow().iter().flatten().copied().collect();
         seen.sort();
         assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6], "every check sent exactly once");
@@ -459,13 +510,37 @@ mod tests {
 
     #[test]
     fn a_patient_check_shares_a_call_rather_than_take_the_second_flight() {
+        let clock = Flags::default();
         let store = Slow { rounds: 10, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
-        let c: Coalescer<u32, u32, Flags> = Coalescer::new(Flags, 100, 8, 2);
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(clock.clone(), 100, 8, 2);
         let tasks: Vec<(u32, Task)> = (0..4u32)
             .map(|i| (i, Box::pin(c.run(i + 1, u64::from(i), i > 0, |ops| store.send(ops))) as Task))
             .collect();
-        assert_eq!(run_all(tasks), (1..=4).map(|i| Ok(i * 10)).collect::<Vec<_>>());
+        assert_eq!(run_all(&clock, tasks), (1..=4).map(|i| Ok(i * 10)).collect::<Vec<_>>());
         // With two flights, impatient checks would have sent [1], [2], [3, 4].
         assert_eq!(*store.batches.borrow(), vec![vec![1], vec![2, 3, 4]]);
+    }
+
+    #[test]
+    fn a_queue_whose_carriers_are_gone_is_carried_by_a_waiter_once_their_flights_expire() {
+        // The carrier's request is cancelled mid-call, and so is the seat it would have handed
+        // the flight to: once the flight's deadline passes, a waiter finds nothing in flight
+        // and carries the queue itself, long before its own wait is over.
+        let clock = Flags::default();
+        let store = Slow { rounds: 2, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
+        let c: Coalescer<u32, u32, Flags> = Coalescer::new(clock.clone(), 10, 8, 1);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut stuck = Box::pin(c.run(1, 0, false, |_| std::future::pending::<Result<Vec<u32>, StoreError>>()));
+        assert!(stuck.as_mut().poll(&mut cx).is_pending());
+        let tasks: Vec<(u32, Task)> =
+            (2..5u32).map(|i| (1, Box::pin(c.run(i, 1, false, |ops| store.send(ops))) as Task)).collect();
+        let started = clock.0.get();
+        assert_eq!(run_all(&clock, tasks), vec![Ok(20), Ok(30), Ok(40)]);
+        assert_eq!(*store.batches.borrow(), vec![vec![2, 3, 4]], "one call for the three");
+        assert!(clock.0.get() - started < 20, "answered after the flight's deadline (10), not at the wait's end (21)");
+        // And a check arriving after the stuck call's deadline goes at once, on its own.
+        let late: Task = Box::pin(c.run(5, 30, false, |ops| store.send(ops)));
+        assert_eq!(run_all(&clock, vec![(0, late)]), vec![Ok(50)]);
+        assert_eq!(store.batches.borrow().last(), Some(&vec![5]));
     }
 }

@@ -10,6 +10,8 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+pub mod task;
+
 #[wasm_bindgen(module = "/src/runtime.js")]
 extern "C" {
     #[wasm_bindgen(js_name = readRequest)]

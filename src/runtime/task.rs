@@ -1,0 +1,161 @@
+//! Running a request's future: each request its own task, polled from a microtask that its
+//! own wake queued, never in a batch with other requests' tasks.
+//!
+//! wasm-bindgen-futures runs every task of the isolate from one shared queue: a wake queues
+//! the task and, if no run is pending, one microtask that then polls every task queued by
+//! then. That microtask keeps the async context of the code that queued it, and the Workers
+//! runtime finds a request's trace span there, so another request's task polled in that run
+//! makes its subrequests with the wrong request's span and fails ("Cannot perform I/O on
+//! behalf of a different request ... (I/O type: SpanParent)"). Once it happens it spreads: a
+//! task polled under another's context registers its next waits under it too. With
+//! `store.batch` (one request answering others' checks) under load with clients going away,
+//! it took hold within half a minute (tests/e2e/batching.test.mjs has the reproduction).
+//!
+//! Here a wake queues a microtask for that task alone (`later` in `runtime.js`), made in the
+//! context of the wake: a request's own promise or timer, registered while it was polled as
+//! itself. A request's task whose request was cancelled never wakes; it is dropped after
+//! [`ABANDONED_MS`]. (A WebSocket relay's tasks live as long as their connection.)
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use wasm_bindgen::prelude::{wasm_bindgen, Closure};
+use wasm_bindgen::{JsCast, JsValue};
+
+#[wasm_bindgen(module = "/src/runtime.js")]
+extern "C" {
+    fn later(poll: &js_sys::Function, id: u32);
+}
+
+/// A task not done after this long belongs to a request the runtime gave up on (a client that
+/// went away): nothing will wake it. No request's own work waits this long (every store call
+/// and queue wait is bounded by the store's timeout; the origin's answer is not awaited).
+const ABANDONED_MS: f64 = 10.0 * 60.0 * 1000.0;
+
+type Job = Pin<Box<dyn Future<Output = JsValue>>>;
+
+struct Task {
+    job: Job,
+    resolve: js_sys::Function,
+    wake: Arc<Wakeup>,
+}
+
+/// A task's waker: queues one poll of it, once until it is polled.
+struct Wakeup {
+    id: u32,
+    queued: AtomicBool,
+}
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::Relaxed) {
+            POLL.with(|poll| later(poll, self.id));
+        }
+    }
+}
+
+thread_local! {
+    static TASKS: RefCell<HashMap<u32, Task>> = RefCell::new(HashMap::new());
+    /// Tasks in the order they were made, with when: the oldest are looked at for abandonment.
+    static MADE: RefCell<VecDeque<(u32, f64)>> = const { RefCell::new(VecDeque::new()) };
+    static NEXT: Cell<u32> = const { Cell::new(0) };
+    static POLL: js_sys::Function = Closure::<dyn Fn(u32)>::new(poll).into_js_value().unchecked_into();
+}
+
+/// Runs `job` at once to its first wait: its value if it needs none, else a promise of it.
+pub fn run(job: impl Future<Output = JsValue> + 'static) -> JsValue {
+    start(job, true)
+}
+
+fn start(job: impl Future<Output = JsValue> + 'static, may_be_abandoned: bool) -> JsValue {
+    let id = NEXT.with(|n| {
+        let id = n.get().wrapping_add(1);
+        n.set(id);
+        id
+    });
+    let wake = Arc::new(Wakeup { id, queued: AtomicBool::new(false) });
+    let mut job: Job = Box::pin(job);
+    let waker = Waker::from(wake.clone());
+    if let Poll::Ready(value) = job.as_mut().poll(&mut Context::from_waker(&waker)) {
+        return value;
+    }
+    let mut resolve = None;
+    let promise = js_sys::Promise::new(&mut |ok, _| resolve = Some(ok));
+    let Some(resolve) = resolve else { return promise.into() };
+    let now = js_sys::Date::now();
+    forget_abandoned(now);
+    TASKS.with(|t| t.borrow_mut().insert(id, Task { job, resolve, wake }));
+    if may_be_abandoned {
+        MADE.with(|m| m.borrow_mut().push_back((id, now)));
+    }
+    promise.into()
+}
+
+/// Runs `job` as a task of its own, as [`run`] does, its value not wanted: a WebSocket
+/// relay, which lasts as long as the connection, so it is never taken for abandoned.
+pub fn spawn(job: impl Future<Output = ()> + 'static) {
+    start(
+        async move {
+            job.await;
+            JsValue::UNDEFINED
+        },
+        false,
+    );
+}
+
+/// Runs `job` as [`spawn`] does, the runtime keeping the request's context until it is done
+/// (`ctx.waitUntil`).
+pub fn wait_until(ctx: &worker::worker_sys::Context, job: impl Future<Output = ()> + 'static) {
+    let done = start(
+        async move {
+            job.await;
+            JsValue::UNDEFINED
+        },
+        true,
+    );
+    if let Ok(promise) = done.dyn_into::<js_sys::Promise>() {
+        let _ = ctx.wait_until(&promise);
+    }
+}
+
+/// One poll of task `id`, queued by its wake; nothing if it is done or dropped.
+fn poll(id: u32) {
+    // Out of the table while it runs, so that what it does may make or wake tasks.
+    let Some(mut task) = TASKS.with(|t| t.borrow_mut().remove(&id)) else { return };
+    task.wake.queued.store(false, Ordering::Relaxed);
+    let waker = Waker::from(task.wake.clone());
+    match task.job.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(value) => {
+            let _ = task.resolve.call1(&JsValue::UNDEFINED, &value);
+        }
+        Poll::Pending => {
+            TASKS.with(|t| t.borrow_mut().insert(id, task));
+        }
+    }
+}
+
+/// Drops the tasks made more than [`ABANDONED_MS`] ago that are not done, and forgets the
+/// done ones at the front of the order.
+fn forget_abandoned(now: f64) {
+    MADE.with(|m| {
+        let mut made = m.borrow_mut();
+        while let Some(&(id, at)) = made.front() {
+            let live = TASKS.with(|t| t.borrow().contains_key(&id));
+            if live && now - at < ABANDONED_MS {
+                break;
+            }
+            if live {
+                TASKS.with(|t| t.borrow_mut().remove(&id));
+            }
+            made.pop_front();
+        }
+    });
+}
