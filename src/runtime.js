@@ -2,7 +2,7 @@
 // crate's types would make many: every property read, header set, stream chunk and promise
 // through wasm-bindgen is a call between the wasm and JavaScript (the profile of issue 17,
 // docs/results/profile.md). Only I/O and the runtime's own objects are handled here; every
-// decision is the wasm's (src/runtime.rs has the Rust side).
+// decision is the wasm's (src/runtime/mod.rs has the Rust side).
 //
 // Lists of fields cross as one string, `name\nvalue\nname\nvalue`: neither a field name nor
 // a value can hold a newline (the runtime refuses them).
@@ -70,15 +70,18 @@ export async function upstashPost(url, authorization, body, timeoutMs) {
   }
 }
 
+/** The questions `forward` asks of the wasm through its hook (src/edge/proxy.rs, `hook`). */
+const HOOK_LOCATION = 0, HOOK_EXPOSE = 1, HOOK_UNREACHABLE = 2;
+
 /**
  * Sends `request` on to `url` with its method, fields (less the hop-by-hop ones, plus
  * `toOrigin`) and body as the runtime's own stream, redirects not followed; answers with the
  * origin's status, fields (less hop-by-hop, plus `added`) and body stream, or its socket for
  * a 101. What the answer needs of the wasm's judgment goes through `hook` (made once per
- * isolate by the wasm), only when it arises: `hook(0, location, publicOrigin)` re-points a
- * `Location` at the public address (when `publicOrigin` is set), `hook(1, exposed, origin)`
+ * isolate by the wasm), only when it arises: `hook(HOOK_LOCATION, location, publicOrigin)` re-points a
+ * `Location` at the public address (when `publicOrigin` is set), `hook(HOOK_EXPOSE, exposed, origin)`
  * adds the limiter's fields to a cross-origin answer's `Access-Control-Expose-Headers` (when
- * the request came with an `Origin`), and `hook(2, why, origin)` is the limiter's own answer
+ * the request came with an `Origin`), and `hook(HOOK_UNREACHABLE, why, origin)` is the limiter's own answer
  * when the origin cannot be reached. Each returns a value, or undefined for none.
  */
 export async function forward(request, url, toOrigin, added, websocket, hook, publicOrigin, origin) {
@@ -92,22 +95,22 @@ export async function forward(request, url, toOrigin, added, websocket, hook, pu
   try {
     answer = await fetch(url, init);
   } catch (e) {
-    return hook(2, e && e.message ? e.message : String(e), origin);
+    return hook(HOOK_UNREACHABLE, e && e.message ? e.message : String(e), origin);
   }
   const status = answer.status;
   const out = crossing(answer.headers, status === 101);
   setAll(out, added);
   if (publicOrigin) {
     const location = out.get("location");
-    const fixed = location === null ? undefined : hook(0, location, publicOrigin);
+    const fixed = location === null ? undefined : hook(HOOK_LOCATION, location, publicOrigin);
     if (fixed !== undefined) out.set("Location", fixed);
   }
   if (origin && out.has("access-control-allow-origin")) {
-    const list = hook(1, out.get("access-control-expose-headers"), origin);
+    const list = hook(HOOK_EXPOSE, out.get("access-control-expose-headers"), origin);
     if (list !== undefined) out.set("Access-Control-Expose-Headers", list);
   }
   if (status === 101) {
-    if (!answer.webSocket) return hook(2, "the origin answered 101 without a WebSocket", origin);
+    if (!answer.webSocket) return hook(HOOK_UNREACHABLE, "the origin answered 101 without a WebSocket", origin);
     return new Response(null, { status, headers: out, webSocket: answer.webSocket });
   }
   return new Response(answer.body, { status, statusText: answer.statusText, headers: out });

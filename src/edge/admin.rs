@@ -15,6 +15,7 @@
 use serde_json::{json, Value};
 use worker::{console_log, Method, Request, Response, Result};
 
+use super::fields::Fields;
 use super::guard;
 use super::isolate::{Config, Isolate};
 use super::respond;
@@ -29,9 +30,9 @@ fn error(iso: &Isolate, status: u16, title: &str, detail: &str) -> Result<Respon
 }
 
 /// `route` is what follows `admin/` (`policy`, `health`, ...).
-pub async fn handle(mut req: Request, iso: &Isolate, route: &str, now: u64) -> Result<Response> {
+pub async fn handle(mut req: Request, fields: &Fields, iso: &Isolate, route: &str, now: u64) -> Result<Response> {
     let method = req.method();
-    if let Some(refused) = guard::admin_token(&req, iso, "The admin API", now).await {
+    if let Some(refused) = guard::admin_token(&req, fields, iso, "The admin API", now).await {
         return Ok(refused.into());
     }
     let (policy, written) = match &iso.config {

@@ -5,13 +5,14 @@
 
 use worker::{Env, Method, Request, Response, Result};
 
+use super::fields::Fields;
 use super::guard;
 use super::isolate::Isolate;
 use super::respond;
 use super::status::status;
 use crate::core::decision::problem;
 
-pub async fn serve(req: Request, env: &Env, iso: &Isolate, rest: &str, now: u64) -> Result<Response> {
+pub async fn serve(req: Request, fields: &Fields, env: &Env, iso: &Isolate, rest: &str, now: u64) -> Result<Response> {
     if !matches!(req.method(), Method::Get | Method::Head) {
         let detail = "The dashboard only answers GET.";
         return Ok(iso.answer(problem(405, "Method Not Allowed", detail, "method-not-allowed")).into());
@@ -20,7 +21,7 @@ pub async fn serve(req: Request, env: &Env, iso: &Isolate, rest: &str, now: u64)
         // Live counts and the policy in words: public only in front of the demo origin.
         if !iso.demo() {
             let what = "status.json (in front of a real origin)";
-            if let Some(refused) = guard::admin_token(&req, iso, what, now).await {
+            if let Some(refused) = guard::admin_token(&req, fields, iso, what, now).await {
                 return Ok(refused.into());
             }
         }

@@ -1,7 +1,5 @@
 //! The request fields that identity, CORS and the answers read: read once, in one call into
-//! the runtime on the limited path (`runtime::read`), or from `Headers` on the admin API's.
-
-use worker::Headers;
+//! the runtime (`runtime::read`), for every path, the admin API and the dashboard too.
 
 use crate::core::decision::prefers_html;
 use crate::core::identity::RequestFacts;
@@ -61,11 +59,6 @@ impl Fields {
             asks: text(asks),
             upgrade: text(upgrade),
         }
-    }
-
-    /// From a `Headers` (the admin API's requests, which are read through `worker::Request`).
-    pub fn read(headers: &Headers, policy: &Policy) -> Fields {
-        Fields::from_lookup(Some(policy), |name| headers.get(name).ok().flatten())
     }
 
     /// From the runtime's request in one call: its method and URL too.

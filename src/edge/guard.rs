@@ -57,17 +57,13 @@ pub async fn failed_credential(
 /// `None` when the request carries the admin token; otherwise the answer to give: 404 when
 /// the API is off, 401 for a missing or wrong token (a wrong one charged to the caller's
 /// address), 429 once the address has used up its failed-credential limits.
-pub async fn admin_token(req: &Request, iso: &Isolate, what: &str, now: u64) -> Option<Answer> {
+pub async fn admin_token(req: &Request, fields: &Fields, iso: &Isolate, what: &str, now: u64) -> Option<Answer> {
     let token = match &iso.admin_token {
         Ok(t) => t,
         Err(why) => return Some(iso.answer(problem(404, "Not Found", why, "admin"))),
     };
-    let judged = iso.policy().map(|p| {
-        let fields = Fields::read(req.headers(), p);
-        let address = failure_subject(&p.identity.client_ip, &fields.facts(now));
-        (p, fields, address)
-    });
-    if let Some((p, fields, address)) = &judged {
+    let judged = iso.policy().map(|p| (p, failure_subject(&p.identity.client_ip, &fields.facts(now))));
+    if let Some((p, address)) = &judged {
         if let Some(r) = locked_out(iso, p, address, now, fields.html()) {
             return Some(r);
         }
@@ -81,7 +77,7 @@ pub async fn admin_token(req: &Request, iso: &Isolate, what: &str, now: u64) -> 
     let Some(_) = header else { return Some(iso.answer(r)) };
     console_log!("edge-limiter: {what}: refused (wrong admin token)");
     Some(match judged {
-        Some((p, fields, address)) => failed_credential(iso, p, &address, now, fields.html(), r).await,
+        Some((p, address)) => failed_credential(iso, p, &address, now, fields.html(), r).await,
         None => iso.answer(r),
     })
 }

@@ -64,9 +64,9 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
             let req = Request::from(req);
             let answer = match rest.strip_prefix("admin") {
                 Some(route) if route.is_empty() || route.starts_with('/') => {
-                    admin::handle(req, &iso, route.trim_start_matches('/'), now).await?
+                    admin::handle(req, &fields, &iso, route.trim_start_matches('/'), now).await?
                 }
-                _ => dashboard::serve(req, &env, &iso, rest, now).await?,
+                _ => dashboard::serve(req, &fields, &env, &iso, rest, now).await?,
             };
             return Ok(Reply::Done(answer.into()));
         }

@@ -40,19 +40,24 @@ thread_local! {
     static HOOK: js_sys::Function = runtime::callback(hook);
 }
 
+/// The hook's questions, numbered as in `runtime.js` (`HOOK_LOCATION`, ...).
+const HOOK_LOCATION: u32 = 0;
+const HOOK_EXPOSE: u32 = 1;
+
 /// What the origin's answer needs of the limiter's judgment, asked by `runtime.js` only when
-/// it arises: 0, a `Location` re-pointed at the public address; 1, the limiter's fields in a
-/// cross-origin answer's `Access-Control-Expose-Headers`; 2, the answer when the origin could
-/// not be reached (a 502 problem+json with the policy's CORS fields). Undefined for none.
+/// it arises: [`HOOK_LOCATION`], a `Location` re-pointed at the public address;
+/// [`HOOK_EXPOSE`], the limiter's fields in a cross-origin answer's
+/// `Access-Control-Expose-Headers`; else (`HOOK_UNREACHABLE`, 2) the answer when the origin
+/// could not be reached (a 502 problem+json with the policy's CORS fields). Undefined for none.
 fn hook(kind: u32, a: Option<String>, b: Option<String>) -> JsValue {
     let Some(iso) = Isolate::current() else { return JsValue::UNDEFINED };
     let text = |v: Option<String>| v.map_or(JsValue::UNDEFINED, |s| JsValue::from_str(&s));
     match kind {
-        0 => match (&iso.origin, a, b) {
+        HOOK_LOCATION => match (&iso.origin, a, b) {
             (Origin::Url(base), Some(location), Some(public)) => text(public_location(&location, base, &public)),
             _ => JsValue::UNDEFINED,
         },
-        1 => text(exposed_with_ours(a.as_deref())),
+        HOOK_EXPOSE => text(exposed_with_ours(a.as_deref())),
         _ => {
             let why = a.unwrap_or_default();
             console_error!("edge-limiter: origin request failed: {why}");

@@ -40,6 +40,7 @@ pub fn field_list<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> St
     let mut out = String::new();
     for (name, value) in pairs {
         if value.contains('\n') || name.contains('\n') {
+            debug_assert!(false, "a field with a newline: {name}");
             continue;
         }
         if !out.is_empty() {

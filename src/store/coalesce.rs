@@ -1,22 +1,24 @@
 //! Concurrent checks in one store call. While `flights` script calls are in flight in an
-//! isolate, checks that arrive wait in a queue; when one of the calls returns, the first of
-//! them carries the queue in the next call, and each gets its own answer. A check that finds
-//! a flight free goes at once: batching never delays an uncontended request, and under load
-//! a queued check waits only for the first of several calls in flight, not for one.
+//! isolate, checks that arrive wait in a queue; when one of the calls returns, its flight is
+//! free, and the first check to find it so (a waiter looking again, or one just arrived)
+//! carries the queue in the next call; each gets its own answer. A check that finds a flight
+//! free goes at once: batching never delays an uncontended request, and under load a queued
+//! check waits only for the first of several calls in flight, not for one.
 //!
 //! The Workers runtime shapes the design (its rules are checked on workerd by
 //! tests/e2e/runtime-rules.test.mjs; docs/runtime.md):
 //! - a request may not use I/O objects of another, so the carrier hands its mates plain
 //!   values (their reply numbers), never a response;
-//! - one request must not wake another: a queued request looks at its own seat on timers of
-//!   its own ([`Parking::nap`]), and the carrier only writes into seats. Waking a waiter by
+//! - one request must not wake another: a queued request looks at its own seat (and for a
+//!   free flight) on timers of its own ([`Parking::nap`]), and the carrier only writes
+//!   answers into seats. Waking a waiter by
 //!   resolving a promise it made (even with the runtime's cross-request resolution, which
 //!   runs the continuation in the waiter's context) made, under load with clients going
 //!   away, other requests' subrequests fail with "Cannot perform I/O on behalf of a different
 //!   request" within half a minute (tests/e2e/batching.test.mjs reproduces it);
 //! - a request that waits on nothing of its own is cancelled as hung, which its own timers
-//!   also rule out. A request whose carrier was cancelled gets its answer within the wait's
-//!   bound, or the store's fallback.
+//!   also rule out. A request whose carrier was cancelled finds the flight free once its
+//!   deadline has passed, and carries the queue itself.
 //!
 //! The first nap lasts until the call it waits for is due back (the calls' recent duration),
 //! the next ones 1 ms, growing to [`MAX_NAP_MS`]: a waiter looks a few times per call.
@@ -38,32 +40,22 @@ pub trait Parking {
 /// The longest nap between two looks at a seat.
 const MAX_NAP_MS: u64 = 4;
 
-/// How late past its nap a waiter handed a flight may start the call before the flight
-/// counts as free again.
-const HANDOFF_SLACK_MS: u64 = 25;
-
 /// One queued check: its operation until a carrier takes it, then its answer.
 struct Seat<Op, Reply> {
     op: RefCell<Option<Op>>,
     answer: RefCell<Option<Result<Reply, StoreError>>>,
-    /// Set when this seat is to carry the queue in the next call: the flight handed to it.
-    carry: Cell<Option<Handoff>>,
-}
-
-impl<Op, Reply> Seat<Op, Reply> {
-    fn settled(&self) -> bool {
-        self.answer.borrow().is_some() || self.carry.get().is_some()
-    }
 }
 
 type Queue<Op, Reply> = RefCell<VecDeque<Rc<Seat<Op, Reply>>>>;
 
-/// A flight handed to a waiting seat, and the time by which its request should have looked
-/// and started the call: past it, the request is presumed gone (cancelled with its client).
-#[derive(Clone, Copy)]
-struct Handoff {
-    flight: u64,
-    by: Millis,
+/// How a wait ended.
+enum Waited {
+    /// A carrier wrote the seat's answer.
+    Answered,
+    /// The seat found a flight free and took it: it carries the queue.
+    Carry(u64),
+    /// The wait's bound passed first.
+    Over,
 }
 
 /// Calls and operations carried, for the status and the benchmark.
@@ -73,8 +65,7 @@ pub struct Carried {
     pub ops: u64,
 }
 
-/// The calls in flight (or handed to a woken seat that is due to start one), each with the
-/// time it counts until. A deadline, not a flag, so a carrier that never returns (its request
+/// The calls in flight, each with the time it counts until. A deadline, not a flag, so a carrier that never returns (its request
 /// was cancelled) stops holding a flight once the store's timeout is over.
 #[derive(Default)]
 struct Flights {
@@ -84,7 +75,7 @@ struct Flights {
 
 struct Flight {
     id: u64,
-    /// When its call started (or it was handed on).
+    /// When its call started.
     since: Millis,
     until: Millis,
 }
@@ -103,12 +94,6 @@ impl Flights {
         self.next_id += 1;
         self.live.push(Flight { id: self.next_id, since: now, until });
         self.next_id
-    }
-
-    fn hold(&mut self, id: u64, now: Millis, until: Millis) {
-        if let Some(f) = self.live.iter_mut().find(|f| f.id == id) {
-            (f.since, f.until) = (now, until);
-        }
     }
 
     fn release(&mut self, id: u64, now: Millis) {
@@ -165,41 +150,39 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
         }
         // Two store timeouts: the call in flight, then the one that carries this check.
         let wait = self.timeout_ms.saturating_mul(2);
-        let seat = Rc::new(Seat { op: RefCell::new(Some(op)), answer: RefCell::new(None), carry: Cell::new(None) });
+        let seat = Rc::new(Seat { op: RefCell::new(Some(op)), answer: RefCell::new(None) });
         self.queue.borrow_mut().push_back(seat.clone());
-        self.park(&seat, now, wait).await;
-        let answer = seat.answer.borrow_mut().take();
-        if let Some(answer) = answer {
-            return answer;
-        }
+        let parked = self.park(&seat, now, wait, free).await;
         self.queue.borrow_mut().retain(|s| !Rc::ptr_eq(s, &seat));
+        let answer = seat.answer.borrow_mut().take();
         let op = seat.op.borrow_mut().take();
-        match (seat.carry.get(), op) {
-            // Woken to carry: nobody takes the check of a seat handed a flight.
-            (Some(handed), Some(op)) => self.carry(op, handed.flight, self.parking.now().max(now), &send).await,
-            // The request's own timer ran out first: the store is too slow for it.
+        match (parked, answer, op) {
+            (_, Some(answer), _) => answer,
+            (Waited::Carry(flight), None, Some(op)) => self.carry(op, flight, self.parking.now().max(now), &send).await,
+            // The wait's bound passed first: the store is too slow for this request.
             _ => Err(StoreError::Timeout { after_ms: wait }),
         }
     }
 
-    /// Waits until `seat` is answered or handed a flight, or `wait` is over, looking at it
-    /// after each nap of the waiting request's own. A seat not yet carried that finds no call
-    /// in flight (its carrier's request was cancelled, and the flight's deadline passed)
-    /// takes a flight itself.
-    async fn park(&self, seat: &Seat<Op, Reply>, now: Millis, wait: u64) {
+    /// Waits until `seat` is answered, or finds fewer than `free` flights busy while its check
+    /// is not yet carried (then it takes one), or `wait` is over; it looks after each nap of
+    /// the waiting request's own. A flight is free when its call has returned, or when its
+    /// deadline has passed (its carrier's request was cancelled).
+    async fn park(&self, seat: &Seat<Op, Reply>, now: Millis, wait: u64, free: usize) -> Waited {
         let end = now.saturating_add(wait);
         let due = self.flights.borrow().first_since(now).unwrap_or(now).saturating_add(self.call_ms.get());
         let mut nap = due.saturating_sub(now).max(1);
         let mut naps = 0u32;
-        while !seat.settled() {
-            let at = self.parking.now().max(now);
-            if at >= end {
-                return;
+        loop {
+            if seat.answer.borrow().is_some() {
+                return Waited::Answered;
             }
-            if naps > 0 && seat.op.borrow().is_some() && self.flights.borrow().busy(at) == 0 {
-                let flight = self.flights.borrow_mut().take(at, at.saturating_add(self.timeout_ms));
-                seat.carry.set(Some(Handoff { flight, by: at }));
-                return;
+            let at = self.parking.now().max(now);
+            if seat.op.borrow().is_some() && self.flights.borrow().busy(at) < free {
+                return Waited::Carry(self.flights.borrow_mut().take(at, at.saturating_add(self.timeout_ms)));
+            }
+            if at >= end {
+                return Waited::Over;
             }
             self.parking.nap(nap.min(end - at)).await;
             naps += 1;
@@ -208,27 +191,16 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
     }
 
     /// One call on `flight`: `own` and as much of the queue as fits, each mate's answer written
-    /// into its seat; then the first seat still waiting is handed the flight to carry the rest.
+    /// into its seat; then the flight is free for whoever looks first.
     async fn carry<F, Fut>(&self, own: Op, flight: u64, now: Millis, send: &F) -> Result<Reply, StoreError>
     where
         F: Fn(Vec<Op>) -> Fut,
         Fut: Future<Output = Result<Vec<Reply>, StoreError>>,
     {
-        self.flights.borrow_mut().hold(flight, now, now.saturating_add(self.timeout_ms));
         let mates: Vec<_> = {
-            // Seats already handed a flight carry themselves; one that never started its call
-            // long after it should have is gone, and so leaves the queue.
             let mut queue = self.queue.borrow_mut();
-            queue.retain(|seat| seat.carry.get().is_none_or(|h| h.by.saturating_add(self.timeout_ms) > now));
-            let mut mates = Vec::new();
-            queue.retain(|seat| {
-                let take = mates.len() < self.max_batch - 1 && seat.carry.get().is_none();
-                if take {
-                    mates.push(seat.clone());
-                }
-                !take
-            });
-            mates
+            let n = queue.len().min(self.max_batch - 1);
+            queue.drain(..n).collect()
         };
         let mut ops = vec![own];
         let mut carried = Vec::with_capacity(mates.len());
@@ -267,29 +239,7 @@ impl<Op, Reply, P: Parking> Coalescer<Op, Reply, P> {
                 Err(e)
             }
         };
-        // A seat already handed a flight carries the queue when it next looks: a second one
-        // handed now would split the queue between two calls, so this flight is let go.
-        let next = {
-            let queue = self.queue.borrow();
-            let handed = queue.iter().any(|s| s.carry.get().is_some_and(|h| h.by > back));
-            if handed {
-                None
-            } else {
-                queue.iter().find(|s| s.carry.get().is_none()).cloned()
-            }
-        };
-        match next {
-            Some(next) => {
-                // It starts the next call in its own request when it next looks; until it
-                // does, the flight is its, and arrivals that find no flight free queue.
-                // A waiter looks again within its nap, which is at most the calls' duration
-                // or MAX_NAP_MS; the rest is room for timers that run late in a busy isolate.
-                let by = back.saturating_add(self.call_ms.get() + MAX_NAP_MS + HANDOFF_SLACK_MS);
-                self.flights.borrow_mut().hold(flight, back, by);
-                next.carry.set(Some(Handoff { flight, by }));
-            }
-            None => self.flights.borrow_mut().release(flight, back),
-        }
+        self.flights.borrow_mut().release(flight, back);
         mine
     }
 
@@ -417,6 +367,20 @@ mod tests {
 
     type Task<'a> = Pin<Box<dyn Future<Output = Result<u32, StoreError>> + 'a>>;
 
+    /// The batches sent, each in order of its checks (the one that carried it may have been
+    /// anywhere in the queue).
+    fn sorted(batches: &RefCell<Vec<Vec<u32>>>) -> Vec<Vec<u32>> {
+        batches
+            .borrow()
+            .iter()
+            .map(|b| {
+                let mut b = b.clone();
+                b.sort();
+                b
+            })
+            .collect()
+    }
+
     /// Polls every task in turn until all are done; tasks join at the round given, and the
     /// clock reads the round.
     fn run_all<'a>(clock: &Flags, mut tasks: Vec<(u32, Task<'a>)>) -> Vec<Result<u32, StoreError>> {
@@ -449,7 +413,7 @@ mod tests {
         let answers = run_all(&clock, tasks);
         assert_eq!(answers, (1..=6).map(|i| Ok(i * 10)).collect::<Vec<_>>(), "each its own answer");
         // The first goes alone; the five that came while it was in flight go in one call.
-        assert_eq!(*store.batches.borrow(), vec![vec![1], vec![2, 3, 4, 5, 6]]);
+        assert_eq!(sorted(&store.batches), vec![vec![1], vec![2, 3, 4, 5, 6]]);
         assert_eq!(c.carried(), Carried { calls: 2, ops: 6 });
     }
 
@@ -488,14 +452,14 @@ mod tests {
         let answers = run_all(&clock, tasks);
         assert_eq!(answers, (1..=6).map(|i| Ok(i * 10)).collect::<Vec<_>>(), "each its own answer");
         // Two go alone, in flight together; the four that came meanwhile go in one call.
-        assert_eq!(*store.batches.borrow(), vec![vec![1], vec![2], vec![3, 4, 5, 6]]);
+        assert_eq!(sorted(&store.batches), vec![vec![1], vec![2], vec![3, 4, 5, 6]]);
         assert_eq!(c.carried(), Carried { calls: 3, ops: 6 });
     }
 
     #[test]
-    fn a_seat_handed_a_flight_is_not_taken_by_another_carrier() {
-        // Two flights back one round apart: the first hands the front seat its flight, the
-        // second must not carry that seat as well (it would be sent twice).
+    fn with_two_flights_back_one_round_apart_every_check_is_sent_exactly_once() {
+        // Two flights come back one round apart while waiters look at different times: a
+        // check is taken by one carrier only (it would be sent twice otherwise).
         let clock = Flags::default();
         let store = Slow { rounds: 4, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
         let c: Coalescer<u32, u32, Flags> = Coalescer::new(clock.clone(), 100, 2, 2);
@@ -518,14 +482,14 @@ mod tests {
             .collect();
         assert_eq!(run_all(&clock, tasks), (1..=4).map(|i| Ok(i * 10)).collect::<Vec<_>>());
         // With two flights, impatient checks would have sent [1], [2], [3, 4].
-        assert_eq!(*store.batches.borrow(), vec![vec![1], vec![2, 3, 4]]);
+        assert_eq!(sorted(&store.batches), vec![vec![1], vec![2, 3, 4]]);
     }
 
     #[test]
     fn a_queue_whose_carriers_are_gone_is_carried_by_a_waiter_once_their_flights_expire() {
-        // The carrier's request is cancelled mid-call, and so is the seat it would have handed
-        // the flight to: once the flight's deadline passes, a waiter finds nothing in flight
-        // and carries the queue itself, long before its own wait is over.
+        // The carrier's request is cancelled mid-call: once the flight's deadline passes, a
+        // waiter finds nothing in flight and carries the queue itself, long before its own
+        // wait is over.
         let clock = Flags::default();
         let store = Slow { rounds: 2, batches: RefCell::new(Vec::new()), fail: Cell::new(false) };
         let c: Coalescer<u32, u32, Flags> = Coalescer::new(clock.clone(), 10, 8, 1);
@@ -536,7 +500,7 @@ mod tests {
             (2..5u32).map(|i| (1, Box::pin(c.run(i, 1, false, |ops| store.send(ops))) as Task)).collect();
         let started = clock.0.get();
         assert_eq!(run_all(&clock, tasks), vec![Ok(20), Ok(30), Ok(40)]);
-        assert_eq!(*store.batches.borrow(), vec![vec![2, 3, 4]], "one call for the three");
+        assert_eq!(sorted(&store.batches), vec![vec![2, 3, 4]], "one call for the three");
         assert!(clock.0.get() - started < 20, "answered after the flight's deadline (10), not at the wait's end (21)");
         // And a check arriving after the stuck call's deadline goes at once, on its own.
         let late: Task = Box::pin(c.run(5, 30, false, |ops| store.send(ops)));
