@@ -39,6 +39,8 @@ const ORIGIN_URL = origin.url;
 const upstash = { UPSTASH_REDIS_REST_URL: LU_URL, UPSTASH_REDIS_REST_TOKEN: LU_TOKEN };
 const LIMITER = path.join(OUT, "index.js");
 const PEER = path.join(OUT, "peer/worker.js");
+// The JavaScript forwarding floor of the benchmark (case 1j), as it is: it needs no build.
+const FLOOR_JS = path.join(ROOT, "bench/bare-js/worker.js");
 // The peer runs right after case a, the load it is compared with, so that both meet the machine alike.
 const CASES = [
   { id: "a", name: "edge-limiter, local Upstash, a new subject per request (all allowed); bench case 3", script: LIMITER, wasm: true,
@@ -49,6 +51,9 @@ const CASES = [
     bindings: { ORIGIN_URL, POLICY, ...upstash }, lua: "one.lua" },
   { id: "c", name: "edge-limiter, memory store, a new subject per request; bench case 2", script: LIMITER, wasm: true,
     bindings: { ORIGIN_URL, POLICY }, lua: "unique.lua" },
+  // Right after case c, the load the memory store's aim compares with it.
+  { id: "j", name: "the JavaScript forwarding floor (bench/bare-js), the same load; bench case 1j", script: FLOOR_JS, wasm: false,
+    floor: true, bindings: { ORIGIN_URL }, lua: "unique.lua" },
 ];
 
 // ---- the load (wrk, as in bench/run.mjs) ----------------------------------------------------
@@ -141,6 +146,7 @@ export const CATEGORIES = [
   ["ours-deps", "our code's own dependencies (sha2, hmac, getrandom...) (wasm)"],
   ["std", "Rust std, alloc, fmt and the allocator (wasm)"],
   ["peer", "the peer's JavaScript: @upstash/ratelimit, @upstash/redis and its Worker"],
+  ["floor-js", "the floor's JavaScript: bench/bare-js/worker.js"],
   ["other-js", "other JavaScript"],
 ];
 const LABEL = Object.fromEntries(CATEGORIES);
@@ -247,6 +253,7 @@ export function analyse(profile, { script, kind }) {
     }
     const own = f.url.endsWith(path.basename(script));
     if (!own) return "other-js";
+    if (kind === "floor") return "floor-js";
     if (kind !== "wasm") return "peer";
     if (RUNTIME_JS.has(f.functionName)) return "ours-js";
     return /^(__wbg_|__wbindgen_)/.test(f.functionName) ? "glue-imports" : "glue-js";
@@ -351,7 +358,7 @@ async function profileCase(c) {
     const user = inspectors.findIndex((i) => i.id.startsWith("core:user:"));
     const profile = profiles[user].profile;
     writeFileSync(path.join(OUT, `${c.id}.cpuprofile`), JSON.stringify(profile));
-    const result = analyse(profile, { script: c.script, kind: c.wasm ? "wasm" : "js" });
+    const result = analyse(profile, { script: c.script, kind: c.wasm ? "wasm" : c.floor ? "floor" : "js" });
     // Miniflare's own isolates: how much of workerd's CPU they take, for the account of the rest.
     const others = inspectors.map((i, k) => ({ id: i.id, busyUs: busyOf(profiles[k].profile) }))
       .filter((o, k) => k !== user && o.busyUs > 0);
@@ -368,7 +375,8 @@ const pct = (v, of) => (of ? `${f((v / of) * 100)} %` : "");
 function categoryTable(r) {
   const wasmOnly = ["glue-imports", "glue-js", "crossings", "glue-wasm", "ours-js", "ours", "ours-deps", "std"];
   const shown = CATEGORIES.filter(([k]) => r.categories[k] > 0 ||
-    (r.wasm ? !["peer", "other-js"].includes(k) : !wasmOnly.includes(k) && k !== "other-js"));
+    (r.wasm ? !["peer", "floor-js", "other-js"].includes(k)
+      : !wasmOnly.includes(k) && k !== "other-js" && k !== (r.floor ? "peer" : "floor-js")));
   const rows = shown.map(([k, label]) => [label, f(r.categories[k] / 1000), pct(r.categories[k], r.busyUs), f(r.categories[k] / r.load.requests, 1)]);
   rows.push(["**busy, all of the above**", `**${f(r.busyUs / 1000)}**`, "**100 %**", `**${f(r.busyUs / r.load.requests, 1)}**`]);
   rows.push(["(idle), not counted above", f(r.categories.idle / 1000), "", ""]);
