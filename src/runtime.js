@@ -52,6 +52,22 @@ export function readRequest(request, names) {
 }
 
 /**
+ * The country and ASN of `request.cf` as `country\nasn` (empty for absent). With `test`,
+ * `X-Test-Country` and `X-Test-Asn` stand in for them (a local run has no `cf`; only the
+ * end-to-end tests set the variable that turns this on).
+ */
+export function readGeo(request, test) {
+  const cf = request.cf;
+  let country = cf && cf.country ? String(cf.country) : "";
+  let asn = cf && cf.asn ? String(cf.asn) : "";
+  if (test) {
+    country = request.headers.get("x-test-country") ?? country;
+    asn = request.headers.get("x-test-asn") ?? asn;
+  }
+  return country.replace(/\n/g, "") + "\n" + asn.replace(/\n/g, "");
+}
+
+/**
  * POSTs a command body to Upstash's REST endpoint, aborted after `timeoutMs`. Resolves to
  * `status\nbody`; rejects with `timeout`, or `network: <why>`.
  */

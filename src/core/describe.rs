@@ -43,6 +43,26 @@ pub fn limit_in_words(a: &Algorithm) -> String {
     }
 }
 
+/// A list by how many entries of each kind it has (the entries are the operator's to see).
+fn list_in_words(l: &crate::core::lists::List, what: &str) -> String {
+    let kinds = [
+        (l.addresses.len(), "address or range", "addresses or ranges"),
+        (l.countries.len(), "country", "countries"),
+        (l.asns.len(), "ASN", "ASNs"),
+        (l.user_agents.len(), "user-agent pattern", "user-agent patterns"),
+    ];
+    let parts: Vec<String> = kinds
+        .iter()
+        .filter(|(n, ..)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+        .collect();
+    if parts.is_empty() {
+        "empty".to_string()
+    } else {
+        format!("{}: {what}", parts.join(", "))
+    }
+}
+
 pub fn describe(policy: &Policy) -> Value {
     let tier_name = |id| policy.tier(id).map_or("?", |t| t.name.as_str()).to_string();
     let tiers: Vec<Value> = policy
@@ -115,6 +135,10 @@ pub fn describe(policy: &Policy) -> Value {
         "tiers": tiers,
         "routes": routes,
         "identity": identity,
+        "lists": {
+            "block": list_in_words(&policy.lists.block, "refused with 403"),
+            "allow": list_in_words(&policy.lists.allow, "not limited"),
+        },
         "store": {
             "on_failure": s.on_failure.as_str(),
             "timeout_ms": s.timeout_ms,
@@ -152,9 +176,24 @@ mod tests {
         assert_eq!(d["routes"][2]["words"], "GET, HEAD /assets/: not limited");
         assert_eq!(d["routes"][5]["words"], "POST, PUT /upload: costs 5");
         assert!(d["identity"][1].as_str().unwrap().contains("2 key(s)"));
+        assert_eq!(d["lists"]["block"], "empty");
         for digest in p.identity.api_key.as_ref().unwrap().keys.iter().map(|(d, _)| d) {
             let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
             assert!(!text.contains(&hex), "no key digest in the description");
         }
+    }
+
+    #[test]
+    fn lists_are_told_by_their_counts_not_their_entries() {
+        let p = Policy::parse(
+            r#"{"tiers": {"anonymous": {"limits": {"b": "1/s"}}},
+                "block": {"addresses": ["203.0.113.0/24", "198.51.100.7"], "user_agents": ["*sqlmap*"]},
+                "allow": {"countries": ["DE"]}}"#,
+        )
+        .unwrap();
+        let d = describe(&p);
+        assert_eq!(d["lists"]["block"], "2 addresses or ranges, 1 user-agent pattern: refused with 403");
+        assert_eq!(d["lists"]["allow"], "1 country: not limited");
+        assert!(!d.to_string().contains("203.0.113"), "no entry is shown");
     }
 }

@@ -189,7 +189,7 @@ pub fn wide_subject(rules: &ClientIp, facts: &RequestFacts) -> Option<Subject> {
 }
 
 /// The client's address, IPv4-mapped IPv6 as IPv4.
-fn client_address(rules: &ClientIp, facts: &RequestFacts) -> Option<IpAddr> {
+pub fn client_address(rules: &ClientIp, facts: &RequestFacts) -> Option<IpAddr> {
     let from_header = facts.client_ip.and_then(|v| v.trim().parse::<IpAddr>().ok());
     let ip = from_header.or_else(|| {
         if !rules.trust_forwarded_for {

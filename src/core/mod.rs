@@ -8,6 +8,7 @@ pub mod decision;
 pub mod describe;
 pub mod forwarding;
 pub mod identity;
+pub mod lists;
 pub mod path;
 pub mod policy;
 pub mod rate;

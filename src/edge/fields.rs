@@ -17,11 +17,13 @@ pub struct Fields {
     /// `Access-Control-Request-Method`: with `Origin` and OPTIONS, a preflight.
     pub asks: Option<String>,
     upgrade: Option<String>,
+    /// `User-Agent`, read only when the policy's lists have user-agent patterns.
+    pub user_agent: Option<String>,
 }
 
 /// The fields every request is read for; the policy's own (the client address's field, the
 /// API key's) follow them.
-const READ: [&str; 8] = [
+const READ: [&str; 9] = [
     "x-forwarded-for",
     "authorization",
     "accept",
@@ -31,14 +33,19 @@ const READ: [&str; 8] = [
     // Placeholders replaced by the policy's names (see `names`).
     "",
     "",
+    "",
 ];
 
-fn names(policy: Option<&Policy>) -> [&str; 8] {
+fn names(policy: Option<&Policy>) -> [&str; 9] {
     let mut names = READ;
     if let Some(p) = policy {
         names[6] = &p.identity.client_ip.header;
         if let Some(k) = &p.identity.api_key {
             names[7] = &k.header;
+        }
+        let lists = [&p.lists.block, &p.lists.allow];
+        if lists.iter().any(|l| !l.user_agents.is_empty()) {
+            names[8] = "user-agent";
         }
     }
     names
@@ -47,7 +54,7 @@ fn names(policy: Option<&Policy>) -> [&str; 8] {
 impl Fields {
     /// The fields through a lookup by (lowercase or not) name.
     fn from_lookup(policy: Option<&Policy>, text: impl Fn(&str) -> Option<String>) -> Fields {
-        let [forwarded_for, authorization, accept, origin, asks, upgrade, ip, key] = names(policy);
+        let [forwarded_for, authorization, accept, origin, asks, upgrade, ip, key, agent] = names(policy);
         let named = |n: &str| if n.is_empty() { None } else { text(n) };
         Fields {
             client_ip: named(ip),
@@ -58,6 +65,7 @@ impl Fields {
             origin: text(origin),
             asks: text(asks),
             upgrade: text(upgrade),
+            user_agent: named(agent),
         }
     }
 

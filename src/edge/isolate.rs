@@ -60,8 +60,14 @@ pub struct Isolate {
     /// credentials are refused unjudged, so a guesser learns nothing from a right guess.
     pub lockouts: DenyCache,
     pub started_at: u64,
+    /// `TEST_GEO_HEADERS` is set: `X-Test-Country` and `X-Test-Asn` stand for `request.cf`'s
+    /// country and ASN, which a local run lacks. For the end-to-end tests only: a client could
+    /// claim any country with them, so it is never set in wrangler.toml.
+    pub test_geo: bool,
     allowed: Cell<u64>,
     denied: Cell<u64>,
+    blocked: Cell<u64>,
+    allow_listed: Cell<u64>,
 }
 
 thread_local! {
@@ -119,8 +125,11 @@ impl Isolate {
             store,
             lockouts,
             started_at: js_sys::Date::now() as u64,
+            test_geo: env_text(env, "TEST_GEO_HEADERS").is_some(),
             allowed: Cell::new(0),
             denied: Cell::new(0),
+            blocked: Cell::new(0),
+            allow_listed: Cell::new(0),
         }
     }
 
@@ -172,9 +181,22 @@ impl Isolate {
         self.denied.set(self.denied.get() + 1);
     }
 
+    pub fn count_blocked(&self) {
+        self.blocked.set(self.blocked.get() + 1);
+    }
+
+    pub fn count_allow_listed(&self) {
+        self.allow_listed.set(self.allow_listed.get() + 1);
+    }
+
     /// Requests allowed and denied since the isolate started.
     pub fn counts(&self) -> (u64, u64) {
         (self.allowed.get(), self.denied.get())
+    }
+
+    /// Requests blocked by the block list, and passed unlimited by the allow list.
+    pub fn listed(&self) -> (u64, u64) {
+        (self.blocked.get(), self.allow_listed.get())
     }
 }
 

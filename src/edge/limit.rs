@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! handle ─ policy broken? ──────────────────────────────► 500 invalid-policy
+//!        ─ on the block list? ──────────────────────────► 403 blocked
+//!        ─ on the allow list? ──────────────────────────► forward, unlimited
 //!        ─ preflight not charged? ─ preflights' limits ─► forward, or 429
 //!        ─ protect ─ locked out? ───────────────────────► 429
 //!                  ─ identify ─ bad credential ─────────► guard: 401, or 429
@@ -20,9 +22,11 @@ use super::respond::{jitter_ms, with_cors, Reply};
 use crate::core::algorithm::Decision;
 use crate::core::cors::is_preflight;
 use crate::core::decision::{admitted_fields, problem, store_unavailable, too_many_requests, unauthorized, Backend};
-use crate::core::identity::{failure_subject, identify, presents_credential, wide_subject, CallerKind};
+use crate::core::identity::{client_address, failure_subject, identify, presents_credential, wide_subject, CallerKind};
+use crate::core::lists::{Listed, Visitor};
 use crate::core::policy::{Plan, Policy, Tier};
 use crate::core::subject::Subject;
+use crate::runtime;
 use crate::store::CheckRequest;
 
 /// The limiter's own answers get the policy's CORS fields (`respond::with_cors`); the
@@ -44,6 +48,24 @@ pub async fn handle(
             return with_cors(Reply::Own(answer), iso.cors(), origin);
         }
     };
+    if !policy.lists.is_empty() {
+        match listed(req, policy, fields, iso) {
+            Listed::Blocked(_) => {
+                // Counted, not logged: a blocked flood would flood the log. The entry that
+                // matched is the operator's to know; the caller learns only the refusal.
+                iso.count_blocked();
+                let detail = "This client is blocked by the service's operator.";
+                let answer = iso.answer(problem(403, "Forbidden", detail, "blocked"));
+                return with_cors(Reply::Own(answer), iso.cors(), origin);
+            }
+            Listed::Allowed(_) => {
+                iso.count_allow_listed();
+                let reply = forward(req, method, iso, target, fields, None, &[], origin).await?;
+                return with_cors(reply, iso.cors(), origin);
+            }
+            Listed::Neither => {}
+        }
+    }
     // As sent: extension methods (PROPFIND, PURGE...) keep their names for the route rules.
     if is_preflight(method, origin, || fields.asks.clone()) && !policy.cors.charge_preflight {
         // The browser asks the app whether it may: the app's answer, not charged to the
@@ -121,6 +143,21 @@ async fn protect(
     iso.count_allowed();
     let added = admitted_fields(tier, &decision, policy.headers, backend);
     forward(req, method, iso, target, fields, messages, &added, origin).await
+}
+
+/// Where the request stands with the policy's block and allow lists: its address as identity
+/// reads it, its user agent, and `request.cf`'s country and ASN (read only when a list names
+/// one).
+fn listed(req: &web_sys::Request, policy: &Policy, fields: &Fields, iso: &Isolate) -> Listed {
+    let facts = fields.facts(0);
+    let (country, asn) = if policy.lists.needs_geo() { runtime::geo(req, iso.test_geo) } else { (None, None) };
+    let visitor = Visitor {
+        address: client_address(&policy.identity.client_ip, &facts),
+        country: country.as_deref(),
+        asn,
+        user_agent: fields.user_agent.as_deref(),
+    };
+    policy.lists.judge(&visitor)
 }
 
 /// Checks `cost` units of `tier`'s limits for `subject`: the decision and its backend when

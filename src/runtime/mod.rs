@@ -16,6 +16,8 @@ pub mod task;
 extern "C" {
     #[wasm_bindgen(js_name = readRequest)]
     fn read_request(request: &web_sys::Request, names: &str) -> String;
+    #[wasm_bindgen(js_name = readGeo)]
+    fn read_geo(request: &web_sys::Request, test: bool) -> String;
     #[wasm_bindgen(js_name = upstashPost)]
     fn upstash_post(url: &str, authorization: &str, body: &str, timeout_ms: u32) -> js_sys::Promise;
     #[wasm_bindgen(js_name = forward)]
@@ -66,6 +68,15 @@ pub fn read(request: &web_sys::Request, names: &[&str]) -> Read {
     let url = parts.next().unwrap_or_default().to_string();
     let values = parts.map(|v| (v != "\0").then(|| v.to_string())).collect();
     Read { method, url, values }
+}
+
+/// The request's country and ASN (`request.cf`), each when known; with `test`, the test
+/// harness's stand-in fields (`readGeo` in `runtime.js`).
+pub fn geo(request: &web_sys::Request, test: bool) -> (Option<String>, Option<u32>) {
+    let text = read_geo(request, test);
+    let (country, asn) = text.split_once('\n').unwrap_or((&text, ""));
+    let country = (!country.is_empty()).then(|| country.to_string());
+    (country, asn.trim().parse().ok())
 }
 
 /// Why an Upstash call got no answer.

@@ -110,6 +110,10 @@ pub struct Document {
     #[serde(deserialize_with = "by_name")]
     pub headers: Headers,
     pub store: Object<Store>,
+    /// Refused with 403 before anything else (`core::lists`).
+    pub block: Object<List>,
+    /// Exempt from every limit.
+    pub allow: Object<List>,
 }
 
 impl Default for Document {
@@ -124,7 +128,29 @@ impl Default for Document {
             routes: Vec::new(),
             headers: Headers::default(),
             store: Object::default(),
+            block: Object::default(),
+            allow: Object::default(),
         }
+    }
+}
+
+/// A block or allow list as written: each entry parsed on its own, so a bad one is reported
+/// at its index.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct List {
+    pub addresses: Vec<Parsed<crate::core::lists::Cidr>>,
+    pub countries: Vec<Parsed<crate::core::lists::Country>>,
+    pub asns: Vec<Whole<1, 4_294_967_295>>,
+    pub user_agents: Vec<Parsed<crate::core::lists::Pattern>>,
+}
+
+/// A string read through the type's `FromStr`, whose error is the message.
+pub struct Parsed<T>(pub T);
+
+impl<'de, T: std::str::FromStr<Err = String>> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map(Parsed).map_err(de::Error::custom)
     }
 }
 

@@ -167,6 +167,17 @@ mod tests {
             (r#"{"store": {"on_failure": "pray"}}"#, "store.on_failure", "`pray`"),
             (r#"{"store": {"timeout": "0ms"}}"#, "store.timeout", "at least 1 ms"),
             (r#"{"store": {"colour": 1}}"#, "store.colour", "unknown field"),
+            (
+                r#"{"block": {"addresses": ["10.0.0.0/8", "10.1.2.3/8"]}}"#,
+                "block.addresses[1]",
+                "bits set past its prefix",
+            ),
+            (r#"{"block": {"addresses": ["2001:db8::/200"]}}"#, "block.addresses[0]", "at most 128 bits"),
+            (r#"{"allow": {"countries": ["Germany"]}}"#, "allow.countries[0]", "two letters"),
+            (r#"{"block": {"asns": [0]}}"#, "block.asns[0]", "out of range"),
+            (r#"{"block": {"user_agents": ["**"]}}"#, "block.user_agents[0]", "every user agent"),
+            (r#"{"block": {"ips": ["10.0.0.1"]}}"#, "block.ips", "unknown field"),
+            (r#"{"allow": ["10.0.0.1"]}"#, "allow", "expected an object"),
         ] {
             let errs = errors(text);
             assert!(has(&errs, path, words), "no error at `{path}` saying `{words}` in:\n{}", errs.join("\n"));
@@ -206,6 +217,23 @@ mod tests {
             ),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn block_and_allow_lists_are_read_entry_by_entry() {
+        use crate::core::lists::{Listed, Visitor};
+        let p = Policy::parse(
+            r#"{"tiers": {"anonymous": {"limits": {"b": "1/s"}}},
+                "block": {"addresses": ["203.0.113.0/24", "2001:db8::/32"], "countries": ["kp"], "asns": [64496],
+                          "user_agents": ["*sqlmap*"]},
+                "allow": {"addresses": ["198.51.100.7"]}}"#,
+        )
+        .unwrap();
+        let at = |a: &str| Visitor { address: a.parse().ok(), ..Visitor::default() };
+        assert_eq!(p.lists.judge(&at("2001:db8::5")), Listed::Blocked("address 2001:db8::/32".into()));
+        assert_eq!(p.lists.judge(&at("198.51.100.7")), Listed::Allowed("address 198.51.100.7/32".into()));
+        assert!(p.lists.needs_geo());
+        assert!(Policy::example().lists.is_empty(), "the example blocks and allows nobody");
     }
 
     #[test]

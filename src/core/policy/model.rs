@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::core::algorithm::Algorithm;
 use crate::core::cors::Cors;
+use crate::core::lists::Lists;
 use crate::core::path::PathOptions;
 
 /// The policy the Worker runs when none is configured: three tiers and a few routes.
@@ -34,6 +35,8 @@ pub struct Policy {
     pub routes: Vec<Route>,
     pub headers: HeaderStyle,
     pub store: StoreSettings,
+    /// Block and allow lists, looked at before anything else.
+    pub lists: Lists,
 }
 
 #[derive(Clone, Debug, PartialEq)]

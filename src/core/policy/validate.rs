@@ -14,7 +14,18 @@ use super::model::{
 };
 use crate::core::algorithm::MAX_LIMITS;
 use crate::core::cors::Cors;
+use crate::core::lists::{List, Lists};
 use crate::core::path::{normalize_prefix, PathOptions};
+
+/// A list as the model holds it: every entry was parsed on its own while reading.
+fn list(l: &doc::List) -> List {
+    List {
+        addresses: l.addresses.iter().map(|e| e.0).collect(),
+        countries: l.countries.iter().map(|e| e.0.clone()).collect(),
+        asns: l.asns.iter().map(|e| e.0 as u32).collect(),
+        user_agents: l.user_agents.iter().map(|e| e.0.clone()).collect(),
+    }
+}
 
 /// The model of a document, or every problem found in it.
 pub fn policy(d: &Document) -> Result<Policy, PolicyErrors> {
@@ -112,6 +123,7 @@ impl Validator {
             routes: routes.into_iter().collect::<Option<Vec<Route>>>()?,
             headers,
             store,
+            lists: Lists { block: list(&d.block), allow: list(&d.allow) },
         })
     }
 
