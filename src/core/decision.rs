@@ -61,6 +61,24 @@ pub fn admitted_fields(
     fields
 }
 
+/// Marks an answer the origin gave to a request that its limits would have refused, had
+/// they not been in shadow (policy `shadow`).
+pub const SHADOW_HEADER: &str = "X-Limiter-Shadow";
+
+/// The fields of a request passed in shadow although its limits would refuse it: the
+/// decision's rate-limit fields as they are (nothing left, when the limits reset), and
+/// `X-Limiter-Shadow: denied`.
+pub fn shadow_fields(
+    tier: &Tier,
+    decision: &Decision,
+    style: HeaderStyle,
+    backend: Backend,
+) -> Vec<(&'static str, String)> {
+    let mut fields = admitted_fields(tier, decision, style, backend);
+    fields.push((SHADOW_HEADER, "denied".to_string()));
+    fields
+}
+
 /// Whole seconds, rounded up: a client that waits this long is never early.
 pub fn ceil_secs(ms: u64) -> u64 {
     ms.div_ceil(1000)

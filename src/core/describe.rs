@@ -79,6 +79,7 @@ pub fn describe(policy: &Policy) -> Value {
                     "window_s": l.algorithm.window_ms().div_ceil(1000),
                     "words": limit_in_words(&l.algorithm),
                 })).collect::<Vec<_>>(),
+                "shadow": t.shadow || policy.shadow,
                 "lease": if t.lease.on() {
                     json!({ "max": t.lease.max, "ttl_ms": t.lease.ttl_ms })
                 } else {
@@ -107,7 +108,7 @@ pub fn describe(policy: &Policy) -> Value {
             json!({
                 "path": r.path_prefix,
                 "methods": r.methods,
-                "words": format!("{methods} {}{who}: {what}", r.path_prefix),
+                "words": format!("{methods} {}{who}: {what}{}", r.path_prefix, if r.shadow { " (in shadow)" } else { "" }),
             })
         })
         .collect();
@@ -135,6 +136,7 @@ pub fn describe(policy: &Policy) -> Value {
         "tiers": tiers,
         "routes": routes,
         "identity": identity,
+        "shadow": policy.shadow,
         "lists": {
             "block": list_in_words(&policy.lists.block, "refused with 403"),
             "allow": list_in_words(&policy.lists.allow, "not limited"),

@@ -3,6 +3,7 @@
 //! the counts the dashboard shows.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
@@ -68,7 +69,13 @@ pub struct Isolate {
     denied: Cell<u64>,
     blocked: Cell<u64>,
     allow_listed: Cell<u64>,
+    shadow_denied: Cell<u64>,
+    /// Subjects whose shadow denial has been logged, so the log gets a line per subject and
+    /// not per request; forgotten all at once when it reaches [`SHADOW_LOGGED_MAX`].
+    shadow_logged: RefCell<HashSet<String>>,
 }
+
+const SHADOW_LOGGED_MAX: usize = 10_000;
 
 thread_local! {
     static ISOLATE: RefCell<Option<Rc<Isolate>>> = const { RefCell::new(None) };
@@ -130,6 +137,8 @@ impl Isolate {
             denied: Cell::new(0),
             blocked: Cell::new(0),
             allow_listed: Cell::new(0),
+            shadow_denied: Cell::new(0),
+            shadow_logged: RefCell::new(HashSet::new()),
         }
     }
 
@@ -192,6 +201,25 @@ impl Isolate {
     /// Requests allowed and denied since the isolate started.
     pub fn counts(&self) -> (u64, u64) {
         (self.allowed.get(), self.denied.get())
+    }
+
+    /// A request its limits would refuse, passed in shadow: counted, and logged the first
+    /// time for its subject (by digest, never the raw key or address).
+    pub fn shadow_denied(&self, tier: &str, limit: &str, digest: &str) {
+        self.shadow_denied.set(self.shadow_denied.get() + 1);
+        let mut logged = self.shadow_logged.borrow_mut();
+        if logged.len() >= SHADOW_LOGGED_MAX {
+            logged.clear();
+        }
+        if logged.insert(digest.to_string()) {
+            console_log!(
+                "edge-limiter: shadow: subject {digest} of tier {tier} would be denied by its limit {limit}; passed"
+            );
+        }
+    }
+
+    pub fn shadow_denials(&self) -> u64 {
+        self.shadow_denied.get()
     }
 
     /// Requests blocked by the block list, and passed unlimited by the allow list.

@@ -21,7 +21,9 @@ use super::proxy::{forward, Target};
 use super::respond::{jitter_ms, with_cors, Reply};
 use crate::core::algorithm::Decision;
 use crate::core::cors::is_preflight;
-use crate::core::decision::{admitted_fields, problem, store_unavailable, too_many_requests, unauthorized, Backend};
+use crate::core::decision::{
+    admitted_fields, problem, shadow_fields, store_unavailable, too_many_requests, unauthorized, Backend,
+};
 use crate::core::identity::{client_address, failure_subject, identify, presents_credential, wide_subject, CallerKind};
 use crate::core::lists::{Listed, Visitor};
 use crate::core::policy::{Plan, Policy, Tier};
@@ -73,7 +75,7 @@ pub async fn handle(
         // around them.
         let now = js_sys::Date::now() as u64;
         let address = failure_subject(&policy.identity.client_ip, &fields.facts(now));
-        if let Err(refused) = checked(iso, policy, &policy.preflights, &address, now, 1, false).await {
+        if let Err(refused) = checked(iso, policy, &policy.preflights, &address, now, 1, false, policy.shadow).await {
             return with_cors(Reply::Own(refused), iso.cors(), origin);
         }
         return forward(req, method, iso, target, fields, None, &[], None).await;
@@ -120,8 +122,10 @@ async fn protect(
             }
         },
     };
+    // In shadow, a denial is reported and the request passes (`checked` says which).
+    let shadow = policy.in_shadow(tier, rule);
     let (mut tier, mut decision, mut backend) =
-        match checked(iso, policy, tier, &caller.subject, now, cost, fields.html()).await {
+        match checked(iso, policy, tier, &caller.subject, now, cost, fields.html(), shadow).await {
             Ok((decision, backend)) => (tier, decision, backend),
             Err(refused) => return Ok(Reply::Own(refused)),
         };
@@ -130,7 +134,7 @@ async fn protect(
     let wide = policy.identity.client_ip.ipv6_wide.as_ref();
     if let (Some(net), CallerKind::Anonymous) = (wide, caller.kind) {
         if let Some(subject) = wide_subject(&policy.identity.client_ip, &facts) {
-            let (d, b) = match checked(iso, policy, &net.tier, &subject, now, cost, fields.html()).await {
+            let (d, b) = match checked(iso, policy, &net.tier, &subject, now, cost, fields.html(), shadow).await {
                 Ok(answer) => answer,
                 Err(refused) => return Ok(Reply::Own(refused)),
             };
@@ -140,8 +144,12 @@ async fn protect(
             }
         }
     }
-    iso.count_allowed();
-    let added = admitted_fields(tier, &decision, policy.headers, backend);
+    let added = if decision.allowed() {
+        iso.count_allowed();
+        admitted_fields(tier, &decision, policy.headers, backend)
+    } else {
+        shadow_fields(tier, &decision, policy.headers, backend)
+    };
     forward(req, method, iso, target, fields, messages, &added, origin).await
 }
 
@@ -161,8 +169,9 @@ fn listed(req: &web_sys::Request, policy: &Policy, fields: &Fields, iso: &Isolat
 }
 
 /// Checks `cost` units of `tier`'s limits for `subject`: the decision and its backend when
-/// the request is admitted, else the answer to send (429, or 429 `store-unavailable` when
-/// the store fails and the policy says closed).
+/// the request is admitted, or denied in `shadow` (reported, not refused), else the answer to
+/// send (429, or 429 `store-unavailable` when the store fails and the policy says closed).
+#[allow(clippy::too_many_arguments)]
 async fn checked(
     iso: &Isolate,
     policy: &Policy,
@@ -171,12 +180,18 @@ async fn checked(
     now: u64,
     cost: u64,
     html: bool,
+    shadow: bool,
 ) -> std::result::Result<(Decision, Backend), web_sys::Response> {
     let digest = subject.digest();
     let verdict = iso.check(&CheckRequest::new(tier, &digest, now, cost)).await;
     let backend = verdict.backend;
     match verdict.decision {
         Ok(d) if d.allowed() => Ok((d, backend)),
+        Ok(d) if shadow => {
+            let limit = tier.limits.get(d.binding).map_or("?", |l| l.name.as_str());
+            iso.shadow_denied(&tier.name, limit, digest.as_str());
+            Ok((d, backend))
+        }
         Ok(d) => {
             iso.count_denied();
             Err(iso.answer(too_many_requests(tier, &d, policy.headers, html, jitter_ms()).decided_by(backend)))

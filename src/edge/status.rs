@@ -26,12 +26,13 @@ pub fn status(iso: &Isolate, now: u64, private: bool) -> Value {
     });
     let (allowed, denied) = iso.counts();
     let (blocked, allow_listed) = iso.listed();
+    let shadow_denied = iso.shadow_denials();
     json!({
         "limiter": "edge-limiter",
         "version": env!("CARGO_PKG_VERSION"),
         "now_ms": now,
         "isolate_started_ms": iso.started_at,
-        "requests": { "allowed": allowed, "denied": denied, "blocked": blocked, "allow_listed": allow_listed },
+        "requests": { "allowed": allowed, "denied": denied, "blocked": blocked, "allow_listed": allow_listed, "shadow_denied": shadow_denied },
         // The published demo keys work only in front of the demo origin; the dashboard
         // offers them only then.
         "demo_keys": iso.demo() && iso.policy().is_some(),

@@ -121,6 +121,7 @@ pub(crate) fn test_tier(name: &str, limit: &str, algorithm: Algorithm) -> Tier {
         description: String::new(),
         limits: vec![NamedLimit { name: limit.into(), algorithm }],
         lease: crate::core::policy::Leasing::OFF,
+        shadow: false,
     }
 }
 

@@ -110,6 +110,8 @@ pub struct Document {
     #[serde(deserialize_with = "by_name")]
     pub headers: Headers,
     pub store: Object<Store>,
+    /// Every tier and route in shadow: decided and reported, nothing refused.
+    pub shadow: bool,
     /// Refused with 403 before anything else (`core::lists`).
     pub block: Object<List>,
     /// Exempt from every limit.
@@ -128,6 +130,7 @@ impl Default for Document {
             routes: Vec::new(),
             headers: Headers::default(),
             store: Object::default(),
+            shadow: false,
             block: Object::default(),
             allow: Object::default(),
         }
@@ -184,6 +187,8 @@ pub struct Tier {
     /// Required, like [`Document::tiers`].
     pub limits: Option<Named<Limit>>,
     pub lease: Lease,
+    /// Decide, count and report, but refuse nothing.
+    pub shadow: bool,
 }
 
 /// A tier's `lease`: `"off"` (the default), `"auto"`, or `{"max": 16, "ttl": "1s"}`.
@@ -670,6 +675,7 @@ pub struct Route {
     pub exempt: bool,
     pub use_tier: Option<String>,
     pub websocket_messages: Option<Limit>,
+    pub shadow: bool,
 }
 
 /// A method or a non-empty array of them; none written means any.

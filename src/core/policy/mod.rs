@@ -237,6 +237,22 @@ mod tests {
     }
 
     #[test]
+    fn shadow_is_the_policy_s_the_tier_s_or_the_route_s() {
+        let p = Policy::parse(
+            r#"{"tiers": {"anonymous": {"limits": {"b": "1/s"}}, "beta": {"limits": {"b": "1/s"}, "shadow": true}},
+                "routes": [{"path": "/try", "shadow": true}, {"path": "/x", "cost": 1}]}"#,
+        )
+        .unwrap();
+        let (anonymous, beta) = (&p.tiers[0], &p.tiers[1]);
+        assert!(!p.in_shadow(anonymous, None) && p.in_shadow(beta, None));
+        assert!(p.in_shadow(anonymous, Some(&p.routes[0])) && !p.in_shadow(anonymous, Some(&p.routes[1])));
+        let all = Policy::parse(r#"{"shadow": true, "tiers": {"anonymous": {"limits": {"b": "1/s"}}}}"#).unwrap();
+        assert!(all.in_shadow(&all.tiers[0], None));
+        assert!(!Policy::example().shadow && Policy::example().tiers.iter().all(|t| !t.shadow));
+        assert!(has(&errors(r#"{"shadow": "yes"}"#), "shadow", "expected a boolean"));
+    }
+
+    #[test]
     fn structural_mistakes_are_caught() {
         assert!(errors("{").iter().any(|e| e.contains("not valid JSON")));
         assert!(errors("[]")[0].contains("expected an object"));

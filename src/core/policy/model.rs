@@ -37,6 +37,8 @@ pub struct Policy {
     pub store: StoreSettings,
     /// Block and allow lists, looked at before anything else.
     pub lists: Lists,
+    /// Everything in shadow: denials reported, nothing refused.
+    pub shadow: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +49,9 @@ pub struct Tier {
     pub limits: Vec<NamedLimit>,
     /// Whether its busy subjects take units ahead, and how many.
     pub lease: Leasing,
+    /// In shadow: its denials are reported (fields, counts, a log line per subject) but the
+    /// request passes.
+    pub shadow: bool,
 }
 
 /// How a tier's busy subjects lease units ahead (policy `lease`): at most `max` units at a
@@ -161,6 +166,8 @@ pub struct Route {
     /// For WebSockets opened on this route: how many messages a client may send per
     /// connection (a limit like `"20/s"`); past it the connection is closed with 1008.
     pub websocket_messages: Option<Algorithm>,
+    /// In shadow, as a tier can be: for requests this rule matches.
+    pub shadow: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,6 +265,12 @@ impl Policy {
     }
 
     /// What the rule found by [`Policy::rule`] (or none) does with a request by `caller_tier`.
+    /// Whether a denial of `tier`'s limits under `rule` is only reported: the whole policy,
+    /// the tier or the route rule is in shadow.
+    pub fn in_shadow(&self, tier: &Tier, rule: Option<&Route>) -> bool {
+        self.shadow || tier.shadow || rule.is_some_and(|r| r.shadow)
+    }
+
     pub fn plan_of(rule: Option<&Route>, caller_tier: TierId) -> Plan {
         match rule.map(|r| r.action) {
             Some(RouteAction::Exempt) => Plan::Exempt,

@@ -124,6 +124,7 @@ impl Validator {
             headers,
             store,
             lists: Lists { block: list(&d.block), allow: list(&d.allow) },
+            shadow: d.shadow,
         })
     }
 
@@ -153,7 +154,13 @@ impl Validator {
             Some(l) => self.limits(l, &lpath),
             None => self.fail(&lpath, "missing; a tier needs at least one limit"),
         };
-        Some(Tier { name: name?, description: t.description.clone(), limits: limits?, lease: t.lease.0 })
+        Some(Tier {
+            name: name?,
+            description: t.description.clone(),
+            limits: limits?,
+            lease: t.lease.0,
+            shadow: t.shadow,
+        })
     }
 
     fn limits(&mut self, l: &Named<Limit>, path: &str) -> Option<Vec<NamedLimit>> {
@@ -172,7 +179,7 @@ impl Validator {
     /// Limits of their own under a reserved tier name (failed credentials, preflights).
     fn own_tier(&mut self, limits: &Named<Limit>, path: &str, name: &str, description: &str) -> Option<Tier> {
         let limits = self.limits(limits, path)?;
-        Some(Tier { name: name.into(), description: description.into(), limits, lease: Leasing::OFF })
+        Some(Tier { name: name.into(), description: description.into(), limits, lease: Leasing::OFF, shadow: false })
     }
 
     fn identity(&mut self, i: &doc::Identity, path: &str, tiers: &Tiers) -> Option<Identity> {
@@ -236,6 +243,7 @@ impl Validator {
             description: "Anonymous callers, per wider IPv6 network".into(),
             limits: limits?,
             lease: Leasing::OFF,
+            shadow: false,
         };
         Some(WideNet { prefix: prefix?, tier })
     }
@@ -341,6 +349,7 @@ impl Validator {
             tiers: filter,
             action,
             websocket_messages: r.websocket_messages.map(|l| l.0),
+            shadow: r.shadow,
         })
     }
 }
