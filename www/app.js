@@ -50,6 +50,8 @@ async function refresh() {
   text($("breaker-state"), s.breaker.state + (s.breaker.trips ? ` (${s.breaker.trips} trips)` : ""));
   text($("live-allowed"), status.requests.allowed);
   text($("live-denied"), status.requests.denied);
+  const r = status.requests;
+  text($("live-listed"), `${r.blocked ?? 0} / ${r.allow_listed ?? 0} / ${r.shadow_denied ?? 0}`);
   text($("store-calls"), `${s.calls} / ${s.failures}`);
   text($("deny-hits"), s.deny_cache ? s.deny_cache.hits : "off");
   text($("last-failure"), s.last_failure ? `Last store failure: ${s.last_failure.class}, ${Math.round(s.last_failure.ago_ms / 1000)} s ago.` : "");

@@ -183,6 +183,8 @@ test("in Chromium: the try-it panel fires a burst past the anonymous capacity an
     assert.ok(colours.red > 100 && colours.green > 100, JSON.stringify(colours));
     // The live counts (refreshed after the burst) include the denials.
     await page.waitForFunction((n) => Number(document.getElementById("live-denied").textContent) >= n, denied);
+    // The lists' and shadow's counts: this policy blocks, allows and shadows nobody.
+    assert.equal(await page.textContent("#live-listed"), "0 / 0 / 0");
     mkdirSync(path.join(ROOT, "build"), { recursive: true });
     const shot = path.join(ROOT, "build/dashboard.png");
     await page.screenshot({ path: shot, fullPage: true });
