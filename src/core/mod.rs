@@ -12,6 +12,7 @@ pub mod lists;
 pub mod path;
 pub mod policy;
 pub mod rate;
+pub mod service;
 pub mod subject;
 
 #[cfg(test)]

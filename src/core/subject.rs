@@ -17,11 +17,14 @@ pub enum Subject {
     Key(String),
     /// A verified JWT's subject claim.
     Token(String),
+    /// A name an app gave through the decision API (a user id, a tenant): its own
+    /// namespace, never the same bucket as an edge subject.
+    App(String),
 }
 
 impl Subject {
     /// The digest store keys carry instead of the subject: 128 bits of SHA-256 of its text
-    /// form (`ip:203.0.113.7`, `ip:unknown`, `key:<hex>`, `jwt:<sub>`), hex.
+    /// form (`ip:203.0.113.7`, `ip:unknown`, `key:<hex>`, `jwt:<sub>`, `app:<name>`), hex.
     pub fn digest(&self) -> SubjectDigest {
         SubjectDigest(digest_of(&self.to_string()))
     }
@@ -38,6 +41,7 @@ impl fmt::Display for Subject {
             Subject::UnknownAddress => f.write_str("ip:unknown"),
             Subject::Key(digest) => write!(f, "key:{digest}"),
             Subject::Token(sub) => write!(f, "jwt:{sub}"),
+            Subject::App(name) => write!(f, "app:{name}"),
         }
     }
 }
@@ -50,6 +54,7 @@ impl PartialEq<&str> for Subject {
             (Subject::Address(net), Some(("ip", text))) => net == text,
             (Subject::Key(digest), Some(("key", text))) => digest == text,
             (Subject::Token(sub), Some(("jwt", text))) => sub == text,
+            (Subject::App(name), Some(("app", text))) => name == text,
             _ => false,
         }
     }

@@ -54,13 +54,39 @@ pub async fn failed_credential(
     }
 }
 
-/// `None` when the request carries the admin token; otherwise the answer to give: 404 when
-/// the API is off, 401 for a missing or wrong token (a wrong one charged to the caller's
-/// address), 429 once the address has used up its failed-credential limits.
+/// Which bearer token a page takes.
+#[derive(Clone, Copy)]
+pub enum Token {
+    /// `ADMIN_TOKEN`: the admin API, and `status.json` in front of a real origin.
+    Admin,
+    /// `SERVICE_TOKEN`: the decision API for apps.
+    Service,
+}
+
+/// `None` when the request carries the admin token; otherwise the answer to give (see
+/// [`bearer`]).
 pub async fn admin_token(req: &Request, fields: &Fields, iso: &Isolate, what: &str, now: u64) -> Option<Answer> {
-    let token = match &iso.admin_token {
+    bearer(req, fields, iso, Token::Admin, what, now).await
+}
+
+/// `None` when the request carries the `which` token; otherwise the answer to give: 404 when
+/// its API is off, 401 for a missing or wrong token (a wrong one charged to the caller's
+/// address), 429 once the address has used up its failed-credential limits.
+pub async fn bearer(
+    req: &Request,
+    fields: &Fields,
+    iso: &Isolate,
+    which: Token,
+    what: &str,
+    now: u64,
+) -> Option<Answer> {
+    let (token, name, kind) = match which {
+        Token::Admin => (&iso.admin_token, "ADMIN_TOKEN", "admin"),
+        Token::Service => (&iso.service_token, "SERVICE_TOKEN", "service"),
+    };
+    let token = match token {
         Ok(t) => t,
-        Err(why) => return Some(iso.answer(problem(404, "Not Found", why, "admin"))),
+        Err(why) => return Some(iso.answer(problem(404, "Not Found", why, kind))),
     };
     let judged = iso.policy().map(|p| (p, failure_subject(&p.identity.client_ip, &fields.facts(now))));
     if let Some((p, address)) = &judged {
@@ -72,10 +98,10 @@ pub async fn admin_token(req: &Request, fields: &Fields, iso: &Isolate, what: &s
     if authorized(header.as_deref(), token) {
         return None;
     }
-    let r = unauthorized(&format!("{what} needs `Authorization: Bearer <ADMIN_TOKEN>`."), "admin");
+    let r = unauthorized(&format!("{what} needs `Authorization: Bearer <{name}>`."), kind);
     // No token at all is a question, not a guess: only a wrong one is charged.
     let Some(_) = header else { return Some(iso.answer(r)) };
-    console_log!("edge-limiter: {what}: refused (wrong admin token)");
+    console_log!("edge-limiter: {what}: refused (wrong {kind} token)");
     Some(match judged {
         Some((p, address)) => failed_credential(iso, p, &address, now, fields.html(), r).await,
         None => iso.answer(r),

@@ -55,6 +55,8 @@ pub struct Isolate {
     docs_moved: Option<String>,
     /// `Ok(token)` when the admin API is on, else why it is off.
     pub admin_token: std::result::Result<String, &'static str>,
+    /// `Ok(token)` when the decision API for apps is on (`SERVICE_TOKEN`), else why it is off.
+    pub service_token: std::result::Result<String, &'static str>,
     pub jwt_secret: Option<Vec<u8>>,
     pub store: Hybrid<UpstashStore<FetchTransport>>,
     /// Addresses that have used up their failed-credential limits, until when: their
@@ -70,12 +72,22 @@ pub struct Isolate {
     blocked: Cell<u64>,
     allow_listed: Cell<u64>,
     shadow_denied: Cell<u64>,
+    service: Cell<ServiceCounts>,
     /// Subjects whose shadow denial has been logged, so the log gets a line per subject and
     /// not per request; forgotten all at once when it reaches [`SHADOW_LOGGED_MAX`].
     shadow_logged: RefCell<HashSet<String>>,
 }
 
 const SHADOW_LOGGED_MAX: usize = 10_000;
+
+/// What the decision API answered in this isolate.
+#[derive(Clone, Copy, Default)]
+pub struct ServiceCounts {
+    pub checks: u64,
+    /// Checks answered "not allowed" (or 503 when the store failed closed).
+    pub denied: u64,
+    pub refunds: u64,
+}
 
 thread_local! {
     static ISOLATE: RefCell<Option<Rc<Isolate>>> = const { RefCell::new(None) };
@@ -128,6 +140,7 @@ impl Isolate {
             },
             dashboard,
             admin_token: admin_token(env),
+            service_token: service_token(env),
             jwt_secret,
             store,
             lockouts,
@@ -138,6 +151,7 @@ impl Isolate {
             blocked: Cell::new(0),
             allow_listed: Cell::new(0),
             shadow_denied: Cell::new(0),
+            service: Cell::new(ServiceCounts::default()),
             shadow_logged: RefCell::new(HashSet::new()),
         }
     }
@@ -220,6 +234,16 @@ impl Isolate {
 
     pub fn shadow_denials(&self) -> u64 {
         self.shadow_denied.get()
+    }
+
+    pub fn count_service(&self, f: impl FnOnce(&mut ServiceCounts)) {
+        let mut c = self.service.get();
+        f(&mut c);
+        self.service.set(c);
+    }
+
+    pub fn service_counts(&self) -> ServiceCounts {
+        self.service.get()
     }
 
     /// Requests blocked by the block list, and passed unlimited by the allow list.
@@ -320,6 +344,30 @@ fn admin_token(env: &Env) -> std::result::Result<String, &'static str> {
         }
         Some(t) => Ok(t.trim().to_string()),
     }
+}
+
+/// `SERVICE_TOKEN`, for the decision API: as long as the admin token, and never the same,
+/// so an app that holds it can ask for decisions but never reach the admin API.
+fn service_token(env: &Env) -> std::result::Result<String, &'static str> {
+    let token = match env_text(env, "SERVICE_TOKEN") {
+        None => return Err("The decision API is off: set the secret SERVICE_TOKEN to turn it on."),
+        Some(t) => t.trim().to_string(),
+    };
+    if token.len() < MIN_ADMIN_TOKEN {
+        console_error!(
+            "edge-limiter: configuration error: SERVICE_TOKEN is shorter than {MIN_ADMIN_TOKEN} characters, \
+             so the decision API stays off (make one with `openssl rand -hex 32`)"
+        );
+        return Err("The decision API is off: SERVICE_TOKEN is shorter than 32 characters.");
+    }
+    if env_text(env, "ADMIN_TOKEN").is_some_and(|a| a.trim() == token) {
+        console_error!(
+            "edge-limiter: configuration error: SERVICE_TOKEN is the same as ADMIN_TOKEN, so the decision API \
+             stays off: an app's token must not open the admin API"
+        );
+        return Err("The decision API is off: SERVICE_TOKEN must differ from ADMIN_TOKEN.");
+    }
+    Ok(token)
 }
 
 /// The dashboard prefix from `DASHBOARD_PATH`: `/__limiter/` by default, `off` for none.

@@ -4,13 +4,15 @@
 //! ```text
 //! handle (here) ─ path parsed once (proxy::Target) ─ bad ─► 400 invalid-path
 //!               ─ under DASHBOARD_PATH ─ admin/… ─────────► admin::handle
+//!                                      ─ v1/… ────────────► service::handle (apps ask)
 //!                                      ─ the rest ────────► dashboard::serve
 //!               ─ everything else ────────────────────────► limit::handle
 //!                    identify (core) ─ plan (core) ─ check (store) ─ fields (core)
 //!                    ─► proxy::forward to the origin, or the refusal (respond)
 //! ```
 //!
-//! Imports run one way: this router → the request paths (`limit`, `dashboard`, `admin`) →
+//! Imports run one way: this router → the request paths (`limit`, `dashboard`, `admin`,
+//! `service`) →
 //! `guard`, `proxy`, `status` → `isolate` → `respond`, the leaf that makes responses.
 //! Everything that can be decided without the runtime is decided in `core`; the runtime is
 //! reached through `crate::runtime`, one call per read, store call, forward or answer, so the
@@ -28,6 +30,7 @@ mod limit;
 mod proxy;
 mod relay;
 mod respond;
+mod service;
 mod status;
 
 use std::time::Duration;
@@ -66,7 +69,10 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
                 Some(route) if route.is_empty() || route.starts_with('/') => {
                     admin::handle(req, &fields, &iso, route.trim_start_matches('/'), now).await?
                 }
-                _ => dashboard::serve(req, &fields, &env, &iso, rest, now).await?,
+                _ => match rest.strip_prefix("v1/") {
+                    Some(route) => service::handle(req, &fields, &iso, route, now).await?,
+                    None => dashboard::serve(req, &fields, &env, &iso, rest, now).await?,
+                },
             };
             return Ok(Reply::Done(answer.into()));
         }

@@ -27,6 +27,7 @@ pub fn status(iso: &Isolate, now: u64, private: bool) -> Value {
     let (allowed, denied) = iso.counts();
     let (blocked, allow_listed) = iso.listed();
     let shadow_denied = iso.shadow_denials();
+    let service = iso.service_counts();
     json!({
         "limiter": "edge-limiter",
         "version": env!("CARGO_PKG_VERSION"),
@@ -35,6 +36,12 @@ pub fn status(iso: &Isolate, now: u64, private: bool) -> Value {
         "requests": { "allowed": allowed, "denied": denied, "blocked": blocked, "allow_listed": allow_listed, "shadow_denied": shadow_denied },
         // The published demo keys work only in front of the demo origin; the dashboard
         // offers them only then.
+        "service": {
+            "on": iso.service_token.is_ok(),
+            "checks": service.checks,
+            "denied": service.denied,
+            "refunds": service.refunds,
+        },
         "demo_keys": iso.demo() && iso.policy().is_some(),
         "store": {
             "primary": if store.has_primary() { "upstash" } else { "memory" },

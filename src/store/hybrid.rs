@@ -21,7 +21,7 @@ use super::lease::{Grant, LeaseBook, Unused};
 use super::memory::MemoryStore;
 use super::script::{Answer, Op};
 use super::{Backend, CheckRequest, Store, StoreError};
-use crate::core::algorithm::{Algorithm, Decision, LimitStatus, Millis};
+use crate::core::algorithm::{Algorithm, Decision, LimitStatus, Millis, Refund};
 use crate::core::policy::{FailMode, StoreSettings};
 
 /// A line for the Worker's log.
@@ -349,6 +349,42 @@ impl<P: Store> Hybrid<P> {
             }
             Some(_) => (self.memory.check_now(&peek), Backend::Fallback),
             None => (self.memory.check_now(&peek), Backend::Memory),
+        }
+    }
+
+    /// Gives back `units` taken at `granted_at` (the decision API's refund of an estimate that
+    /// was too high), where the check most likely took them: Upstash while it answers, else
+    /// this isolate's memory. Per limit, the whole units regained; a cached denial of the
+    /// subject is forgotten, since it may no longer hold.
+    pub async fn refund(
+        &self,
+        r: &CheckRequest<'_>,
+        units: u64,
+        granted_at: Millis,
+    ) -> (Result<Refund, StoreError>, Backend) {
+        if let Some(cache) = &self.denials {
+            cache.forget(&r.subject_key());
+        }
+        let limits: Vec<Algorithm> = r.limits().iter().map(|l| l.algorithm).collect();
+        let in_memory = |backend| (Ok(self.memory.refund_now(r, units, granted_at)), backend);
+        match &self.primary {
+            Some(primary) if matches!(self.breaker.state(), BreakerState::Closed { .. }) => {
+                let op = Op::Refund { limits: &limits, units, granted_at };
+                self.count(|c| c.store_calls += 1);
+                match primary.run(&primary.keys(r), r.now, &[op]).await {
+                    Ok(answers) => match answers.first() {
+                        Some(Answer::Refund(refund)) => (Ok(*refund), Backend::Upstash),
+                        other => (Err(StoreError::Malformed(format!("a refund answered {other:?}"))), Backend::Upstash),
+                    },
+                    Err(e) => {
+                        self.count(|c| c.store_failures += 1);
+                        *self.last_failure.borrow_mut() = Some((r.now, e.clone()));
+                        in_memory(Backend::Fallback)
+                    }
+                }
+            }
+            Some(_) => in_memory(Backend::Fallback),
+            None => in_memory(Backend::Memory),
         }
     }
 

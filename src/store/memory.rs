@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::script::{Answer, Op};
 use super::{CheckRequest, Store, StoreError};
-use crate::core::algorithm::{check, lease, refund, Algorithm, Decision, Millis, State, MAX_LIMITS};
+use crate::core::algorithm::{check, lease, refund, Algorithm, Decision, Millis, Refund, State, MAX_LIMITS};
 
 struct Entry {
     states: [State; MAX_LIMITS],
@@ -50,6 +50,15 @@ impl MemoryStore {
         self.with_states(r.subject_key(), r.now, r.limits().len(), |states| {
             let decision = check(r.limits(), states, r.now, r.cost);
             (decision, decision.limits().iter().map(|s| s.reset_ms).max().unwrap_or(0))
+        })
+    }
+
+    /// Gives back up to `units` taken at `granted_at` from one subject of one tier.
+    pub fn refund_now(&self, r: &CheckRequest, units: u64, granted_at: Millis) -> Refund {
+        self.with_states(r.subject_key(), r.now, r.limits().len(), |states| {
+            let returned = refund(r.limits(), states, r.now, units, granted_at);
+            let whole_in = r.limits().iter().map(|l| l.algorithm.window_ms()).max().unwrap_or(0);
+            (returned, whole_in)
         })
     }
 

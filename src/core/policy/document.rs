@@ -31,6 +31,17 @@ pub fn read(text: &str) -> Result<Document, PolicyError> {
     Ok(doc.0)
 }
 
+/// A tier's `limits` object on its own (the decision API's inline limits), its errors at
+/// `path` and below.
+pub fn read_limits(value: &Value, path: &str) -> Result<Named<Limit>, PolicyError> {
+    let limits: Object<Named<Limit>> = serde_path_to_error::deserialize(value).map_err(|e| {
+        let below = dotted(e.path());
+        let path = if below.is_empty() { path.to_string() } else { format!("{path}.{below}") };
+        PolicyError { path, message: reason(e.inner()) }
+    })?;
+    Ok(limits.0)
+}
+
 fn not_json(e: &serde_json::Error) -> PolicyError {
     PolicyError { path: String::new(), message: format!("not valid JSON: {e}") }
 }

@@ -26,6 +26,13 @@ impl Policy {
         validate::policy(&document)
     }
 
+    /// Limits written as a tier's `limits` are (an object of limits by name), read and checked
+    /// the same way: the decision API's inline limits. An error names its field under `path`.
+    pub fn read_limits(value: &serde_json::Value, path: &str) -> Result<Vec<NamedLimit>, PolicyErrors> {
+        let limits = document::read_limits(value, path).map_err(|e| PolicyErrors(vec![e]))?;
+        validate::limits(&limits, path)
+    }
+
     /// The policy compiled into the Worker.
     pub fn example() -> Policy {
         match Policy::parse(EXAMPLE_POLICY) {

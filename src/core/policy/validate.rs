@@ -36,6 +36,15 @@ pub fn policy(d: &Document) -> Result<Policy, PolicyErrors> {
     }
 }
 
+/// A tier's limits on their own (the decision API's inline limits), every problem at `path`.
+pub fn limits(l: &Named<Limit>, path: &str) -> Result<Vec<NamedLimit>, PolicyErrors> {
+    let mut v = Validator { errors: Vec::new() };
+    match v.limits(l, path) {
+        Some(limits) if v.errors.is_empty() => Ok(limits),
+        _ => Err(PolicyErrors(v.errors)),
+    }
+}
+
 /// Collects errors; each method returns `None` for what it could not accept, after saying why.
 struct Validator {
     errors: Vec<PolicyError>,
