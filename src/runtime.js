@@ -21,6 +21,16 @@ function setAll(headers, fields) {
   for (let i = 0; i + 1 < list.length; i += 2) headers.set(list[i], list[i + 1]);
 }
 
+/** `setAll` for a redirect: without the draft's `RateLimit` fields, which its -12 says a
+ * server should avoid on a redirection (the request it leads to gets its own). */
+function setAllButRateLimit(headers, fields) {
+  if (!fields) return;
+  const list = fields.split("\n");
+  for (let i = 0; i + 1 < list.length; i += 2) {
+    if (list[i] !== "RateLimit" && list[i] !== "RateLimit-Policy") headers.set(list[i], list[i + 1]);
+  }
+}
+
 /** The fields of `from` that may cross, and `Upgrade: websocket` exactly for a handshake. */
 function crossing(from, websocket) {
   const headers = new Headers(from);
@@ -115,7 +125,8 @@ export async function forward(request, url, toOrigin, added, websocket, hook, pu
   }
   const status = answer.status;
   const out = crossing(answer.headers, status === 101);
-  setAll(out, added);
+  if (status >= 300 && status < 400) setAllButRateLimit(out, added);
+  else setAll(out, added);
   if (publicOrigin) {
     const location = out.get("location");
     const fixed = location === null ? undefined : hook(HOOK_LOCATION, location, publicOrigin);

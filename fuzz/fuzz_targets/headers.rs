@@ -1,10 +1,10 @@
 //! Header rendering: any decision the stores can return (including one decoded from a
-//! hostile reply), rendered as RateLimit fields and a 429 in both styles, must give valid
+//! hostile reply), rendered as RateLimit fields (both drafts) and a 429 in every style, must give valid
 //! field values: no CR, LF or NUL, so no header can be injected or split.
 #![no_main]
 use edge_limiter::core::algorithm::{Decision, LimitStatus, Outcome};
 use edge_limiter::core::decision::{prefers_html, rate_limit_headers, too_many_requests};
-use edge_limiter::core::policy::{HeaderStyle, Policy};
+use edge_limiter::core::policy::{HeaderStyle, IetfDraft, Policy};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -45,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
     let accept = std::str::from_utf8(data.get(23 * 8..).unwrap_or(&[])).unwrap_or("");
     let html = prefers_html(accept);
     let jitter = u64_at(data, 0) % 251;
-    for style in [HeaderStyle { ietf: true, legacy: true }, HeaderStyle { ietf: false, legacy: false }] {
+    for style in [
+        HeaderStyle { ietf: Some(IetfDraft::Twelve), legacy: true },
+        HeaderStyle { ietf: Some(IetfDraft::Ten), legacy: false },
+        HeaderStyle { ietf: None, legacy: false },
+    ] {
         let mut fields = rate_limit_headers(tier, &decision, style);
         let refusal = too_many_requests(tier, &decision, style, html, jitter);
         assert_eq!(refusal.status, 429);

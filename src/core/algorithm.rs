@@ -137,6 +137,31 @@ impl Algorithm {
         }
     }
 
+    /// Milliseconds until a limit whose check left it at `status` can next have more units
+    /// available: 0 when it cannot (a full bucket), a bucket's next whole unit, a fixed
+    /// window's end. A sliding window's counts per slot are not in the status, so its answer
+    /// is when the window is whole again, or the retry time when that is sooner: an upper
+    /// bound, never after the units a denied request waits for are back.
+    pub fn grows_in_ms(&self, status: &LimitStatus) -> Millis {
+        match self {
+            Algorithm::TokenBucket(b) => {
+                let missing = b.capacity.saturating_sub(status.remaining);
+                if missing == 0 {
+                    return 0;
+                }
+                // `reset_ms` brings all `missing` units; the last `missing - 1` take a unit's
+                // time each.
+                let later = (missing - 1).saturating_mul(b.refill.period_ms) / b.refill.amount.max(1);
+                status.reset_ms.saturating_sub(later)
+            }
+            Algorithm::FixedWindow(_) => status.reset_ms,
+            Algorithm::SlidingWindow(_) => match status.retry_after_ms {
+                0 => status.reset_ms,
+                retry => retry.min(status.reset_ms),
+            },
+        }
+    }
+
     /// A short name for logs, keys and the dashboard.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -1,5 +1,6 @@
 //! A decision rendered for HTTP: the `RateLimit-Policy` and `RateLimit` fields of the IETF
-//! draft "RateLimit header fields for HTTP" (draft-ietf-httpapi-ratelimit-headers-10), the
+//! draft "RateLimit header fields for HTTP" (draft-ietf-httpapi-ratelimit-headers-12, or -10
+//! when the policy asks; docs/request-path.md says what each field means), the
 //! older `X-RateLimit-*` trio when the policy asks for it, `Retry-After`, and the 429 body as
 //! RFC 9457 problem+json or a short HTML page.
 //!
@@ -8,7 +9,7 @@
 use serde::Serialize;
 
 use super::algorithm::{Decision, Outcome};
-use super::policy::{HeaderStyle, Tier};
+use super::policy::{HeaderStyle, IetfDraft, Tier};
 
 /// Where the problem types are explained (the Worker serves its docs there).
 pub const PROBLEM_DOCS: &str = "/__limiter/docs.html";
@@ -92,7 +93,7 @@ pub fn rate_limit_headers(tier: &Tier, decision: &Decision, style: HeaderStyle) 
     if statuses.is_empty() || statuses.len() != tier.limits.len() {
         return out;
     }
-    if style.ietf {
+    if let Some(draft) = style.ietf {
         let policy: Vec<String> = tier
             .limits
             .iter()
@@ -105,7 +106,18 @@ pub fn rate_limit_headers(tier: &Tier, decision: &Decision, style: HeaderStyle) 
         let order = std::iter::once(decision.binding).chain((0..statuses.len()).filter(|i| *i != decision.binding));
         let current: Vec<String> = order
             .map(|i| {
-                format!("\"{}\";r={};t={}", tier.limits[i].name, statuses[i].remaining, ceil_secs(statuses[i].reset_ms))
+                let (limit, status) = (&tier.limits[i], &statuses[i]);
+                // When the quota can next grow: within it, no more than what is available.
+                let window = ceil_secs(limit.algorithm.grows_in_ms(status));
+                match draft {
+                    IetfDraft::Twelve if decision.cost == 1 => {
+                        format!("\"{}\";a={};w={window}", limit.name, status.remaining)
+                    }
+                    IetfDraft::Twelve => {
+                        format!("\"{}\";a={};w={window};c={}", limit.name, status.remaining, decision.cost)
+                    }
+                    IetfDraft::Ten => format!("\"{}\";r={};t={window}", limit.name, status.remaining),
+                }
             })
             .collect();
         out.push(("RateLimit", current.join(", ")));
@@ -320,7 +332,7 @@ mod tests {
         t.limits.iter().map(|l| l.algorithm).collect()
     }
 
-    const BOTH: HeaderStyle = HeaderStyle { ietf: true, legacy: true };
+    const BOTH: HeaderStyle = HeaderStyle { ietf: Some(IetfDraft::Twelve), legacy: true };
 
     fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
         h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
@@ -335,13 +347,50 @@ mod tests {
         let h = rate_limit_headers(&t, &d, BOTH);
         // Limits are sorted by name in the tier: burst, daily.
         assert_eq!(header(&h, "RateLimit-Policy"), Some("\"burst\";q=2;w=4, \"daily\";q=1000;w=86400"));
-        assert_eq!(header(&h, "RateLimit"), Some("\"burst\";r=1;t=2, \"daily\";r=999;t=82800"));
+        assert_eq!(header(&h, "RateLimit"), Some("\"burst\";a=1;w=2, \"daily\";a=999;w=82800"));
         assert_eq!(header(&h, "X-RateLimit-Limit"), Some("2"));
         assert_eq!(header(&h, "X-RateLimit-Remaining"), Some("1"));
         assert_eq!(header(&h, "X-RateLimit-Reset"), Some("2"));
-        let only_ietf = rate_limit_headers(&t, &d, HeaderStyle { ietf: true, legacy: false });
+        let only_ietf = rate_limit_headers(&t, &d, HeaderStyle { ietf: Some(IetfDraft::Twelve), legacy: false });
         assert!(header(&only_ietf, "X-RateLimit-Limit").is_none());
-        assert!(rate_limit_headers(&t, &d, HeaderStyle { ietf: false, legacy: false }).is_empty());
+        assert!(rate_limit_headers(&t, &d, HeaderStyle { ietf: None, legacy: false }).is_empty());
+        let ten = rate_limit_headers(&t, &d, HeaderStyle { ietf: Some(IetfDraft::Ten), legacy: false });
+        assert_eq!(header(&ten, "RateLimit"), Some("\"burst\";r=1;t=2, \"daily\";r=999;t=82800"));
+        assert_eq!(header(&ten, "RateLimit-Policy"), header(&h, "RateLimit-Policy"), "the same in both drafts");
+    }
+
+    /// The effective window (`w`, and -10's `t`): the seconds within which the caller can use
+    /// no more than what is available, that is until the quota can next grow.
+    #[test]
+    fn the_window_says_when_the_quota_next_grows() {
+        let p = Policy::parse(
+            r#"{"tiers": {"anonymous": {"limits": {
+                "burst": {"token_bucket": {"capacity": 10, "refill": "1/s"}},
+                "daily": {"fixed_window": "1000/day"},
+                "hourly": {"sliding_window": "3/h"}}}}}"#,
+        )
+        .unwrap();
+        let t = p.tiers[0].clone();
+        let mut s = [State::Empty; 3];
+        let now = 86_400_000 * 100;
+        let fresh = check(&limits(&t), &mut s, now, 0);
+        let h = rate_limit_headers(&t, &fresh, BOTH);
+        // A full bucket cannot grow: 0. A fixed window always ends. A sliding window's
+        // unused quota cannot grow either.
+        assert_eq!(
+            header(&h, "RateLimit"),
+            Some("\"hourly\";a=3;w=0;c=0, \"burst\";a=10;w=0;c=0, \"daily\";a=1000;w=86400;c=0")
+        );
+        let d = check(&limits(&t), &mut s, now, 3);
+        // Three units out of the bucket: the first is back in 1 s, not the 3 s to full.
+        assert_eq!(
+            header(&rate_limit_headers(&t, &d, BOTH), "RateLimit"),
+            Some("\"hourly\";a=0;w=3960;c=3, \"burst\";a=7;w=1;c=3, \"daily\";a=997;w=86400;c=3")
+        );
+        let denied = check(&limits(&t), &mut s, now + 400, 1);
+        assert!(!denied.allowed());
+        let h = rate_limit_headers(&t, &denied, BOTH);
+        assert_eq!(header(&h, "RateLimit"), Some("\"hourly\";a=0;w=3960, \"burst\";a=7;w=1, \"daily\";a=997;w=86400"));
     }
 
     #[test]
@@ -356,7 +405,8 @@ mod tests {
         assert_eq!(r.status, 429);
         assert_eq!(r.content_type, "application/problem+json");
         assert_eq!(header(&r.headers, "Retry-After"), Some("2"));
-        assert_eq!(header(&r.headers, "RateLimit"), Some("\"burst\";r=0;t=4, \"daily\";r=998;t=85400"));
+        // The bucket's next unit is back in 1.5 s, the one the denied request waits for.
+        assert_eq!(header(&r.headers, "RateLimit"), Some("\"burst\";a=0;w=2, \"daily\";a=998;w=85400"));
         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(body["status"], 429);
         assert_eq!(body["retry_after"], 2);

@@ -390,7 +390,7 @@ mod tests {
         assert_eq!((answer["remaining"].as_u64(), answer["limit"].as_u64()), (Some(400), Some(1000)));
         assert_eq!(answer["retry_after"], Value::Null);
         assert_eq!(answer["at"], NOW);
-        assert!(answer["headers"]["RateLimit"].as_str().unwrap().contains("r=400"));
+        assert!(answer["headers"]["RateLimit"].as_str().unwrap().contains("a=400"));
         assert!(answer["headers"].get("Retry-After").is_none());
         let second = check(&a.tier.limits, &mut states, NOW, 600);
         let answer = check_answer(&a, &digest, &second, Backend::Upstash, &policy(), NOW);

@@ -60,7 +60,7 @@ test("a flood of distinct subjects: the memory store stays within its bound and 
   // The first subject was the least recently used: its state is gone, its bucket is full.
   const again = await send(memoryWorker, "/f", { "CF-Connecting-IP": first });
   assert.equal(again.status, 200);
-  assert.equal(parseRateLimit(again.headers.get("ratelimit")).burst.r, 2);
+  assert.equal(parseRateLimit(again.headers.get("ratelimit")).burst.a, 2);
 });
 
 test("a 1 MB subject (API key, JWT subject) gets a clear 4xx, never a 5xx, and the Worker goes on", async () => {
@@ -243,7 +243,7 @@ test("one IPv6 allocation rotating through its /64s meets the wider /48 net", as
     // The tighter of the two is what the headers tell: the first /64's second request had 4 left in the /48.
     const first = await send(w, "/w", { "CF-Connecting-IP": "2001:db8:78::1" });
     assert.equal(first.status, 200);
-    assert.equal(parseRateLimit(first.headers.get("ratelimit")).burst.r, 1);
+    assert.equal(parseRateLimit(first.headers.get("ratelimit")).burst.a, 1);
     // Another allocation and IPv4 callers are untouched.
     assert.equal((await send(w, "/w", { "CF-Connecting-IP": "2001:db8:79::1" })).status, 200);
     for (let i = 0; i < 2; i++) assert.equal((await send(w, "/w", { "CF-Connecting-IP": "203.0.113.50" })).status, 200);

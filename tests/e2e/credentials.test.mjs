@@ -91,7 +91,7 @@ test("wrong API keys cost the address; once it is used up even the right key get
     for (let i = 0; i < 5; i++) {
       last = await send(w, "/g", { "X-API-Key": `guess-${i}`, "CF-Connecting-IP": guesser });
       statuses.push(last.status);
-      if (i === 0) assert.equal(parseRateLimit(last.headers.get("ratelimit")).guesses.r, 2, "the 401 says what is left");
+      if (i === 0) assert.equal(parseRateLimit(last.headers.get("ratelimit")).guesses.a, 2, "the 401 says what is left");
     }
     assert.deepEqual(statuses, [401, 401, 401, 429, 429]);
     const retry = Number(last.headers.get("retry-after"));

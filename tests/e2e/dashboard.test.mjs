@@ -106,11 +106,11 @@ test("admin API: inspect reports what the last response said, and reset lets a d
   const state = await (await admin(`subject?ip=${ip}`)).json();
   const byName = Object.fromEntries(state.limits.map((l) => [l.name, l]));
   assert.equal(state.tier, "anonymous");
-  assert.equal(byName.hourly.remaining, said.hourly.r, "the sliding window cannot have moved");
+  assert.equal(byName.hourly.remaining, said.hourly.a, "the sliding window cannot have moved");
   // The burst refills 1/s: the inspection a moment later may show one more.
-  assert.ok(byName.burst.remaining >= said.burst.r && byName.burst.remaining <= said.burst.r + 1, JSON.stringify(state));
+  assert.ok(byName.burst.remaining >= said.burst.a && byName.burst.remaining <= said.burst.a + 1, JSON.stringify(state));
   const again = await (await admin(`subject?ip=${ip}`)).json();
-  assert.equal(again.limits.find((l) => l.name === "hourly").remaining, said.hourly.r, "inspection consumes nothing");
+  assert.equal(again.limits.find((l) => l.name === "hourly").remaining, said.hourly.a, "inspection consumes nothing");
 
   let denied;
   for (let i = 0; i < 15 && !denied; i++) {
@@ -124,7 +124,7 @@ test("admin API: inspect reports what the last response said, and reset lets a d
   assert.equal((await reset.json()).reset, true);
   const passes = await send();
   assert.equal(passes.status, 200, "passes again after the reset");
-  assert.equal(parseRateLimit(passes.headers.get("ratelimit")).burst.r, 9);
+  assert.equal(parseRateLimit(passes.headers.get("ratelimit")).burst.a, 9);
   assert.match(dev.log, /admin reset tier=anonymous subject=[0-9a-f]{32}/);
   assert.ok(!dev.log.includes(ADMIN_TOKEN), "the token is never logged");
   assert.ok(!dev.log.includes(`subject=${ip}`), "nor the raw address");
@@ -165,9 +165,9 @@ test("in Chromium: the try-it panel fires a burst past the anonymous capacity an
     assert.ok(allowed >= 1 && allowed <= 10 + 3, `allowed ${allowed}`); // 10 burst + the 1/s refill while firing
     assert.ok(denied >= 12, `denied ${denied}`);
     // The last answer shown is a denial, or, when a unit refilled just before it (the burst
-    // refills 1/s while the page fires), the admission that took that unit: r=0 either way.
+    // refills 1/s while the page fires), the admission that took that unit: a=0 either way.
     const last = await page.textContent("#last-headers");
-    assert.match(last, /HTTP (429|200)[\s\S]*ratelimit: "burst";r=0/);
+    assert.match(last, /HTTP (429|200)[\s\S]*ratelimit: "burst";a=0/);
     if (/^HTTP 200/.test(last)) assert.ok(allowed > 10, `the last was admitted without a refill: allowed ${allowed}`);
     // The chart has drawn the denied line (its red) and the allowed line (its green).
     const colours = await page.evaluate(() => {

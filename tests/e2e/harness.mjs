@@ -107,12 +107,12 @@ export function rawRequest(baseUrl, bytes) {
   });
 }
 
-/** Parses `RateLimit: "name";r=N;t=N, ...` into { name: { r, t } }. */
+/** Parses `RateLimit: "name";a=N;w=N[;c=N], ...` (draft -12) into { name: { a, w } }. */
 export function parseRateLimit(value) {
   const out = {};
   for (const item of (value ?? "").split(",")) {
-    const m = /"([^"]+)";r=(\d+);t=(\d+)/.exec(item.trim());
-    if (m) out[m[1]] = { r: Number(m[2]), t: Number(m[3]) };
+    const m = /"([^"]+)";a=(\d+);w=(\d+)/.exec(item.trim());
+    if (m) out[m[1]] = { a: Number(m[2]), w: Number(m[3]) };
   }
   return out;
 }

@@ -89,7 +89,7 @@ test("a lease's unused units are handed back, and the other Worker sees them", a
   for (let i = 0; i < 12; i++) said.push(await send(workers[0], "/x", ip));
   assert.ok(said.some((r) => r.headers.get("x-limiter-backend") === "lease"), "Worker 0 leased");
   for (const r of said) {
-    assert.ok(parseRateLimit(r.headers.get("ratelimit")).quota.r <= BUDGET - 1, "never more than the budget left");
+    assert.ok(parseRateLimit(r.headers.get("ratelimit")).quota.a <= BUDGET - 1, "never more than the budget left");
   }
   const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
   const inRedis = async () =>
@@ -103,7 +103,7 @@ test("a lease's unused units are handed back, and the other Worker sees them", a
   assert.equal(afterReturn, BUDGET - 12, "only the 12 units used are gone");
   const r = await send(workers[1], "/x", ip);
   assert.equal(r.headers.get("x-limiter-backend"), "upstash");
-  assert.equal(parseRateLimit(r.headers.get("ratelimit")).quota.r, BUDGET - 13, "the other Worker sees the units handed back");
+  assert.equal(parseRateLimit(r.headers.get("ratelimit")).quota.a, BUDGET - 13, "the other Worker sees the units handed back");
 });
 
 test("an isolate that gets no next request hands its lease back by itself (waitUntil)", async () => {

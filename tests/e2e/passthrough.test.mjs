@@ -119,9 +119,9 @@ test("every method reaches the origin unchanged with its body, extension methods
     const got = seen.at(-1);
     assert.deepEqual([got.method, got.url, got.length], [method, path, Buffer.byteLength(body)], method);
     assert.equal(got.sha256, sha256Hex(body), `${method}: body unchanged`);
-    if (method === "PURGE") assert.equal(parseRateLimit(r.headers.get("ratelimit")).burst.r, 1, "PURGE /purge costs 2");
+    if (method === "PURGE") assert.equal(parseRateLimit(r.headers.get("ratelimit")).burst.a, 1, "PURGE /purge costs 2");
     if (method === "SEARCH") assert.equal(r.headers.get("ratelimit"), null, "SEARCH /find is exempt");
-    if (method === "PROPFIND") assert.equal(parseRateLimit(r.headers.get("ratelimit")).burst.r, 2, "others cost 1");
+    if (method === "PROPFIND") assert.equal(parseRateLimit(r.headers.get("ratelimit")).burst.a, 2, "others cost 1");
   }
 });
 
@@ -155,6 +155,11 @@ test("the origin sees its client, and its redirects to itself point back at the 
   const r = await fetch(`${worker.url}/redirect`, { headers: { "CF-Connecting-IP": ip, "X-Forwarded-For": "10.1.2.3" }, redirect: "manual" });
   assert.equal(r.status, 302);
   assert.equal(r.headers.get("location"), `${worker.url}/landing?from=redirect`, "not the origin's own address");
+  // Draft -12: no RateLimit fields on a redirection (the request it leads to gets its own);
+  // the request was still checked and counted.
+  assert.equal(r.headers.get("ratelimit"), null);
+  assert.equal(r.headers.get("ratelimit-policy"), null);
+  assert.equal(r.headers.get("x-limiter-backend"), "memory");
   assert.equal(r.headers.get("x-other"), "kept");
   const got = seen.at(-1).headers;
   assert.equal(got["x-forwarded-for"], `10.1.2.3, ${ip}`, "the client's address appended to the chain it sent");

@@ -104,7 +104,7 @@ test("tricks against the costly route are charged its cost and forwarded as the 
     const ip = freshIp();
     const r = await get(strict, target, ip);
     assert.equal(r.status, 200, target);
-    assert.equal(parseRateLimit(r.fields.ratelimit).burst.r, 1, `${target}: charged 2 of 3`);
+    assert.equal(parseRateLimit(r.fields.ratelimit).burst.a, 1, `${target}: charged 2 of 3`);
     assert.equal(r.forwarded.length, 1);
     assert.match(r.forwarded[0], /^\/search(\/|$)/, `${target} forwarded as ${r.forwarded[0]}`);
   }
@@ -124,7 +124,7 @@ test("with case-insensitive matching and ;params ignored, the origin's reading d
   for (const target of ["/SEARCH", "/search;jsessionid=9", "/Search;a=b/x"]) {
     const r = await get(lenient, target, freshIp());
     assert.equal(r.status, 200, target);
-    assert.equal(parseRateLimit(r.fields.ratelimit).burst.r, 1, `${target}: the costly route to this origin`);
+    assert.equal(parseRateLimit(r.fields.ratelimit).burst.a, 1, `${target}: the costly route to this origin`);
   }
 });
 

@@ -95,9 +95,9 @@ async function send(w, ip, path = "/x") {
   }
   const rl = parseRateLimit(r.headers.get("ratelimit")).hourly;
   assert.ok(rl, `${what}: RateLimit ${r.headers.get("ratelimit")}`);
-  assert.ok(rl.t <= Math.ceil(s / 1000), `${what}: reset in ${rl.t} s, longer than the limit's span of ${s / 1000} s`);
-  seen.reset = Math.max(seen.reset, rl.t);
-  return { status: r.status, remaining: rl.r, backend: r.headers.get("x-limiter-backend") };
+  assert.ok(rl.w <= Math.ceil(s / 1000), `${what}: reset in ${rl.w} s, longer than the limit's span of ${s / 1000} s`);
+  seen.reset = Math.max(seen.reset, rl.w);
+  return { status: r.status, remaining: rl.a, backend: r.headers.get("x-limiter-backend") };
 }
 
 /** The store's own answer (not the deny cache's), with this status and what is left. */

@@ -60,7 +60,7 @@ test("a tier in shadow: every request passes, the ones past the limit marked den
     console.log(`# ${JSON.stringify(first)}`);
     assert.deepEqual(first.map((r) => r.status), [200, 200, 200, 200, 200]);
     assert.deepEqual(first.map((r) => r.shadow), [null, null, "denied", "denied", "denied"]);
-    assert.match(first[2].ratelimit, /r=0/, "the denial's own fields: nothing left");
+    assert.match(first[2].ratelimit, /a=0/, "the denial's own fields: nothing left");
     assert.deepEqual(second.map((r) => r.shadow), [null, null, "denied", "denied"]);
     assert.equal(origin.seen.length, seen + 9, "every request reached the origin");
     const requests = await statusOf(w);

@@ -66,10 +66,10 @@ test("decisions come from Upstash; keys are namespaced digests with a TTL no lon
   const r = await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } });
   assert.equal(r.status, 200);
   assert.equal(r.headers.get("x-limiter-backend"), "upstash");
-  assert.equal(parseRateLimit(r.headers.get("ratelimit")).quota.r, 99);
+  assert.equal(parseRateLimit(r.headers.get("ratelimit")).quota.a, 99);
   // The other Worker sees the same bucket.
   const r2 = await fetch(workers[1].url + "/x", { headers: { "CF-Connecting-IP": ip } });
-  assert.equal(parseRateLimit(r2.headers.get("ratelimit")).quota.r, 98);
+  assert.equal(parseRateLimit(r2.headers.get("ratelimit")).quota.a, 98);
   const keys = await upstash.command("KEYS", "*");
   assert.equal(keys.length, 1, JSON.stringify(keys));
   // The limit's kind and parameters are part of its key: a changed limit starts afresh.
@@ -107,8 +107,8 @@ test("the same with three limits on the tier: exactly 100 allowed, five runs, al
     const r = await fetch(workers[run % 2].url + "/triple", { headers: { "CF-Connecting-IP": ip } });
     const rl = parseRateLimit(r.headers.get("ratelimit"));
     assert.equal(r.status, 429);
-    assert.deepEqual([rl.burst.r, rl.fixed.r, rl.sliding.r], [300, 150, 0], `run ${run}`);
-    runs.push({ allowed: seen.allowed, denied: seen.denied, left: [rl.burst.r, rl.fixed.r, rl.sliding.r] });
+    assert.deepEqual([rl.burst.a, rl.fixed.a, rl.sliding.a], [300, 150, 0], `run ${run}`);
+    runs.push({ allowed: seen.allowed, denied: seen.denied, left: [rl.burst.a, rl.fixed.a, rl.sliding.a] });
   }
   observed.triple = runs;
 });
@@ -147,7 +147,7 @@ test("NOSCRIPT: after SCRIPT FLUSH the next request sends EVAL and carries on", 
   const mid = await scriptCalls(upstash);
   assert.equal(r.status, 200);
   assert.equal(r.headers.get("x-limiter-backend"), "upstash");
-  assert.equal(parseRateLimit(r.headers.get("ratelimit")).quota.r, 98, "the bucket survived the flush");
+  assert.equal(parseRateLimit(r.headers.get("ratelimit")).quota.a, 98, "the bucket survived the flush");
   assert.equal(mid.evalsha.calls - before.evalsha.calls, 1, "one EVALSHA, answered NOSCRIPT");
   assert.equal(mid.eval.calls - before.eval.calls, 1, "then one EVAL");
   await send();
@@ -158,7 +158,7 @@ test("NOSCRIPT: after SCRIPT FLUSH the next request sends EVAL and carries on", 
     evalsha: mid.evalsha.calls - before.evalsha.calls,
     noscript: mid.evalsha.failed - before.evalsha.failed,
     eval: mid.eval.calls - before.eval.calls,
-    remaining: parseRateLimit(r.headers.get("ratelimit")).quota.r,
+    remaining: parseRateLimit(r.headers.get("ratelimit")).quota.a,
     thenEvalsha: last.evalsha.calls - mid.evalsha.calls,
     thenEval: last.eval.calls - mid.eval.calls,
   };
@@ -172,7 +172,7 @@ test("admin API on Upstash: inspect reads Redis (from either Worker), reset dele
     last = await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } });
     await last.arrayBuffer();
   }
-  const said = parseRateLimit(last.headers.get("ratelimit")).quota.r;
+  const said = parseRateLimit(last.headers.get("ratelimit")).quota.a;
   // Asked of the other Worker: the state is in Redis, not in the first Worker's memory.
   const state = await (await fetch(`${workers[1].url}/__limiter/admin/subject?ip=${ip}`, { headers: auth })).json();
   assert.equal(state.backend, "upstash");
@@ -184,7 +184,7 @@ test("admin API on Upstash: inspect reads Redis (from either Worker), reset dele
   assert.equal(reset.status, 200);
   assert.deepEqual(await upstash.command("KEYS", pattern), [], "the key is gone from Redis");
   const after = await fetch(workers[0].url + "/x", { headers: { "CF-Connecting-IP": ip } });
-  assert.equal(parseRateLimit(after.headers.get("ratelimit")).quota.r, 99, "full again");
+  assert.equal(parseRateLimit(after.headers.get("ratelimit")).quota.a, 99, "full again");
 });
 
 /** "a / b in each of the 5 runs", or each run's figures when they differ. */

@@ -47,7 +47,7 @@ test("a burst admits exactly the capacity, then 429 with Retry-After and RateLim
   for (let i = 0; i < 5; i++) {
     const r = await get("/anything", { "CF-Connecting-IP": ip });
     assert.equal(r.status, 200, `request ${i + 1}`);
-    assert.equal(parseRateLimit(r.headers.get("ratelimit")).burst.r, 4 - i);
+    assert.equal(parseRateLimit(r.headers.get("ratelimit")).burst.a, 4 - i);
     assert.equal(r.headers.get("ratelimit-policy"), '"burst";q=5;w=3');
     assert.equal(r.headers.get("x-ratelimit-limit"), "5");
     assert.equal(r.headers.get("x-limiter-backend"), "memory");
@@ -58,7 +58,7 @@ test("a burst admits exactly the capacity, then 429 with Retry-After and RateLim
   assert.equal(denied.headers.get("content-type"), "application/problem+json");
   // The next unit comes 500 ms after the burst; with up to 250 ms jitter that is 1 s.
   assert.equal(denied.headers.get("retry-after"), "1");
-  assert.equal(parseRateLimit(denied.headers.get("ratelimit")).burst.r, 0);
+  assert.equal(parseRateLimit(denied.headers.get("ratelimit")).burst.a, 0);
   assert.equal(denied.headers.get("x-ratelimit-remaining"), "0");
   const body = await denied.json();
   assert.equal(body.status, 429);
@@ -136,13 +136,13 @@ test("route costs are charged", async () => {
   const ip = freshIp();
   const up = await get("/upload", { "CF-Connecting-IP": ip }, { method: "POST", body: "x" });
   assert.equal(up.status, 200);
-  assert.equal(parseRateLimit(up.headers.get("ratelimit")).burst.r, 2);
+  assert.equal(parseRateLimit(up.headers.get("ratelimit")).burst.a, 2);
   const again = await get("/upload", { "CF-Connecting-IP": ip }, { method: "POST", body: "x" });
   assert.equal(again.status, 429, "3 units needed, 2 left");
-  assert.equal(parseRateLimit(again.headers.get("ratelimit")).burst.r, 2, "a denial consumes nothing");
+  assert.equal(parseRateLimit(again.headers.get("ratelimit")).burst.a, 2, "a denial consumes nothing");
   const small = await get("/upload", { "CF-Connecting-IP": ip }); // GET: the rule is POST only
   assert.equal(small.status, 200);
-  assert.equal(parseRateLimit(small.headers.get("ratelimit")).burst.r, 1);
+  assert.equal(parseRateLimit(small.headers.get("ratelimit")).burst.a, 1);
 });
 
 test("forwarding keeps method, path, query, body, status and headers", async () => {
@@ -239,4 +239,25 @@ test("a browser gets an HTML 429", async () => {
   assert.equal(r.status, 429);
   assert.match(r.headers.get("content-type"), /^text\/html/);
   assert.match(await r.text(), /Too many requests/);
+});
+
+test("the RateLimit field as draft -12 writes it (a, w, c for a costly request), and as -10 did with headers: ietf-10", async () => {
+  const ip = freshIp();
+  const first = await get("/anything", { "CF-Connecting-IP": ip });
+  await first.arrayBuffer();
+  // Capacity 5 at 2/s: 4 left, the unit taken back within 1 s (the effective window).
+  assert.equal(first.headers.get("ratelimit"), '"burst";a=4;w=1');
+  const upload = await get("/upload", { "CF-Connecting-IP": ip }, { method: "POST", body: "x" });
+  await upload.arrayBuffer();
+  assert.match(upload.headers.get("ratelimit"), /^"burst";a=1;w=1;c=3$/, "the cost of the request, when it is not 1");
+  const ten = await startWorker({ POLICY: JSON.stringify({ ...POLICY, headers: "ietf-10" }), ORIGIN_URL: origin.url, JWT_SECRET });
+  try {
+    const r = await fetch(ten.url + "/anything", { headers: { "CF-Connecting-IP": ip } });
+    await r.arrayBuffer();
+    assert.equal(r.headers.get("ratelimit"), '"burst";r=4;t=1');
+    assert.equal(r.headers.get("ratelimit-policy"), '"burst";q=5;w=3');
+    assert.equal(r.headers.get("x-ratelimit-limit"), null, "ietf-10 sends the draft's fields only");
+  } finally {
+    await ten.stop();
+  }
 });

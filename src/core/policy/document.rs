@@ -722,6 +722,8 @@ impl<'de> Deserialize<'de> for Methods {
 pub enum Headers {
     #[default]
     Ietf,
+    #[serde(rename = "ietf-10")]
+    Ietf10,
     Legacy,
     Both,
     None,

@@ -107,7 +107,7 @@ mod tests {
     fn a_minimal_policy_gets_the_documented_defaults() {
         let p = Policy::parse(MINIMAL).unwrap();
         assert_eq!(p.key_prefix, "rl");
-        assert_eq!(p.headers, HeaderStyle { ietf: true, legacy: false });
+        assert_eq!(p.headers, HeaderStyle { ietf: Some(IetfDraft::Twelve), legacy: false });
         assert_eq!(p.store, DEFAULT_STORE);
         assert_eq!(p.identity.client_ip.ipv6_prefix, 64);
         assert_eq!(p.identity.client_ip.header, "cf-connecting-ip");

@@ -182,10 +182,22 @@ pub enum RouteAction {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeaderStyle {
-    /// `RateLimit-Policy` and `RateLimit`, as in the IETF draft.
-    pub ietf: bool,
+    /// `RateLimit-Policy` and `RateLimit`, as in this revision of the IETF draft.
+    pub ietf: Option<IetfDraft>,
     /// `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
     pub legacy: bool,
+}
+
+/// The revision of "RateLimit header fields for HTTP" (draft-ietf-httpapi-ratelimit-headers)
+/// whose `RateLimit` field the limiter sends. `RateLimit-Policy` is the same in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IetfDraft {
+    /// -12 (November 2026): `"name";a=<available>;w=<effective window>`, with `c=<cost>` for a
+    /// request that costs other than 1. The default (`headers: "ietf"`).
+    Twelve,
+    /// -10 (September 2025): `"name";r=<remaining>;t=<seconds>` (`headers: "ietf-10"`), for
+    /// clients written to it.
+    Ten,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

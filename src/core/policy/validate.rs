@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::document::{self as doc, Document, Limit, Named, Object};
 use super::model::parse_digest;
 use super::model::{
-    ApiKeys, ClientIp, HeaderStyle, Identity, Jwt, Leasing, NamedLimit, Policy, PolicyError, PolicyErrors, Route,
-    RouteAction, StoreSettings, Tier, TierId, WideNet, AUTH_FAILURES, IPV6_WIDE, PREFLIGHTS,
+    ApiKeys, ClientIp, HeaderStyle, Identity, IetfDraft, Jwt, Leasing, NamedLimit, Policy, PolicyError, PolicyErrors,
+    Route, RouteAction, StoreSettings, Tier, TierId, WideNet, AUTH_FAILURES, IPV6_WIDE, PREFLIGHTS,
 };
 use crate::core::algorithm::MAX_LIMITS;
 use crate::core::cors::Cors;
@@ -107,10 +107,11 @@ impl Validator {
             .map(|(i, r)| self.route(r, &format!("routes[{i}]"), &tiers, &paths))
             .collect();
         let headers = match d.headers {
-            doc::Headers::Ietf => HeaderStyle { ietf: true, legacy: false },
-            doc::Headers::Legacy => HeaderStyle { ietf: false, legacy: true },
-            doc::Headers::Both => HeaderStyle { ietf: true, legacy: true },
-            doc::Headers::None => HeaderStyle { ietf: false, legacy: false },
+            doc::Headers::Ietf => HeaderStyle { ietf: Some(IetfDraft::Twelve), legacy: false },
+            doc::Headers::Ietf10 => HeaderStyle { ietf: Some(IetfDraft::Ten), legacy: false },
+            doc::Headers::Legacy => HeaderStyle { ietf: None, legacy: true },
+            doc::Headers::Both => HeaderStyle { ietf: Some(IetfDraft::Twelve), legacy: true },
+            doc::Headers::None => HeaderStyle { ietf: None, legacy: false },
         };
         let s = &d.store;
         let store = StoreSettings {
