@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod algorithm;
+pub mod controls;
 pub mod cors;
 pub mod decision;
 pub mod describe;

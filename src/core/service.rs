@@ -11,14 +11,13 @@
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::admin::{subject_from_fields, FieldSource};
 use super::algorithm::{Decision, Millis, Outcome};
 use super::decision::{ceil_secs, rate_limit_headers, Backend};
-use super::policy::{Leasing, Policy, Tier};
+use super::policy::{Policy, Tier};
 use super::rate::MAX_EXACT;
-use super::subject::{hex, Subject, SubjectDigest};
+use super::subject::{Subject, SubjectDigest};
 
 /// Longest `subject` an app may give: a name, not a document.
 pub const MAX_SUBJECT: usize = 256;
@@ -107,7 +106,7 @@ pub fn read(policy: &Policy, body: &str, call: Call, now: Millis) -> Result<Ask,
     let mut shadow = policy.shadow;
     let tier = match (&b.tier, &b.limits) {
         (Some(_), Some(_)) => return Err("tier, limits: give one, not both".into()),
-        (None, Some(limits)) => inline_tier(limits)?,
+        (None, Some(limits)) => Policy::inline_tier("api", limits, "limits").map_err(|e| e.to_string())?,
         (Some(name), None) => {
             let id = policy.tier_id(name).ok_or_else(|| format!("tier: no tier named {name:?} in the policy"))?;
             let tier = policy.tier(id).ok_or("tier: no such tier")?;
@@ -165,26 +164,6 @@ fn subject_of(policy: &Policy, b: &Body) -> Result<(Subject, Option<super::polic
         }
         _ => Err("give exactly one of subject (the app's own name for the caller), ip, key, key_digest or sub".into()),
     }
-}
-
-/// Inline limits as a tier of their own, named by their names and parameters: the same
-/// limits asked for again meet the same buckets, other limits never do. A policy's tier
-/// names cannot hold `:`, so no inline tier shares a policy tier's keys.
-fn inline_tier(limits: &Value) -> Result<Tier, String> {
-    let limits = Policy::read_limits(limits, "limits").map_err(|e| e.to_string())?;
-    let mut h = Sha256::new();
-    for l in &limits {
-        h.update(l.name.as_bytes());
-        for n in l.algorithm.script_params() {
-            h.update(b":");
-            h.update(n.to_string().as_bytes());
-        }
-        h.update(b";");
-    }
-    let digest = hex(&h.finalize());
-    let name = format!("api:{}", digest.get(..12).unwrap_or(&digest));
-    let description = "Limits an app gave the decision API".to_string();
-    Ok(Tier { name, description, limits, lease: Leasing::OFF, shadow: false })
 }
 
 /// Whether a decision says yes, no for now, or never (the cost is above a limit's capacity).

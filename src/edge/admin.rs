@@ -9,18 +9,25 @@
 //!   GET  admin/subject?ip=|key_digest=|sub=[&tier=]    remaining and reset per limit (consumes nothing)
 //!   POST admin/subject  {"key": ...} (or any field above)   the same, for a raw key in the body
 //!   POST admin/reset    fields in the body or the query      the subject's buckets full again
+//!   GET  admin/controls                                the overrides and runtime lists in force
+//!   POST admin/overrides  {ip|key|key_digest|sub, tier | limits, ttl?}   a subject's tier or limits
+//!   DELETE admin/overrides?subject_hash=|ip=|key_digest=|sub=          the override removed
+//!   PUT  admin/lists    {block?, allow?}                  the runtime lists, added to the policy's
 //!
+//! A change reaches every isolate within the refresh interval (`edge::controls`).
 //! A raw API key is accepted only in a body: never in a URL, where logs keep it.
 
 use serde_json::{json, Value};
-use worker::{console_log, Method, Request, Response, Result};
+use worker::{console_log, Env, Method, Request, Response, Result};
 
+use super::controls;
 use super::fields::Fields;
 use super::guard;
 use super::isolate::{Config, Isolate};
 use super::respond;
 use super::status::status;
 use crate::core::admin::{body_fields, subject_from_fields, subject_state, FieldSource};
+use crate::core::controls::{lists_from_body, override_from_body, override_name};
 use crate::core::decision::problem;
 use crate::core::describe::describe;
 use crate::store::CheckRequest;
@@ -30,7 +37,14 @@ fn error(iso: &Isolate, status: u16, title: &str, detail: &str) -> Result<Respon
 }
 
 /// `route` is what follows `admin/` (`policy`, `health`, ...).
-pub async fn handle(mut req: Request, fields: &Fields, iso: &Isolate, route: &str, now: u64) -> Result<Response> {
+pub async fn handle(
+    mut req: Request,
+    fields: &Fields,
+    iso: &Isolate,
+    env: &Env,
+    route: &str,
+    now: u64,
+) -> Result<Response> {
     let method = req.method();
     if let Some(refused) = guard::admin_token(&req, fields, iso, "The admin API", now).await {
         return Ok(refused.into());
@@ -91,12 +105,83 @@ pub async fn handle(mut req: Request, fields: &Fields, iso: &Isolate, route: &st
             let (decision, backend) = iso.store.inspect(&request).await;
             respond::json(200, &subject_state(tier, &digest, &decision, backend.as_str()))
         }
-        (_, "policy" | "health" | "subject" | "reset") => error(
+        (Method::Get, "controls") => {
+            console_log!("edge-limiter: admin read the controls");
+            let mut answer = iso.controls.current().describe(policy, now);
+            if let Some(fields) = answer.as_object_mut() {
+                fields.insert("status".into(), iso.controls.status(now));
+            }
+            respond::json(200, &answer)
+        }
+        (Method::Post, "overrides") => {
+            let body = req.text().await.unwrap_or_default();
+            let new = match override_from_body(policy, &body, now) {
+                Ok(o) => o,
+                Err(e) => return error(iso, 400, "Bad Request", &e),
+            };
+            let expired = iso.controls.current().expired(now);
+            let sets = [(new.name.clone(), new.text.clone())];
+            if let Err(e) = controls::write(&iso.controls, iso.store.primary(), env, policy, &sets, &expired, now).await {
+                return error(iso, 503, "Store unavailable", &format!("The override was not stored: {e}"));
+            }
+            console_log!("edge-limiter: admin set an override: subject={} {}", new.digest, new.summary);
+            respond::json(200, &changed(iso, json!({ "set": true, "subject_hash": new.digest, "override": new.summary })))
+        }
+        (Method::Delete, "overrides") => {
+            let query: Vec<(String, String)> =
+                req.url()?.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            let (name, digest) = match override_name(policy, &query) {
+                Ok(n) => n,
+                Err(e) => return error(iso, 400, "Bad Request", &e),
+            };
+            let mut deletes = iso.controls.current().expired(now);
+            deletes.push(name);
+            if let Err(e) = controls::write(&iso.controls, iso.store.primary(), env, policy, &[], &deletes, now).await {
+                return error(iso, 503, "Store unavailable", &format!("The override was not removed: {e}"));
+            }
+            console_log!("edge-limiter: admin removed the override of subject={digest}");
+            respond::json(200, &changed(iso, json!({ "removed": true, "subject_hash": digest })))
+        }
+        (Method::Put, "lists") => {
+            let body = req.text().await.unwrap_or_default();
+            let (records, summary) = match lists_from_body(&body) {
+                Ok(r) => r,
+                Err(e) => return error(iso, 400, "Bad Request", &e),
+            };
+            if let Err(e) = controls::write(&iso.controls, iso.store.primary(), env, policy, &records, &[], now).await {
+                return error(iso, 503, "Store unavailable", &format!("The lists were not stored: {e}"));
+            }
+            // Counts only: the entries are addresses, which the log never carries.
+            console_log!("edge-limiter: admin set the runtime lists: {summary}");
+            respond::json(200, &changed(iso, json!({ "set": true, "lists": summary })))
+        }
+        (_, "policy" | "health" | "subject" | "reset" | "controls" | "overrides" | "lists") => error(
             iso,
             405,
             "Method Not Allowed",
-            "See docs/dashboard.md: GET policy, health, subject; POST subject, reset.",
+            "See docs/dashboard.md: GET policy, health, subject, controls; POST subject, reset, overrides; DELETE overrides; PUT lists.",
         ),
-        _ => error(iso, 404, "Not Found", "Admin routes: GET policy, GET health, GET/POST subject, POST reset."),
+        _ => error(
+            iso,
+            404,
+            "Not Found",
+            "Admin routes: GET policy, GET health, GET/POST subject, POST reset, GET controls, POST/DELETE overrides, PUT lists.",
+        ),
     }
+}
+
+/// A change's answer, with where it lives and how soon every isolate applies it.
+fn changed(iso: &Isolate, mut answer: Value) -> Value {
+    let c = &iso.controls;
+    let within = match c.source {
+        controls::Source::Upstash => json!(c.refresh_ms.div_ceil(1000)),
+        // KV spreads a write within about a minute.
+        controls::Source::Kv => json!(c.refresh_ms.div_ceil(1000) + 60),
+        controls::Source::Isolate => Value::Null,
+    };
+    if let Some(fields) = answer.as_object_mut() {
+        fields.insert("source".into(), json!(c.source.as_str()));
+        fields.insert("every_isolate_within_s".into(), within);
+    }
+    answer
 }

@@ -3,6 +3,7 @@
 
 use crate::core::decision::prefers_html;
 use crate::core::identity::RequestFacts;
+use crate::core::lists::Lists;
 use crate::core::policy::Policy;
 use crate::runtime;
 
@@ -17,7 +18,8 @@ pub struct Fields {
     /// `Access-Control-Request-Method`: with `Origin` and OPTIONS, a preflight.
     pub asks: Option<String>,
     upgrade: Option<String>,
-    /// `User-Agent`, read only when the policy's lists have user-agent patterns.
+    /// `User-Agent`, read only when the lists (the policy's or the runtime ones) have
+    /// user-agent patterns.
     pub user_agent: Option<String>,
 }
 
@@ -36,15 +38,15 @@ const READ: [&str; 9] = [
     "",
 ];
 
-fn names(policy: Option<&Policy>) -> [&str; 9] {
+/// `lists`: the lists requests are judged by (the policy's and the runtime ones).
+fn names<'a>(policy: Option<&'a Policy>, lists: &Lists) -> [&'a str; 9] {
     let mut names = READ;
     if let Some(p) = policy {
         names[6] = &p.identity.client_ip.header;
         if let Some(k) = &p.identity.api_key {
             names[7] = &k.header;
         }
-        let lists = [&p.lists.block, &p.lists.allow];
-        if lists.iter().any(|l| !l.user_agents.is_empty()) {
+        if [&lists.block, &lists.allow].iter().any(|l| !l.user_agents.is_empty()) {
             names[8] = "user-agent";
         }
     }
@@ -53,8 +55,8 @@ fn names(policy: Option<&Policy>) -> [&str; 9] {
 
 impl Fields {
     /// The fields through a lookup by (lowercase or not) name.
-    fn from_lookup(policy: Option<&Policy>, text: impl Fn(&str) -> Option<String>) -> Fields {
-        let [forwarded_for, authorization, accept, origin, asks, upgrade, ip, key, agent] = names(policy);
+    fn from_lookup(policy: Option<&Policy>, lists: &Lists, text: impl Fn(&str) -> Option<String>) -> Fields {
+        let [forwarded_for, authorization, accept, origin, asks, upgrade, ip, key, agent] = names(policy, lists);
         let named = |n: &str| if n.is_empty() { None } else { text(n) };
         Fields {
             client_ip: named(ip),
@@ -70,11 +72,15 @@ impl Fields {
     }
 
     /// From the runtime's request in one call: its method and URL too.
-    pub fn read_request(request: &web_sys::Request, policy: Option<&Policy>) -> (String, String, Fields) {
-        let names: Vec<&str> = names(policy).into_iter().filter(|n| !n.is_empty()).collect();
+    pub fn read_request(
+        request: &web_sys::Request,
+        policy: Option<&Policy>,
+        lists: &Lists,
+    ) -> (String, String, Fields) {
+        let names: Vec<&str> = names(policy, lists).into_iter().filter(|n| !n.is_empty()).collect();
         let read = runtime::read(request, &names);
         let values: Vec<(&str, Option<String>)> = names.into_iter().zip(read.values).collect();
-        let fields = Fields::from_lookup(policy, |name| {
+        let fields = Fields::from_lookup(policy, lists, |name| {
             values.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.clone())
         });
         (read.method, read.url, fields)

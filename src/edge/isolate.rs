@@ -9,6 +9,7 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{console_error, console_log, Env};
 
+use super::controls::{self, Controls};
 use super::respond;
 use crate::core::cors::{Cors, DEFAULT_CORS};
 use crate::core::decision::{Refusal, PROBLEM_DOCS};
@@ -59,6 +60,8 @@ pub struct Isolate {
     pub service_token: std::result::Result<String, &'static str>,
     pub jwt_secret: Option<Vec<u8>>,
     pub store: Hybrid<UpstashStore<FetchTransport>>,
+    /// Overrides and runtime lists set through the admin API, and where they live.
+    pub controls: Controls,
     /// Addresses that have used up their failed-credential limits, until when: their
     /// credentials are refused unjudged, so a guesser learns nothing from a right guess.
     pub lockouts: DenyCache,
@@ -122,6 +125,8 @@ impl Isolate {
         };
         let store = Hybrid::new(config.policy().and_then(|p| upstash(env, p)), settings);
         let lockouts = DenyCache::new(settings.memory_max_keys);
+        let controls =
+            Controls::new(controls::source(env, store.has_primary()), config.policy(), settings.controls_refresh_ms);
         let jwt_secret = env_text(env, "JWT_SECRET").map(String::into_bytes);
         if config.policy().is_some_and(|p| p.identity.jwt.is_some()) && jwt_secret.is_none() {
             console_error!(
@@ -143,6 +148,7 @@ impl Isolate {
             service_token: service_token(env),
             jwt_secret,
             store,
+            controls,
             lockouts,
             started_at: js_sys::Date::now() as u64,
             test_geo: env_text(env, "TEST_GEO_HEADERS").is_some(),

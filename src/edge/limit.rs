@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! handle ─ policy broken? ──────────────────────────────► 500 invalid-policy
-//!        ─ on the block list? ──────────────────────────► 403 blocked
+//!        ─ on the block list (policy's or runtime)? ────► 403 blocked
 //!        ─ on the allow list? ──────────────────────────► forward, unlimited
 //!        ─ preflight not charged? ─ preflights' limits ─► forward, or 429
 //!        ─ protect ─ locked out? ───────────────────────► 429
 //!                  ─ identify ─ bad credential ─────────► guard: 401, or 429
+//!                             ─ an override? ───────────► its tier, or its own limits
 //!                  ─ plan ─ exempt ─────────────────────► forward
 //!                         ─ check the tier (+ wide net) ► forward with its fields, or 429
 //! ```
@@ -20,12 +21,13 @@ use super::isolate::{Config, Isolate};
 use super::proxy::{forward, Target};
 use super::respond::{jitter_ms, with_cors, Reply};
 use crate::core::algorithm::Decision;
+use crate::core::controls::{Applies, Resolved};
 use crate::core::cors::is_preflight;
 use crate::core::decision::{
     admitted_fields, problem, shadow_fields, store_unavailable, too_many_requests, unauthorized, Backend,
 };
 use crate::core::identity::{client_address, failure_subject, identify, presents_credential, wide_subject, CallerKind};
-use crate::core::lists::{Listed, Visitor};
+use crate::core::lists::{Listed, Lists, Visitor};
 use crate::core::policy::{Plan, Policy, Tier};
 use crate::core::subject::Subject;
 use crate::runtime;
@@ -50,8 +52,10 @@ pub async fn handle(
             return with_cors(Reply::Own(answer), iso.cors(), origin);
         }
     };
-    if !policy.lists.is_empty() {
-        match listed(req, policy, fields, iso) {
+    // The policy's lists and those set at runtime (`edge::controls`), and the overrides.
+    let controls = iso.controls.current();
+    if !controls.lists.is_empty() {
+        match listed(req, &controls.lists, policy, fields, iso) {
             Listed::Blocked(_) => {
                 // Counted, not logged: a blocked flood would flood the log. The entry that
                 // matched is the operator's to know; the caller learns only the refusal.
@@ -80,7 +84,7 @@ pub async fn handle(
         }
         return forward(req, method, iso, target, fields, None, &[], None).await;
     }
-    let response = protect(req, iso, policy, target, fields, method).await?;
+    let response = protect(req, iso, policy, &controls, target, fields, method).await?;
     with_cors(response, iso.cors(), origin)
 }
 
@@ -89,6 +93,7 @@ async fn protect(
     req: &web_sys::Request,
     iso: &Isolate,
     policy: &Policy,
+    controls: &Resolved,
     target: &Target<'_>,
     fields: &Fields,
     method: &str,
@@ -102,21 +107,32 @@ async fn protect(
             return Ok(Reply::Own(r));
         }
     }
-    let caller = match identify(policy, &facts, iso.jwt_secret.as_deref()) {
+    let mut caller = match identify(policy, &facts, iso.jwt_secret.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             let r = unauthorized(&e.to_string(), "invalid-credential");
             return Ok(Reply::Own(failed_credential(iso, policy, &address, now, fields.html(), r).await));
         }
     };
+    // An override set through the admin API: another tier (its route rules too), or limits
+    // of the subject's own in place of its tier's.
+    let mut own_limits = None;
+    if controls.has_overrides() {
+        match controls.lookup(caller.subject.digest().as_str(), now) {
+            Some(Applies::Tier(id)) => caller.tier = *id,
+            Some(Applies::Limits(t)) => own_limits = Some(t),
+            None => {}
+        }
+    }
     // A WebSocket on a route that limits its messages is relayed, and counted, by the Worker.
     let rule = policy.rule(method, &target.path.matched, caller.tier);
     let messages = rule.and_then(|r| r.websocket_messages);
     let (tier, cost) = match Policy::plan_of(rule, caller.tier) {
         Plan::Exempt => return forward(req, method, iso, target, fields, messages, &[], origin).await,
-        Plan::Check { tier, cost } => match policy.tier(tier) {
-            Some(tier) => (tier, cost),
-            None => {
+        Plan::Check { tier: id, cost } => match (policy.tier(id), own_limits) {
+            (Some(_), Some(own)) if id == caller.tier => (own, cost),
+            (Some(tier), _) => (tier, cost),
+            (None, _) => {
                 let r = iso.answer(problem(500, "Rate limiter misconfigured", "No such tier.", "invalid-policy"));
                 return Ok(Reply::Own(r));
             }
@@ -156,16 +172,16 @@ async fn protect(
 /// Where the request stands with the policy's block and allow lists: its address as identity
 /// reads it, its user agent, and `request.cf`'s country and ASN (read only when a list names
 /// one).
-fn listed(req: &web_sys::Request, policy: &Policy, fields: &Fields, iso: &Isolate) -> Listed {
+fn listed(req: &web_sys::Request, lists: &Lists, policy: &Policy, fields: &Fields, iso: &Isolate) -> Listed {
     let facts = fields.facts(0);
-    let (country, asn) = if policy.lists.needs_geo() { runtime::geo(req, iso.test_geo) } else { (None, None) };
+    let (country, asn) = if lists.needs_geo() { runtime::geo(req, iso.test_geo) } else { (None, None) };
     let visitor = Visitor {
         address: client_address(&policy.identity.client_ip, &facts),
         country: country.as_deref(),
         asn,
         user_agent: fields.user_agent.as_deref(),
     };
-    policy.lists.judge(&visitor)
+    lists.judge(&visitor)
 }
 
 /// Checks `cost` units of `tier`'s limits for `subject`: the decision and its backend when

@@ -22,6 +22,7 @@
 //! an opaque 500. Errors become problem+json answers instead.
 
 mod admin;
+mod controls;
 mod dashboard;
 mod fields;
 mod guard;
@@ -47,7 +48,8 @@ use respond::Reply;
 /// limiter needs, in one call), routed, answered.
 pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Reply> {
     let iso = Isolate::get(&env);
-    let (method, url, fields) = Fields::read_request(&req, iso.policy());
+    keep_controls_fresh(&iso, &env, &ctx).await;
+    let (method, url, fields) = Fields::read_request(&req, iso.policy(), &iso.controls.current().lists);
     // The path is parsed once: the dashboard, the route rules and the origin all get this.
     let target = match Target::parse(&url, &iso.path_options()) {
         Ok(t) => t,
@@ -67,7 +69,7 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
             let req = Request::from(req);
             let answer = match rest.strip_prefix("admin") {
                 Some(route) if route.is_empty() || route.starts_with('/') => {
-                    admin::handle(req, &fields, &iso, route.trim_start_matches('/'), now).await?
+                    admin::handle(req, &fields, &iso, &env, route.trim_start_matches('/'), now).await?
                 }
                 _ => match rest.strip_prefix("v1/") {
                     Some(route) => service::handle(req, &fields, &iso, route, now).await?,
@@ -92,4 +94,25 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
         });
     }
     response
+}
+
+/// The runtime controls (overrides, runtime lists) read where they live: on the isolate's
+/// first request before it is judged, then at most once per refresh interval in the
+/// background of the request that finds them due (`edge::controls`).
+async fn keep_controls_fresh(iso: &std::rc::Rc<Isolate>, env: &Env, ctx: &Context) {
+    let now = js_sys::Date::now() as u64;
+    let Some(policy) = iso.policy() else { return };
+    match iso.controls.due(now) {
+        controls::Due::No => {}
+        controls::Due::Waiting => controls::first_read(&iso.controls, policy.store.timeout_ms + 50).await,
+        controls::Due::First => controls::refresh(&iso.controls, iso.store.primary(), env, policy, now).await,
+        controls::Due::Later => {
+            let (iso, env) = (iso.clone(), env.clone());
+            crate::runtime::task::wait_until(ctx.as_ref(), async move {
+                if let Some(policy) = iso.policy() {
+                    controls::refresh(&iso.controls, iso.store.primary(), &env, policy, now).await;
+                }
+            });
+        }
+    }
 }

@@ -42,6 +42,7 @@ pub fn status(iso: &Isolate, now: u64, private: bool) -> Value {
             "denied": service.denied,
             "refunds": service.refunds,
         },
+        "controls": iso.controls.status(now),
         "demo_keys": iso.demo() && iso.policy().is_some(),
         "store": {
             "primary": if store.has_primary() { "upstash" } else { "memory" },

@@ -206,6 +206,11 @@ impl<P: Store> Hybrid<P> {
         self.leases.held()
     }
 
+    /// The shared store, when there is one.
+    pub fn primary(&self) -> Option<&P> {
+        self.primary.as_ref()
+    }
+
     pub fn has_primary(&self) -> bool {
         self.primary.is_some()
     }
@@ -531,6 +536,7 @@ mod tests {
             memory_max_keys: 100,
             deny_cache,
             batch: false,
+            controls_refresh_ms: 10_000,
         }
     }
 

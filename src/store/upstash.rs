@@ -158,6 +158,14 @@ impl<T: Transport> UpstashStore<T> {
         &self.key_prefix
     }
 
+    /// One plain command (`["HGETALL", key]`), its `result` as JSON: for the few reads and
+    /// writes that are not the check script (the runtime controls).
+    pub async fn command(&self, args: &[&str]) -> Result<Value, StoreError> {
+        let body = Value::Array(args.iter().map(|a| Value::from(*a)).collect()).to_string();
+        let (status, body) = self.transport.post(body).await?;
+        read_reply(status, &body)
+    }
+
     /// Runs `ops` in one script call at `now`, each atomic on its own keys (`keys`: every
     /// operation's keys, one per limit, in order), and returns one answer per operation.
     pub async fn batch<L: AsRef<Algorithm>>(

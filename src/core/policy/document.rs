@@ -42,6 +42,16 @@ pub fn read_limits(value: &Value, path: &str) -> Result<Named<Limit>, PolicyErro
     Ok(limits.0)
 }
 
+/// A block or allow list on its own (the admin API's runtime lists), its errors at `path`.
+pub fn read_list(value: &Value, path: &str) -> Result<List, PolicyError> {
+    let list: Object<List> = serde_path_to_error::deserialize(value).map_err(|e| {
+        let below = dotted(e.path());
+        let path = if below.is_empty() { path.to_string() } else { format!("{path}.{below}") };
+        PolicyError { path, message: reason(e.inner()) }
+    })?;
+    Ok(list.0)
+}
+
 fn not_json(e: &serde_json::Error) -> PolicyError {
     PolicyError { path: String::new(), message: format!("not valid JSON: {e}") }
 }
@@ -740,6 +750,7 @@ pub struct Store {
     pub memory_max_keys: Whole<1, 1_000_000>,
     pub deny_cache: bool,
     pub batch: bool,
+    pub controls_refresh: Millis<1_000, 600_000>,
 }
 
 impl Default for Store {
@@ -753,6 +764,7 @@ impl Default for Store {
             memory_max_keys: Whole(s.memory_max_keys as u64),
             deny_cache: s.deny_cache,
             batch: s.batch,
+            controls_refresh: Millis(s.controls_refresh_ms),
         }
     }
 }

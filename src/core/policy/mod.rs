@@ -33,6 +33,36 @@ impl Policy {
         validate::limits(&limits, path)
     }
 
+    /// Limits written as a tier's are, as a tier of their own named `<label>:<digest>`, the
+    /// digest of their names and parameters: the same limits given again meet the same
+    /// buckets, other limits never do. A policy's tier names cannot hold `:`, so no such
+    /// tier shares a policy tier's keys. The decision API's inline limits and a subject's
+    /// own limits set through the admin API are such tiers.
+    pub fn inline_tier(label: &str, value: &serde_json::Value, path: &str) -> Result<Tier, PolicyErrors> {
+        use sha2::{Digest, Sha256};
+        let limits = Policy::read_limits(value, path)?;
+        let mut h = Sha256::new();
+        for l in &limits {
+            h.update(l.name.as_bytes());
+            for n in l.algorithm.script_params() {
+                h.update(b":");
+                h.update(n.to_string().as_bytes());
+            }
+            h.update(b";");
+        }
+        let digest = crate::core::subject::hex(&h.finalize());
+        let name = format!("{label}:{}", digest.get(..12).unwrap_or(&digest));
+        let description = format!("Limits of its own ({label})");
+        Ok(Tier { name, description, limits, lease: Leasing::OFF, shadow: false })
+    }
+
+    /// A block or allow list written as the policy's are, read the same way: the admin
+    /// API's runtime lists. An error names its entry under `path`.
+    pub fn read_list(value: &serde_json::Value, path: &str) -> Result<crate::core::lists::List, PolicyErrors> {
+        let list = document::read_list(value, path).map_err(|e| PolicyErrors(vec![e]))?;
+        Ok(validate::list(&list))
+    }
+
     /// The policy compiled into the Worker.
     pub fn example() -> Policy {
         match Policy::parse(EXAMPLE_POLICY) {

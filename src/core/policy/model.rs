@@ -233,6 +233,9 @@ pub struct StoreSettings {
     /// Checks that come while a store call is in flight in the isolate wait for it, then go
     /// together in the next call (`store::coalesce`).
     pub batch: bool,
+    /// How often each isolate reads the runtime controls (overrides, runtime lists) from
+    /// where they are kept (`core::controls`).
+    pub controls_refresh_ms: u64,
 }
 
 /// What the Worker does with one request, per the route rules.
@@ -348,6 +351,7 @@ pub const DEFAULT_STORE: StoreSettings = StoreSettings {
     memory_max_keys: 10_000,
     deny_cache: true,
     batch: false,
+    controls_refresh_ms: 10_000,
 };
 
 pub(super) fn parse_digest(hex: &str) -> Option<[u8; 32]> {

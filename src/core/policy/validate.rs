@@ -18,7 +18,7 @@ use crate::core::lists::{List, Lists};
 use crate::core::path::{normalize_prefix, PathOptions};
 
 /// A list as the model holds it: every entry was parsed on its own while reading.
-fn list(l: &doc::List) -> List {
+pub fn list(l: &doc::List) -> List {
     List {
         addresses: l.addresses.iter().map(|e| e.0).collect(),
         countries: l.countries.iter().map(|e| e.0.clone()).collect(),
@@ -122,6 +122,7 @@ impl Validator {
             memory_max_keys: s.memory_max_keys.0 as usize,
             deny_cache: s.deny_cache,
             batch: s.batch,
+            controls_refresh_ms: s.controls_refresh.0,
         };
         Some(Policy {
             key_prefix: key_prefix?,
