@@ -3,7 +3,7 @@
 //! the counts the dashboard shows.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
@@ -76,12 +76,38 @@ pub struct Isolate {
     allow_listed: Cell<u64>,
     shadow_denied: Cell<u64>,
     service: Cell<ServiceCounts>,
+    delayed: Cell<u64>,
+    /// Requests held for a route's `max_delay`, per subject key: capped per subject and in all.
+    holds: RefCell<HashMap<String, u32>>,
     /// Subjects whose shadow denial has been logged, so the log gets a line per subject and
     /// not per request; forgotten all at once when it reaches [`SHADOW_LOGGED_MAX`].
     shadow_logged: RefCell<HashSet<String>>,
 }
 
 const SHADOW_LOGGED_MAX: usize = 10_000;
+
+/// At most this many requests of one subject held at once for a route's `max_delay`, and
+/// this many in the isolate: past them a request is refused as it would be without it.
+pub const MAX_HOLDS_PER_SUBJECT: u32 = 4;
+const MAX_HOLDS: usize = 1_000;
+
+/// A request held for `max_delay`: its place is given back when it is dropped.
+pub struct Hold<'a> {
+    iso: &'a Isolate,
+    key: String,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        let mut holds = self.iso.holds.borrow_mut();
+        if let Some(n) = holds.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                holds.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// What the decision API answered in this isolate.
 #[derive(Clone, Copy, Default)]
@@ -158,6 +184,8 @@ impl Isolate {
             allow_listed: Cell::new(0),
             shadow_denied: Cell::new(0),
             service: Cell::new(ServiceCounts::default()),
+            delayed: Cell::new(0),
+            holds: RefCell::new(HashMap::new()),
             shadow_logged: RefCell::new(HashSet::new()),
         }
     }
@@ -240,6 +268,29 @@ impl Isolate {
 
     pub fn shadow_denials(&self) -> u64 {
         self.shadow_denied.get()
+    }
+
+    /// A place for one more held request of this subject, if the caps allow one.
+    pub fn hold(&self, key: String) -> Option<Hold<'_>> {
+        let mut holds = self.holds.borrow_mut();
+        let subjects = holds.len();
+        let n = holds.entry(key.clone()).or_insert(0);
+        if *n >= MAX_HOLDS_PER_SUBJECT || (*n == 0 && subjects >= MAX_HOLDS) {
+            if *n == 0 {
+                holds.remove(&key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(Hold { iso: self, key })
+    }
+
+    pub fn count_delayed(&self) {
+        self.delayed.set(self.delayed.get() + 1);
+    }
+
+    pub fn delayed(&self) -> u64 {
+        self.delayed.get()
     }
 
     pub fn count_service(&self, f: impl FnOnce(&mut ServiceCounts)) {

@@ -11,6 +11,7 @@
 //!                             ─ an override? ───────────► its tier, or its own limits
 //!                  ─ plan ─ exempt ─────────────────────► forward
 //!                         ─ check the tier (+ wide net) ► forward with its fields, or 429
+//!                           (due within max_delay? ─ reserve, hold, forward)
 //! ```
 
 use worker::Result;
@@ -20,7 +21,7 @@ use super::guard::{failed_credential, locked_out};
 use super::isolate::{Config, Isolate};
 use super::proxy::{forward, Target};
 use super::respond::{jitter_ms, with_cors, Reply};
-use crate::core::algorithm::Decision;
+use crate::core::algorithm::{Decision, Outcome};
 use crate::core::controls::{Applies, Resolved};
 use crate::core::cors::is_preflight;
 use crate::core::decision::{
@@ -79,7 +80,8 @@ pub async fn handle(
         // around them.
         let now = js_sys::Date::now() as u64;
         let address = failure_subject(&policy.identity.client_ip, &fields.facts(now));
-        if let Err(refused) = checked(iso, policy, &policy.preflights, &address, now, 1, false, policy.shadow).await {
+        let preflight = Check { cost: 1, html: false, shadow: policy.shadow, max_delay_ms: 0 };
+        if let Err(refused) = checked(iso, policy, &policy.preflights, &address, now, preflight).await {
             return with_cors(Reply::Own(refused), iso.cors(), origin);
         }
         return forward(req, method, iso, target, fields, None, &[], None).await;
@@ -140,17 +142,17 @@ async fn protect(
     };
     // In shadow, a denial is reported and the request passes (`checked` says which).
     let shadow = policy.in_shadow(tier, rule);
-    let (mut tier, mut decision, mut backend) =
-        match checked(iso, policy, tier, &caller.subject, now, cost, fields.html(), shadow).await {
-            Ok((decision, backend)) => (tier, decision, backend),
-            Err(refused) => return Ok(Reply::Own(refused)),
-        };
+    let how = Check { cost, html: fields.html(), shadow, max_delay_ms: rule.map_or(0, |r| r.max_delay_ms) };
+    let (mut tier, mut decision, mut backend) = match checked(iso, policy, tier, &caller.subject, now, how).await {
+        Ok((decision, backend)) => (tier, decision, backend),
+        Err(refused) => return Ok(Reply::Own(refused)),
+    };
     // The wider IPv6 net, after the caller's own limits admitted the request: a second
     // check only for anonymous IPv6 callers of a policy that casts it.
     let wide = policy.identity.client_ip.ipv6_wide.as_ref();
     if let (Some(net), CallerKind::Anonymous) = (wide, caller.kind) {
         if let Some(subject) = wide_subject(&policy.identity.client_ip, &facts) {
-            let (d, b) = match checked(iso, policy, &net.tier, &subject, now, cost, fields.html(), shadow).await {
+            let (d, b) = match checked(iso, policy, &net.tier, &subject, now, how).await {
                 Ok(answer) => answer,
                 Err(refused) => return Ok(Reply::Own(refused)),
             };
@@ -184,33 +186,45 @@ fn listed(req: &web_sys::Request, lists: &Lists, policy: &Policy, fields: &Field
     lists.judge(&visitor)
 }
 
-/// Checks `cost` units of `tier`'s limits for `subject`: the decision and its backend when
-/// the request is admitted, or denied in `shadow` (reported, not refused), else the answer to
-/// send (429, or 429 `store-unavailable` when the store fails and the policy says closed).
-#[allow(clippy::too_many_arguments)]
+/// How a check is made: its cost, how a refusal is rendered, whether a denial only counts
+/// (`shadow`), and how long a request whose units are due soon may be held instead.
+#[derive(Clone, Copy)]
+struct Check {
+    cost: u64,
+    html: bool,
+    shadow: bool,
+    max_delay_ms: u64,
+}
+
+/// Checks `how.cost` units of `tier`'s limits for `subject`: the decision and its backend
+/// when the request is admitted, or denied in shadow (reported, not refused), or held until
+/// its units are due (`max_delay`); else the answer to send (429, or 429 `store-unavailable`
+/// when the store fails and the policy says closed).
 async fn checked(
     iso: &Isolate,
     policy: &Policy,
     tier: &Tier,
     subject: &Subject,
     now: u64,
-    cost: u64,
-    html: bool,
-    shadow: bool,
+    how: Check,
 ) -> std::result::Result<(Decision, Backend), web_sys::Response> {
     let digest = subject.digest();
-    let verdict = iso.check(&CheckRequest::new(tier, &digest, now, cost)).await;
+    let request = CheckRequest::new(tier, &digest, now, how.cost);
+    let verdict = iso.check(&request).await;
     let backend = verdict.backend;
     match verdict.decision {
         Ok(d) if d.allowed() => Ok((d, backend)),
-        Ok(d) if shadow => {
+        Ok(d) if how.shadow => {
             let limit = tier.limits.get(d.binding).map_or("?", |l| l.name.as_str());
             iso.shadow_denied(&tier.name, limit, digest.as_str());
             Ok((d, backend))
         }
         Ok(d) => {
+            if let Some(held) = held(iso, &request, &d, how.max_delay_ms).await {
+                return Ok(held);
+            }
             iso.count_denied();
-            Err(iso.answer(too_many_requests(tier, &d, policy.headers, html, jitter_ms()).decided_by(backend)))
+            Err(iso.answer(too_many_requests(tier, &d, policy.headers, how.html, jitter_ms()).decided_by(backend)))
         }
         Err(_) => {
             iso.count_denied();
@@ -218,3 +232,47 @@ async fn checked(
         }
     }
 }
+
+/// A denied request whose units are due within `max_delay_ms`: its units reserved (taken
+/// now, counted at the time they are due) and the request held until then, then passed.
+/// `None` when it cannot be: not due soon enough, or the subject's holds at their cap. A
+/// reservation that finds the units taken meanwhile (another held request, another isolate)
+/// tries the next time they are due, within the delay, at most [`RESERVE_TRIES`] times.
+async fn held(
+    iso: &Isolate,
+    request: &CheckRequest<'_>,
+    d: &Decision,
+    max_delay_ms: u64,
+) -> Option<(Decision, Backend)> {
+    if max_delay_ms == 0 || d.binding_status().outcome != Outcome::Denied || d.retry_after_ms() > max_delay_ms {
+        return None;
+    }
+    let _place = iso.hold(request.subject_key())?;
+    let mut wait = d.retry_after_ms();
+    for _ in 0..RESERVE_TRIES {
+        let verdict = iso.store.reserve(request, wait).await;
+        match verdict.decision {
+            Ok(reserved) if reserved.allowed() => {
+                // Time moves on across the store call (not within CPU work): wait what is left.
+                let left = (request.now + wait).saturating_sub(js_sys::Date::now() as u64);
+                if left > 0 {
+                    worker::Delay::from(std::time::Duration::from_millis(left)).await;
+                }
+                iso.count_delayed();
+                return Some((reserved, verdict.backend));
+            }
+            // Denied at `now + wait`: its retry counts from then.
+            Ok(later) if later.binding_status().outcome == Outcome::Denied => {
+                wait = wait.saturating_add(later.retry_after_ms().max(1));
+                if wait > max_delay_ms {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// How many reservations one held request may try.
+const RESERVE_TRIES: usize = 3;

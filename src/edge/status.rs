@@ -33,7 +33,7 @@ pub fn status(iso: &Isolate, now: u64, private: bool) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "now_ms": now,
         "isolate_started_ms": iso.started_at,
-        "requests": { "allowed": allowed, "denied": denied, "blocked": blocked, "allow_listed": allow_listed, "shadow_denied": shadow_denied },
+        "requests": { "allowed": allowed, "denied": denied, "blocked": blocked, "allow_listed": allow_listed, "shadow_denied": shadow_denied, "delayed": iso.delayed() },
         // The published demo keys work only in front of the demo origin; the dashboard
         // offers them only then.
         "service": {

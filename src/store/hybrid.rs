@@ -341,6 +341,31 @@ impl<P: Store> Hybrid<P> {
         }
     }
 
+    /// Takes the request's units at `r.now + wait`, when a check at `r.now` found them due:
+    /// the reservation of a request that is then held until they are (a route's
+    /// `max_delay`). Evaluated at that later time, the units are consumed now and later
+    /// checks see them taken (a state ahead of the clock is read as the clock standing
+    /// still at it). Straight to the store that decides, past leases, the deny cache and
+    /// batching, whose calls carry one time for all their checks.
+    pub async fn reserve(&self, r: &CheckRequest<'_>, wait: Millis) -> Verdict {
+        let at = CheckRequest { now: r.now.saturating_add(wait), ..*r };
+        let Some(primary) = &self.primary else {
+            return Verdict { decision: Ok(self.memory.check_now(&at)), backend: Backend::Memory, notes: Vec::new() };
+        };
+        if !matches!(self.breaker.state(), BreakerState::Closed { .. }) {
+            return self.on_failure(&at, None, Vec::new());
+        }
+        self.count(|c| c.store_calls += 1);
+        match primary.check(&at).await {
+            Ok(decision) => Verdict { decision: Ok(decision), backend: Backend::Upstash, notes: Vec::new() },
+            Err(e) => {
+                self.count(|c| c.store_failures += 1);
+                *self.last_failure.borrow_mut() = Some((r.now, e.clone()));
+                self.on_failure(&at, Some(e), Vec::new())
+            }
+        }
+    }
+
     /// A subject's state without consuming anything (a check of cost 0), from the store that
     /// holds it: Upstash while it answers, else this isolate's memory.
     pub async fn inspect(&self, r: &CheckRequest<'_>) -> (Decision, Backend) {
@@ -572,6 +597,32 @@ mod tests {
         assert_eq!(notes.len(), 2, "the failure once, the trip once: {notes:?}");
         assert!(matches!(notes[0], Note::Error(m) if m.contains("timeout")));
         assert!(matches!(notes[1], Note::Error(m) if m.contains("circuit open after 3")));
+    }
+
+    /// A reservation takes the units at the time they are due: later checks see them taken,
+    /// so holding requests never admits more than the limit over any window.
+    #[test]
+    fn a_reservation_takes_the_units_when_they_are_due() {
+        let bucket = Algorithm::token_bucket(2, crate::core::rate::Rate::parse("1/s").unwrap()).unwrap();
+        let tier = crate::store::test_tier("t", "b", bucket);
+        let subject = SubjectDigest::raw("s");
+        let at = |now| CheckRequest::new(&tier, &subject, now, 1);
+        for shared in [false, true] {
+            let primary = Switchable::new();
+            let hybrid = Hybrid::new(shared.then_some(&primary), &settings(FailMode::Memory, false));
+            assert!(run(hybrid.check(&at(0))).decision.unwrap().allowed());
+            assert!(run(hybrid.check(&at(0))).decision.unwrap().allowed());
+            let denied = run(hybrid.check(&at(0))).decision.unwrap();
+            assert_eq!(denied.retry_after_ms(), 1_000);
+            let reserved = run(hybrid.reserve(&at(0), 1_000));
+            assert!(reserved.decision.unwrap().allowed(), "due in 1 s: reserved");
+            let backend = if shared { Backend::Upstash } else { Backend::Memory };
+            assert_eq!(reserved.backend, backend);
+            // The unit of t = 1 s is taken: the next is due at 2 s, not 1 s.
+            assert_eq!(run(hybrid.check(&at(10))).decision.unwrap().retry_after_ms(), 1_990);
+            assert!(!run(hybrid.check(&at(1_500))).decision.unwrap().allowed());
+            assert!(run(hybrid.check(&at(2_000))).decision.unwrap().allowed());
+        }
     }
 
     #[test]

@@ -697,6 +697,7 @@ pub struct Route {
     pub use_tier: Option<String>,
     pub websocket_messages: Option<Limit>,
     pub shadow: bool,
+    pub max_delay: Option<Millis<1, 10_000>>,
 }
 
 /// A method or a non-empty array of them; none written means any.

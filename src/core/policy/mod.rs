@@ -93,6 +93,18 @@ mod tests {
     const MINIMAL: &str = r#"{"tiers": {"anonymous": {"limits": {"burst": "10/s"}}}}"#;
 
     #[test]
+    fn a_route_may_hold_requests_for_a_short_wait() {
+        let route = |rule: &str| {
+            format!(r#"{{"tiers": {{"anonymous": {{"limits": {{"burst": "10/s"}}}}}}, "routes": [{rule}]}}"#)
+        };
+        let p = Policy::parse(&route(r#"{"path": "/api/", "max_delay": "500ms"}"#)).unwrap();
+        assert_eq!(p.routes[0].max_delay_ms, 500);
+        assert_eq!(Policy::parse(&route(r#"{"path": "/api/"}"#)).unwrap().routes[0].max_delay_ms, 0);
+        assert!(has(&errors(&route(r#"{"path": "/api/", "max_delay": "20s"}"#)), "routes[0].max_delay", ""));
+        assert!(has(&errors(&route(r#"{"path": "/h", "exempt": true, "max_delay": "1s"}"#)), "routes[0]", "max_delay"));
+    }
+
+    #[test]
     fn a_tier_leases_only_when_asked() {
         let tier = |lease: &str| {
             let text = format!(r#"{{"tiers": {{"anonymous": {{"limits": {{"b": "10/s"}}{lease}}}}}}}"#);

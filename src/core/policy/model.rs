@@ -168,6 +168,9 @@ pub struct Route {
     pub websocket_messages: Option<Algorithm>,
     /// In shadow, as a tier can be: for requests this rule matches.
     pub shadow: bool,
+    /// A request whose units are due within this many ms is held until then and passed,
+    /// instead of refused (0: never held).
+    pub max_delay_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

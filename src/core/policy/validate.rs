@@ -328,8 +328,8 @@ impl Validator {
         let (use_tier, filter) = (use_tier?, filter?);
         let cost = r.cost.map(|c| c.0);
         let action = if r.exempt {
-            if cost.is_some() || use_tier.is_some() {
-                return self.fail(path, "an exempt rule takes no cost or use_tier");
+            if cost.is_some() || use_tier.is_some() || r.max_delay.is_some() {
+                return self.fail(path, "an exempt rule takes no cost, use_tier or max_delay");
             }
             RouteAction::Exempt
         } else {
@@ -361,6 +361,7 @@ impl Validator {
             action,
             websocket_messages: r.websocket_messages.map(|l| l.0),
             shadow: r.shadow,
+            max_delay_ms: r.max_delay.map_or(0, |d| d.0),
         })
     }
 }
