@@ -60,6 +60,9 @@ pub struct Ask {
     pub at: Millis,
     /// The tier is in shadow: a denial is reported, and the answer still says allowed.
     pub shadow: bool,
+    /// The tier is the one a request with this credential would get (no `tier` or
+    /// `limits` given): an override of the subject applies, as at the edge.
+    pub tier_of_caller: bool,
 }
 
 /// The body as written. Every field is optional here; `read` says which are needed.
@@ -103,6 +106,7 @@ pub fn read(policy: &Policy, body: &str, call: Call, now: Millis) -> Result<Ask,
     }
 
     let (subject, caller_tier) = subject_of(policy, &b)?;
+    let tier_of_caller = b.tier.is_none() && b.limits.is_none();
     let mut shadow = policy.shadow;
     let tier = match (&b.tier, &b.limits) {
         (Some(_), Some(_)) => return Err("tier, limits: give one, not both".into()),
@@ -143,7 +147,7 @@ pub fn read(policy: &Policy, body: &str, call: Call, now: Millis) -> Result<Ask,
         Some(at) if now - at > MAX_REFUND_AGE_MS => return Err("at: more than 7 days ago".into()),
         Some(at) => at,
     };
-    Ok(Ask { tier, subject, units, at, shadow })
+    Ok(Ask { tier, subject, units, at, shadow, tier_of_caller })
 }
 
 /// The subject the body names, and the tier a request with that credential would be in.

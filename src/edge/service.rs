@@ -17,6 +17,7 @@ use super::fields::Fields;
 use super::guard::{self, Token};
 use super::isolate::{Config, Isolate};
 use super::respond;
+use crate::core::controls::Applies;
 use crate::core::decision::problem;
 use crate::core::service::{check_answer, read, refund_answer, Call};
 use crate::store::CheckRequest;
@@ -43,11 +44,23 @@ pub async fn handle(mut req: Request, fields: &Fields, iso: &Isolate, route: &st
         }
     };
     let body = req.text().await.unwrap_or_default();
-    let ask = match read(policy, &body, call, now) {
+    let mut ask = match read(policy, &body, call, now) {
         Ok(ask) => ask,
         Err(e) => return error(iso, 400, "Bad Request", &e),
     };
     let digest = ask.subject.digest();
+    // The edge's decision: an override set through the admin API applies here too.
+    if ask.tier_of_caller {
+        match iso.controls.current().lookup(digest.as_str(), now) {
+            Some(Applies::Tier(id)) => {
+                if let Some(t) = policy.tier(*id) {
+                    ask.tier = t.clone();
+                }
+            }
+            Some(Applies::Limits(t)) => ask.tier = t.clone(),
+            None => {}
+        }
+    }
     let request = CheckRequest::new(&ask.tier, &digest, now, ask.units);
     match call {
         Call::Check => {

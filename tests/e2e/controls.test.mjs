@@ -34,10 +34,12 @@ after(async () => {
   await redis?.stop();
 });
 
+const SERVICE_TOKEN = "e2e-service-" + randomBytes(16).toString("hex");
 const vars = () => ({
   POLICY: JSON.stringify({ key_prefix: "ctl-" + randomBytes(4).toString("hex"), ...POLICY }),
   ORIGIN_URL: origin.url,
   ADMIN_TOKEN,
+  SERVICE_TOKEN,
 });
 
 async function admin(w, method, route, body) {
@@ -184,6 +186,15 @@ test("memory only: a change applies in this isolate, and the status says it is t
     assert.equal(set.json.source, "isolate");
     assert.equal(set.json.every_isolate_within_s, null);
     assert.equal(count(await burst(w, ip, 7), 200), 6);
+    // The decision API answers what the edge would: the override's tier.
+    const asked = await fetch(`${w.url}/__limiter/v1/check`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${SERVICE_TOKEN}` },
+      body: JSON.stringify({ ip, peek: true }),
+    });
+    const decision = await asked.json();
+    assert.equal(decision.tier, "premium");
+    assert.equal(decision.limit, 6);
     // Claiming the overridden address in a forwarded-for field, or in another spelling,
     // gets nothing: the override is keyed by the subject identity derives.
     assert.equal(count(await burst(w, freshIp(), 4, { "X-Forwarded-For": ip }), 200), 2);
