@@ -570,3 +570,60 @@ fn evalsha_serves_the_loaded_script() {
     }
     let _ = Reply::Nil;
 }
+
+/// The fleet view's script (`fleet.lua`) in a real `redis-server`: two isolates flush their
+/// tallies, and the read, as the dashboard renders it, adds up to what they recorded; the
+/// per-minute keys expire, the totals do not.
+#[test]
+fn the_fleet_script_adds_up_what_isolates_flush() {
+    use edge_limiter::core::fleet::{isolate_line, read_call, view, Event, Tally};
+    use edge_limiter::store::script::FLEET_LUA;
+    let mut redis = Redis::start();
+    let now = BASE + 30 * 60_000 + 5_000;
+    let mut flush = |t: &mut Tally, id: &str| {
+        let (keys, args) = t.take_flush("fl", id, &isolate_line(now, "v1", "closed", 0));
+        let n = keys.len().to_string();
+        let mut cmd = vec!["EVAL", FLEET_LUA, n.as_str()];
+        cmd.extend(keys.iter().map(String::as_str));
+        cmd.extend(args.iter().map(String::as_str));
+        match redis.command(&cmd) {
+            Reply::Int(1) => {}
+            other => panic!("flush answered {other:?}"),
+        }
+    };
+    let (mut a, mut b) = (Tally::default(), Tally::default());
+    for i in 0..7 {
+        a.record(now - 60_000, Event::Allowed, "anonymous", "-", "upstash", Some(&format!("{:032x}", i % 2)));
+    }
+    for _ in 0..3 {
+        b.record(now, Event::Denied, "anonymous", "-", "deny-cache", Some(&format!("{:032x}", 1)));
+    }
+    b.record(now, Event::Allowed, "premium", "/api/", "lease", None);
+    flush(&mut a, "isolate-a");
+    flush(&mut b, "isolate-b");
+    b.record(now, Event::Allowed, "premium", "/api/", "lease", None);
+    flush(&mut b, "isolate-b");
+
+    let (keys, args) = read_call("fl", now);
+    let n = keys.len().to_string();
+    let mut cmd = vec!["EVAL", FLEET_LUA, n.as_str()];
+    cmd.extend(keys.iter().map(String::as_str));
+    cmd.extend(args.iter().map(String::as_str));
+    let Reply::Text(json) = redis.command(&cmd) else { panic!("read answered no text") };
+    let v = view(&serde_json::from_str(&json).unwrap(), now);
+    let minutes = v["minutes"].as_array().unwrap();
+    assert_eq!(minutes[58]["events"]["allowed"], 7, "isolate a's minute");
+    assert_eq!(minutes[59]["events"]["denied"], 3);
+    assert_eq!(minutes[59]["by_tier"]["allowed"]["premium"], 2, "two flushes of b add up");
+    assert_eq!(v["totals"]["allowed"], 9);
+    assert_eq!(v["totals"]["denied"], 3);
+    assert_eq!(v["heaviest"][0]["subject_hash"], format!("{:032x}", 1), "3 + 3 requests, against 4");
+    assert_eq!(v["heaviest"][0]["requests"], 6);
+    assert_eq!(v["isolates"].as_array().unwrap().len(), 2);
+    let mut ttl = |key: &str| match redis.command(&["PTTL", key]) {
+        Reply::Int(ms) => ms,
+        other => panic!("{other:?}"),
+    };
+    assert!(ttl(&format!("fl:fleet:m:{}", now / 60_000)) > 7_000_000, "a minute lives two hours");
+    assert_eq!(ttl("fl:fleet:total"), -1, "the totals are counters");
+}

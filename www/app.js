@@ -93,6 +93,81 @@ function showPolicy(p) {
     `Deny cache: ${st.deny_cache ? "on" : "off"}.`);
 }
 
+// ---- fleet ------------------------------------------------------------------------------
+
+const TIER_COLOURS = ["#1a7f37", "#0969da", "#8250df", "#bf8700", "#57606a", "#1b7c83"];
+
+function row(cells) {
+  const tr = el("tr");
+  for (const c of cells) tr.append(el("td", String(c)));
+  return tr;
+}
+
+// Per minute, allowed stacked by tier above the axis, denied stacked by tier below it.
+function drawFleet(minutes) {
+  const canvas = $("fleet-chart");
+  const ctx = canvas.getContext("2d");
+  const { width: w, height: h } = canvas;
+  ctx.clearRect(0, 0, w, h);
+  const tiers = [...new Set(minutes.flatMap((m) => Object.keys({ ...(m.by_tier.allowed || {}), ...(m.by_tier.denied || {}) })))].sort();
+  const total = (m, e) => Object.values(m.by_tier[e] || {}).reduce((a, b) => a + b, 0);
+  const yMax = Math.max(1, ...minutes.map((m) => Math.max(total(m, "allowed"), total(m, "denied"))));
+  const mid = h / 2, bar = (w - 40) / Math.max(minutes.length, 1);
+  ctx.strokeStyle = "#d0d7de";
+  ctx.beginPath(); ctx.moveTo(30, mid); ctx.lineTo(w - 10, mid); ctx.stroke();
+  minutes.forEach((m, i) => {
+    for (const [event, sign] of [["allowed", -1], ["denied", 1]]) {
+      let y = mid;
+      tiers.forEach((tier, t) => {
+        const n = (m.by_tier[event] || {})[tier] || 0;
+        if (!n) return;
+        const len = (n / yMax) * (mid - 14);
+        ctx.fillStyle = event === "denied" ? "#cf222e" : TIER_COLOURS[t % TIER_COLOURS.length];
+        ctx.globalAlpha = event === "denied" ? 0.5 + 0.5 * ((t + 1) / tiers.length) : 1;
+        ctx.fillRect(30 + i * bar, sign < 0 ? y - len : y, Math.max(bar - 1, 1), len);
+        y += sign * len;
+      });
+    }
+  });
+  ctx.globalAlpha = 1;
+  ctx.fillStyle = "#57606a";
+  ctx.fillText(`allowed ↑ ${yMax}/min`, 34, 12);
+  ctx.fillText(`denied ↓`, 34, h - 4);
+  ctx.fillText("60 min ago", 30, mid - 4);
+  ctx.fillText("now", w - 30, mid - 4);
+  tiers.forEach((tier, t) => {
+    ctx.fillStyle = TIER_COLOURS[t % TIER_COLOURS.length];
+    ctx.fillText(tier, w - 140, 14 + 12 * t);
+  });
+}
+
+async function refreshFleet() {
+  if (!$("token-form").hidden && !sessionStorage.getItem("admin-token")) return;
+  let f;
+  try {
+    const r = await fetch("fleet.json", { cache: "no-store", headers: adminHeaders() });
+    if (!r.ok) return;
+    f = await r.json();
+  } catch {
+    return;
+  }
+  text($("fleet-scope"), f.error ? `The fleet's counts could not be read: ${f.error}`
+    : f.scope === "isolate" ? "No shared store is configured: these counts are this isolate's only."
+    : "Counts from every isolate that flushed to the shared store (each at most every 5 s).");
+  const sum = (e) => (f.minutes || []).reduce((a, m) => a + (m.events[e] || 0), 0);
+  const isolateScope = f.scope === "isolate";
+  const t = f.totals || {};
+  text($("fleet-allowed"), isolateScope ? t.allowed ?? 0 : sum("allowed"));
+  text($("fleet-denied"), isolateScope ? t.denied ?? 0 : sum("denied"));
+  text($("fleet-other"), isolateScope ? `${t.shadow_denied ?? 0} / ${t.blocked ?? 0} / ${t.delayed ?? 0}` : `${sum("shadow_denied")} / ${sum("blocked")} / ${sum("delayed")}`);
+  text($("fleet-isolates"), isolateScope ? "this one" : (f.isolates || []).length);
+  drawFleet(f.minutes || []);
+  $("fleet-heaviest").replaceChildren(...(f.heaviest || []).map((s) => row([s.subject_hash, s.tier, s.requests])));
+  document.body.dataset.fleet = String(Date.now());
+  $("fleet-isolate-rows").replaceChildren(...(f.isolates || []).map((i) =>
+    row([i.id, i.policy_version, i.breaker, i.store_failures, `${Math.round(i.seen_ago_ms / 1000)} s ago`])));
+}
+
 // ---- try it -----------------------------------------------------------------------------
 
 const points = []; // { t (ms since start), allowed (cumulative), denied (cumulative) }
@@ -165,6 +240,7 @@ async function fire(event) {
   button.disabled = false;
   document.body.dataset.tried = String(n);
   refresh();
+  refreshFleet();
 }
 
 $("credential").addEventListener("change", () => { $("custom-key-label").hidden = $("credential").value !== "custom"; });
@@ -173,8 +249,9 @@ $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   sessionStorage.setItem("admin-token", $("admin-token").value.trim());
   $("admin-token").value = "";
-  refresh();
+  refresh().then(refreshFleet);
 });
 draw();
-refresh();
+refresh().then(refreshFleet);
 setInterval(refresh, 2000);
+setInterval(refreshFleet, 10000);

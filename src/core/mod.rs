@@ -7,6 +7,7 @@ pub mod controls;
 pub mod cors;
 pub mod decision;
 pub mod describe;
+pub mod fleet;
 pub mod forwarding;
 pub mod identity;
 pub mod lists;

@@ -9,6 +9,7 @@
 //!   GET  admin/subject?ip=|key_digest=|sub=[&tier=]    remaining and reset per limit (consumes nothing)
 //!   POST admin/subject  {"key": ...} (or any field above)   the same, for a raw key in the body
 //!   POST admin/reset    fields in the body or the query      the subject's buckets full again
+//!   GET  admin/metrics                                 the fleet's counters, Prometheus text format
 //!   GET  admin/controls                                the overrides and runtime lists in force
 //!   POST admin/overrides  {ip|key|key_digest|sub, tier | limits, ttl?}   a subject's tier or limits
 //!   DELETE admin/overrides?subject_hash=|ip=|key_digest=|sub=          the override removed
@@ -105,6 +106,16 @@ pub async fn handle(
             let (decision, backend) = iso.store.inspect(&request).await;
             respond::json(200, &subject_state(tier, &digest, &decision, backend.as_str()))
         }
+        (Method::Get, "metrics") => match super::fleet::metrics_text(iso, now).await {
+            Ok(text) => {
+                let headers = respond::fields([
+                    ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                    ("Cache-Control", "no-store"),
+                ])?;
+                Ok(Response::builder().with_status(200).with_headers(headers).fixed(text.into_bytes()))
+            }
+            Err(e) => error(iso, 503, "Store unavailable", &format!("The fleet's counts could not be read: {e}")),
+        },
         (Method::Get, "controls") => {
             console_log!("edge-limiter: admin read the controls");
             let mut answer = iso.controls.current().describe(policy, now);
@@ -155,17 +166,17 @@ pub async fn handle(
             console_log!("edge-limiter: admin set the runtime lists: {summary}");
             respond::json(200, &changed(iso, json!({ "set": true, "lists": summary })))
         }
-        (_, "policy" | "health" | "subject" | "reset" | "controls" | "overrides" | "lists") => error(
+        (_, "policy" | "health" | "subject" | "reset" | "controls" | "overrides" | "lists" | "metrics") => error(
             iso,
             405,
             "Method Not Allowed",
-            "See docs/dashboard.md: GET policy, health, subject, controls; POST subject, reset, overrides; DELETE overrides; PUT lists.",
+            "See docs/dashboard.md: GET policy, health, subject, controls, metrics; POST subject, reset, overrides; DELETE overrides; PUT lists.",
         ),
         _ => error(
             iso,
             404,
             "Not Found",
-            "Admin routes: GET policy, GET health, GET/POST subject, POST reset, GET controls, POST/DELETE overrides, PUT lists.",
+            "Admin routes: GET policy, GET health, GET/POST subject, POST reset, GET controls, POST/DELETE overrides, PUT lists, GET metrics.",
         ),
     }
 }

@@ -17,6 +17,16 @@ pub async fn serve(req: Request, fields: &Fields, env: &Env, iso: &Isolate, rest
         let detail = "The dashboard only answers GET.";
         return Ok(iso.answer(problem(405, "Method Not Allowed", detail, "method-not-allowed")).into());
     }
+    if rest == "fleet.json" {
+        // The whole deployment's last hour, under the same rule as status.json.
+        if !iso.demo() {
+            let what = "fleet.json (in front of a real origin)";
+            if let Some(refused) = guard::admin_token(&req, fields, iso, what, now).await {
+                return Ok(refused.into());
+            }
+        }
+        return respond::json(200, &super::fleet::fleet_json(iso, now).await);
+    }
     if rest == "status.json" {
         // Live counts and the policy in words: public only in front of the demo origin.
         if !iso.demo() {

@@ -13,9 +13,12 @@ use super::controls::{self, Controls};
 use super::respond;
 use crate::core::cors::{Cors, DEFAULT_CORS};
 use crate::core::decision::{Refusal, PROBLEM_DOCS};
+use crate::core::fleet::{isolate_line, Event, Tally, FLUSH_EVERY_MS};
 use crate::core::identity::DEMO_KEY_DIGESTS;
 use crate::core::path::PathOptions;
 use crate::core::policy::{Policy, StoreSettings, DEFAULT_STORE, EXAMPLE_POLICY};
+use crate::core::subject::digest_of;
+use crate::store::breaker::BreakerState;
 use crate::store::deny_cache::DenyCache;
 use crate::store::hybrid::{Hybrid, Note, Verdict};
 use crate::store::upstash::{Endpoint, FetchTransport, UpstashStore};
@@ -77,6 +80,12 @@ pub struct Isolate {
     shadow_denied: Cell<u64>,
     service: Cell<ServiceCounts>,
     delayed: Cell<u64>,
+    /// The fleet view (`core::fleet`): this isolate's tallies since its last flush, its id
+    /// and its policy's version; kept only when there is a shared store to flush them to.
+    fleet: RefCell<Tally>,
+    pub fleet_id: String,
+    pub policy_version: String,
+    last_flush: Cell<u64>,
     /// Requests held for a route's `max_delay`, per subject key: capped per subject and in all.
     holds: RefCell<HashMap<String, u32>>,
     /// Subjects whose shadow denial has been logged, so the log gets a line per subject and
@@ -161,6 +170,11 @@ impl Isolate {
             );
         }
         let dashboard = dashboard_prefix(env_text(env, "DASHBOARD_PATH").as_deref());
+        // The fleet view shows which policy each isolate runs: a digest of its text.
+        let policy_version = match &config {
+            Config::Ready { written, .. } => digest_of(written).get(..12).unwrap_or_default().to_string(),
+            Config::Broken(_) => "invalid".to_string(),
+        };
         Isolate {
             config,
             origin,
@@ -185,6 +199,10 @@ impl Isolate {
             shadow_denied: Cell::new(0),
             service: Cell::new(ServiceCounts::default()),
             delayed: Cell::new(0),
+            fleet: RefCell::new(Tally::default()),
+            fleet_id: random_id(),
+            policy_version,
+            last_flush: Cell::new(js_sys::Date::now() as u64),
             holds: RefCell::new(HashMap::new()),
             shadow_logged: RefCell::new(HashSet::new()),
         }
@@ -283,6 +301,36 @@ impl Isolate {
         }
         *n += 1;
         Some(Hold { iso: self, key })
+    }
+
+    /// A decision for the fleet view, when there is a shared store to flush it to.
+    pub fn record(&self, now: u64, event: Event, tier: &str, route: &str, backend: &str, subject: Option<&str>) {
+        if self.store.has_primary() {
+            self.fleet.borrow_mut().record(now, event, tier, route, backend, subject);
+        }
+    }
+
+    /// The keys and arguments of a flush of the fleet tallies, when one is due (`now`: at
+    /// once, for a read of the fleet that should include this isolate's latest).
+    pub fn fleet_flush_due(&self, now: u64) -> Option<(Vec<String>, Vec<String>)> {
+        self.fleet_flush(now, false)
+    }
+
+    pub fn fleet_flush(&self, now: u64, at_once: bool) -> Option<(Vec<String>, Vec<String>)> {
+        let policy = self.policy()?;
+        let mut tally = self.fleet.borrow_mut();
+        let early = now.saturating_sub(self.last_flush.get()) < FLUSH_EVERY_MS;
+        if tally.is_empty() || (early && !at_once) {
+            return None;
+        }
+        self.last_flush.set(now);
+        let breaker = match self.store.breaker().state() {
+            BreakerState::Closed { .. } => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen { .. } => "half-open",
+        };
+        let line = isolate_line(now, &self.policy_version, breaker, self.store.counts().store_failures);
+        Some(tally.take_flush(&policy.key_prefix, &self.fleet_id, &line))
     }
 
     pub fn count_delayed(&self) {
@@ -425,6 +473,15 @@ fn service_token(env: &Env) -> std::result::Result<String, &'static str> {
         return Err("The decision API is off: SERVICE_TOKEN must differ from ADMIN_TOKEN.");
     }
     Ok(token)
+}
+
+/// An isolate's name in the fleet view: 8 random hex digits.
+fn random_id() -> String {
+    let mut bytes = [0u8; 4];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = (js_sys::Date::now() as u32).to_le_bytes();
+    }
+    crate::core::subject::hex(&bytes)
 }
 
 /// The dashboard prefix from `DASHBOARD_PATH`: `/__limiter/` by default, `off` for none.

@@ -27,6 +27,7 @@ use crate::core::cors::is_preflight;
 use crate::core::decision::{
     admitted_fields, problem, shadow_fields, store_unavailable, too_many_requests, unauthorized, Backend,
 };
+use crate::core::fleet::Event;
 use crate::core::identity::{client_address, failure_subject, identify, presents_credential, wide_subject, CallerKind};
 use crate::core::lists::{Listed, Lists, Visitor};
 use crate::core::policy::{Plan, Policy, Tier};
@@ -61,12 +62,14 @@ pub async fn handle(
                 // Counted, not logged: a blocked flood would flood the log. The entry that
                 // matched is the operator's to know; the caller learns only the refusal.
                 iso.count_blocked();
+                iso.record(js_sys::Date::now() as u64, Event::Blocked, "-", "-", "-", None);
                 let detail = "This client is blocked by the service's operator.";
                 let answer = iso.answer(problem(403, "Forbidden", detail, "blocked"));
                 return with_cors(Reply::Own(answer), iso.cors(), origin);
             }
             Listed::Allowed(_) => {
                 iso.count_allow_listed();
+                iso.record(js_sys::Date::now() as u64, Event::AllowListed, "-", "-", "-", None);
                 let reply = forward(req, method, iso, target, fields, None, &[], origin).await?;
                 return with_cors(reply, iso.cors(), origin);
             }
@@ -80,7 +83,8 @@ pub async fn handle(
         // around them.
         let now = js_sys::Date::now() as u64;
         let address = failure_subject(&policy.identity.client_ip, &fields.facts(now));
-        let preflight = Check { cost: 1, html: false, shadow: policy.shadow, max_delay_ms: 0 };
+        let preflight =
+            Check { cost: 1, html: false, shadow: policy.shadow, max_delay_ms: 0, route: "-", tally_allowed: true };
         if let Err(refused) = checked(iso, policy, &policy.preflights, &address, now, preflight).await {
             return with_cors(Reply::Own(refused), iso.cors(), origin);
         }
@@ -142,7 +146,14 @@ async fn protect(
     };
     // In shadow, a denial is reported and the request passes (`checked` says which).
     let shadow = policy.in_shadow(tier, rule);
-    let how = Check { cost, html: fields.html(), shadow, max_delay_ms: rule.map_or(0, |r| r.max_delay_ms) };
+    let how = Check {
+        cost,
+        html: fields.html(),
+        shadow,
+        max_delay_ms: rule.map_or(0, |r| r.max_delay_ms),
+        route: rule.map_or("-", |r| r.path_prefix.as_str()),
+        tally_allowed: true,
+    };
     let (mut tier, mut decision, mut backend) = match checked(iso, policy, tier, &caller.subject, now, how).await {
         Ok((decision, backend)) => (tier, decision, backend),
         Err(refused) => return Ok(Reply::Own(refused)),
@@ -152,10 +163,11 @@ async fn protect(
     let wide = policy.identity.client_ip.ipv6_wide.as_ref();
     if let (Some(net), CallerKind::Anonymous) = (wide, caller.kind) {
         if let Some(subject) = wide_subject(&policy.identity.client_ip, &facts) {
-            let (d, b) = match checked(iso, policy, &net.tier, &subject, now, how).await {
-                Ok(answer) => answer,
-                Err(refused) => return Ok(Reply::Own(refused)),
-            };
+            let (d, b) =
+                match checked(iso, policy, &net.tier, &subject, now, Check { tally_allowed: false, ..how }).await {
+                    Ok(answer) => answer,
+                    Err(refused) => return Ok(Reply::Own(refused)),
+                };
             // The fields tell the tighter of the two: never more than the caller can get.
             if d.binding_status().remaining < decision.binding_status().remaining {
                 (tier, decision, backend) = (&net.tier, d, b);
@@ -188,12 +200,17 @@ fn listed(req: &web_sys::Request, lists: &Lists, policy: &Policy, fields: &Field
 
 /// How a check is made: its cost, how a refusal is rendered, whether a denial only counts
 /// (`shadow`), and how long a request whose units are due soon may be held instead.
+/// `route` names the matching rule for the fleet view (its path prefix, or `-`); an admission
+/// is tallied there only when `tally_allowed` (the caller's own check, not the wide net's
+/// second one); a denial always is.
 #[derive(Clone, Copy)]
-struct Check {
+struct Check<'a> {
     cost: u64,
     html: bool,
     shadow: bool,
     max_delay_ms: u64,
+    route: &'a str,
+    tally_allowed: bool,
 }
 
 /// Checks `how.cost` units of `tier`'s limits for `subject`: the decision and its backend
@@ -206,28 +223,43 @@ async fn checked(
     tier: &Tier,
     subject: &Subject,
     now: u64,
-    how: Check,
+    how: Check<'_>,
 ) -> std::result::Result<(Decision, Backend), web_sys::Response> {
     let digest = subject.digest();
     let request = CheckRequest::new(tier, &digest, now, how.cost);
     let verdict = iso.check(&request).await;
     let backend = verdict.backend;
+    let tally = |event, backend: Backend| {
+        iso.record(now, event, &tier.name, how.route, backend.as_str(), Some(digest.as_str()));
+    };
     match verdict.decision {
-        Ok(d) if d.allowed() => Ok((d, backend)),
+        Ok(d) if d.allowed() => {
+            if how.tally_allowed {
+                tally(Event::Allowed, backend);
+            }
+            Ok((d, backend))
+        }
         Ok(d) if how.shadow => {
             let limit = tier.limits.get(d.binding).map_or("?", |l| l.name.as_str());
             iso.shadow_denied(&tier.name, limit, digest.as_str());
+            tally(Event::ShadowDenied, backend);
             Ok((d, backend))
         }
         Ok(d) => {
-            if let Some(held) = held(iso, &request, &d, how.max_delay_ms).await {
-                return Ok(held);
+            if let Some((held, by)) = held(iso, &request, &d, how.max_delay_ms).await {
+                tally(Event::Delayed, by);
+                if how.tally_allowed {
+                    tally(Event::Allowed, by);
+                }
+                return Ok((held, by));
             }
             iso.count_denied();
+            tally(Event::Denied, backend);
             Err(iso.answer(too_many_requests(tier, &d, policy.headers, how.html, jitter_ms()).decided_by(backend)))
         }
         Err(_) => {
             iso.count_denied();
+            tally(Event::Denied, backend);
             Err(iso.answer(store_unavailable(policy.store.breaker_cooldown_ms, backend)))
         }
     }

@@ -25,6 +25,7 @@ mod admin;
 mod controls;
 mod dashboard;
 mod fields;
+mod fleet;
 mod guard;
 mod isolate;
 mod limit;
@@ -83,6 +84,18 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
         }
     }
     let response = limit::handle(&req, &method, &fields, &iso, &target).await;
+    // The fleet view's tallies, flushed at most every few seconds in one call, in the
+    // background of the request that finds them due.
+    if let Some((keys, args)) = iso.fleet_flush_due(js_sys::Date::now() as u64) {
+        let iso = iso.clone();
+        crate::runtime::task::wait_until(ctx.as_ref(), async move {
+            if let Some(store) = iso.store.primary() {
+                if let Err(e) = store.fleet(&keys, &args).await {
+                    worker::console_error!("edge-limiter: fleet view: the flush failed ({}): {e}", e.class());
+                }
+            }
+        });
+    }
     // A lease granted here that no later check of this isolate ends is handed back after its
     // end, once, while the runtime keeps this request's context for it.
     if let Some(end) = iso.store.hand_back_due() {

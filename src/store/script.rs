@@ -16,6 +16,14 @@ pub const CHECK_SHA1: &str = match core::str::from_utf8(&sha1_hex(CHECK_LUA.as_b
     Err(_) => panic!("hex digits are ASCII"),
 };
 
+/// The fleet view's script (`fleet.lua`: flush an isolate's tallies, read the last hour),
+/// sent the same way.
+pub const FLEET_LUA: &str = include_str!("fleet.lua");
+pub const FLEET_SHA1: &str = match core::str::from_utf8(&sha1_hex(FLEET_LUA.as_bytes())) {
+    Ok(hex) => hex,
+    Err(_) => panic!("hex digits are ASCII"),
+};
+
 /// SHA-1 (FIPS 180-4) as a `const fn`. Used only to name a script, never for security.
 /// Evaluated at compile time (`CHECK_SHA1`): an index out of range would fail the build.
 #[allow(clippy::indexing_slicing)]

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::script::{batch_args, decode_batch, Answer, Op, CHECK_LUA, CHECK_SHA1};
+use super::script::{batch_args, decode_batch, Answer, Op, CHECK_LUA, CHECK_SHA1, FLEET_LUA, FLEET_SHA1};
 use super::{CheckRequest, Store, StoreError};
 use crate::core::algorithm::{Algorithm, Decision, Millis};
 
@@ -164,6 +164,19 @@ impl<T: Transport> UpstashStore<T> {
         let body = Value::Array(args.iter().map(|a| Value::from(*a)).collect()).to_string();
         let (status, body) = self.transport.post(body).await?;
         read_reply(status, &body)
+    }
+
+    /// The fleet view's script (`fleet.lua`), EVALSHA then EVAL as for the check: one call,
+    /// its result as JSON.
+    pub async fn fleet(&self, keys: &[String], args: &[String]) -> Result<Value, StoreError> {
+        let (status, body) = self.transport.post(script_body(("EVALSHA", FLEET_SHA1), keys, args)).await?;
+        match read_reply(status, &body) {
+            Err(StoreError::ScriptMissing) => {
+                let (status, body) = self.transport.post(script_body(("EVAL", FLEET_LUA), keys, args)).await?;
+                read_reply(status, &body)
+            }
+            other => other,
+        }
     }
 
     /// Runs `ops` in one script call at `now`, each atomic on its own keys (`keys`: every

@@ -301,3 +301,21 @@ export async function startPair(vars, upstash) {
   }
   return workers;
 }
+
+/** `wrangler dev` with extra `--var`s, on its own port and inspector port (several may run at
+ * once), serving www/ through the assets binding as a deployment does. */
+export async function startDev(vars) {
+  const port = await freePort();
+  const inspector = await freePort();
+  const args = ["dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(inspector)];
+  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
+  // wrangler dev runs the [build] command (a no-op cargo build after scripts/test's build).
+  const proc = spawn(path.join(ROOT, "node_modules/.bin/wrangler"), args,
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } });
+  const out = { proc, log: "", base: `http://127.0.0.1:${port}` };
+  proc.stdout.on("data", (d) => { out.log += d; });
+  proc.stderr.on("data", (d) => { out.log += d; });
+  await until(() => out.log.includes("Ready on"), "wrangler dev", proc, { ms: 240_000, every: 200, detail: () => `:\n${out.log}` });
+  out.stop = () => stopProcess(proc, 10_000);
+  return out;
+}
