@@ -305,7 +305,7 @@ impl Isolate {
 
     /// A decision for the fleet view, when there is a shared store to flush it to.
     pub fn record(&self, now: u64, event: Event, tier: &str, route: &str, backend: &str, subject: Option<&str>) {
-        if self.store.has_primary() {
+        if self.store.has_primary() && self.store_settings().fleet {
             self.fleet.borrow_mut().record(now, event, tier, route, backend, subject);
         }
     }

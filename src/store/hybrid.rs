@@ -562,6 +562,7 @@ mod tests {
             deny_cache,
             batch: false,
             controls_refresh_ms: 10_000,
+            fleet: true,
         }
     }
 

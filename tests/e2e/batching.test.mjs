@@ -13,7 +13,7 @@ const policy = (extra, store = {}) => ({
     shared: { limits: { quota: { token_bucket: { capacity: 100, refill: "1/day" } } }, ...extra },
   },
   routes: [{ path: "/shared", use_tier: "shared" }],
-  store: { timeout: "10s", deny_cache: false, batch: true, ...store },
+  store: { timeout: "10s", deny_cache: false, batch: true, fleet: false, ...store },
 });
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
 const CLIENTS = 64, EACH = 4, RUNS = 5;
@@ -131,7 +131,7 @@ test("clients that go away mid-wait, for 35 s at 64 connections: every answer is
     POLICY: JSON.stringify({
       key_prefix: "batch-gone",
       tiers: { anonymous: { limits: { quota: { token_bucket: { capacity: 1000, refill: "100/s" } } } } },
-      store: { timeout: "1s", deny_cache: false, batch: true },
+      store: { timeout: "1s", deny_cache: false, batch: true, fleet: false },
     }),
     ORIGIN_URL: origin.url,
     UPSTASH_REDIS_REST_URL: upstash.url,

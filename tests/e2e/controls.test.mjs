@@ -19,7 +19,7 @@ const POLICY = {
     anonymous: { limits: { burst: { token_bucket: { capacity: 2, refill: "1/day" } } } },
     premium: { limits: { burst: { token_bucket: { capacity: 6, refill: "1/day" } } } },
   },
-  store: { controls_refresh: `${REFRESH_MS}ms` },
+  store: { controls_refresh: `${REFRESH_MS}ms`, fleet: false },
 };
 
 let redis, upstash, origin;

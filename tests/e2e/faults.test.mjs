@@ -25,7 +25,7 @@ const POLICY = {
   },
   identity: { api_key: { header: "X-API-Key", keys: { [sha256Hex(STEADY_KEY)]: "steady" } } },
   routes: [{ path: "/slow", use_tier: "slow" }],
-  store: { timeout: `${TIMEOUT_MS}ms`, breaker_failures: 3, breaker_cooldown: `${COOLDOWN_MS}ms` },
+  store: { timeout: `${TIMEOUT_MS}ms`, breaker_failures: 3, breaker_cooldown: `${COOLDOWN_MS}ms`, fleet: false },
 };
 
 /** The same faults with leases and batching on: a held lease is used, then memory decides. */

@@ -23,7 +23,7 @@ const POLICY = {
   },
   routes: [{ path: "/triple", use_tier: "triple" }],
   // Atomicity, not latency: a slow moment must not turn an answer into a memory fallback.
-  store: { timeout: "10s", deny_cache: false },
+  store: { timeout: "10s", deny_cache: false, fleet: false },
 };
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
 const CLIENTS = 64, EACH = 4, RUNS = 5, BUDGET = 100;

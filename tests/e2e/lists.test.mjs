@@ -19,7 +19,7 @@ const policy = {
     user_agents: ["*sqlmap*", "BadBot/*"],
   },
   allow: { addresses: ["198.51.100.0/24", "192.0.2.10"] },
-  store: { deny_cache: false },
+  store: { deny_cache: false, fleet: false },
 };
 
 let redis, upstash, origin, w, plain;

@@ -18,6 +18,8 @@ const POLICY = {
     llm: { limits: { tokens: { token_bucket: { capacity: 1000, refill: "1000/day" } } } },
   },
   identity: { auth_failures: { failures: { token_bucket: { capacity: 3, refill: "1/day" } } } },
+  // The test counts the decision API's own script calls.
+  store: { fleet: false },
 };
 
 let redis, upstash, origin;

@@ -29,7 +29,7 @@ const POLICY = {
   // turn an Upstash answer into a memory fallback.
   // Without the deny cache every request reaches Redis, the hardest case for atomicity (the
   // deny cache is tested in faults.test.mjs).
-  store: { timeout: "10s", deny_cache: false },
+  store: { timeout: "10s", deny_cache: false, fleet: false },
 };
 
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");

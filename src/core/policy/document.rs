@@ -752,6 +752,7 @@ pub struct Store {
     pub deny_cache: bool,
     pub batch: bool,
     pub controls_refresh: Millis<1_000, 600_000>,
+    pub fleet: bool,
 }
 
 impl Default for Store {
@@ -766,6 +767,7 @@ impl Default for Store {
             deny_cache: s.deny_cache,
             batch: s.batch,
             controls_refresh: Millis(s.controls_refresh_ms),
+            fleet: s.fleet,
         }
     }
 }

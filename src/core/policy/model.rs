@@ -239,6 +239,9 @@ pub struct StoreSettings {
     /// How often each isolate reads the runtime controls (overrides, runtime lists) from
     /// where they are kept (`core::controls`).
     pub controls_refresh_ms: u64,
+    /// Each isolate's decisions tallied and flushed to the shared store for the fleet view
+    /// (`core::fleet`), one script call per isolate every few seconds at most.
+    pub fleet: bool,
 }
 
 /// What the Worker does with one request, per the route rules.
@@ -355,6 +358,7 @@ pub const DEFAULT_STORE: StoreSettings = StoreSettings {
     deny_cache: true,
     batch: false,
     controls_refresh_ms: 10_000,
+    fleet: true,
 };
 
 pub(super) fn parse_digest(hex: &str) -> Option<[u8; 32]> {

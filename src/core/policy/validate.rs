@@ -123,6 +123,7 @@ impl Validator {
             deny_cache: s.deny_cache,
             batch: s.batch,
             controls_refresh_ms: s.controls_refresh.0,
+            fleet: s.fleet,
         };
         Some(Policy {
             key_prefix: key_prefix?,
