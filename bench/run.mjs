@@ -193,14 +193,16 @@ const SETTLE_MS = 1500;
 const MONTH = 1000 * 86400 * 30; // requests in a 30-day month at 1,000 requests/s
 const PRICE = { usd: 0.2, commands: 100_000 }; // Upstash Redis pay-as-you-go, per command
 const BIG = { token_bucket: { capacity: 1_000_000_000, refill: "1000000/s" } };
-const callsPolicy = (prefix, on) => JSON.stringify({
+const callsPolicy = (prefix, on, fleet = true) => JSON.stringify({
   key_prefix: prefix,
   tiers: { anonymous: { limits: { burst: BIG }, ...(on ? { lease: "auto" } : {}) } },
-  store: { timeout: "1s", ...(on ? { batch: true } : {}) },
+  store: { timeout: "1s", ...(on ? { batch: true } : {}), ...(fleet ? {} : { fleet: false }) },
 });
 const CALL_ROWS = [
   { id: "off", name: "edge-limiter, leases and batching off (the defaults)",
     worker: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY: callsPolicy("calls-off", false), ...upstash } } },
+  { id: "nofleet", name: "edge-limiter, the defaults with the fleet view off (`store.fleet: false`)",
+    worker: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY: callsPolicy("calls-nofleet", false, false), ...upstash } } },
   { id: "on", name: "edge-limiter, `lease: \"auto\"` and `store.batch: true`",
     worker: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY: callsPolicy("calls-on", true), ...upstash } } },
   { id: "peer", name: "peer: `@upstash/ratelimit`, ephemeral cache on",
@@ -395,6 +397,12 @@ const callLines = SCENARIOS.map((sc) => {
   return `- ${sc.name}: with leases and batching ${x(on.sent / off.sent)} the commands sent of the defaults and ${x(on.sent / peer.sent)} the peer's; ` +
     `${x(on.trips / off.trips)} and ${x(on.trips / peer.trips)} the HTTP round trips; ${x(on.rps / off.rps)} and ${x(on.rps / peer.rps)} the throughput.`;
 });
+// What the fleet view (on by default) adds: the defaults less the same with it off.
+const fleetLines = SCENARIOS.map((sc) => {
+  const [off, nofleet] = ["off", "nofleet"].map((row) => call(sc.id, row));
+  return `- ${sc.name}: ${n1(off.commands - nofleet.commands)} Redis commands per 1,000 requests ` +
+    `(${n1(off.commands)} with it, ${n1(nofleet.commands)} without; ${n1(off.scripts - nofleet.scripts)} script calls).`;
+});
 const callsSection = !runCalls ? [] : [
   "## Store calls for allowed traffic: leases, batching and the peer",
   "",
@@ -433,6 +441,10 @@ const callsSection = !runCalls ? [] : [
   ...callAims,
   "",
   ...callLines,
+  "",
+  "The fleet view (issue 19) flushes each isolate's tallies at most every 5 s, in one script call; what it adds to the defaults, same run:",
+  "",
+  ...fleetLines,
   ...(fallbacks.length
     ? ["", "Answers that came neither from Upstash nor a lease (the store's fallback), over all rounds: " +
       fallbacks.map(([sc, row, n]) => `${sc.name}, ${row}: ${n}`).join("; ") + "."]

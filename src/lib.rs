@@ -27,7 +27,10 @@ pub fn fetch(req: web_sys::Request, env: worker::Env, ctx: worker::worker_sys::C
         match edge::handle(req, env, worker::Context::new(ctx)).await {
             Ok(reply) => wasm_bindgen::JsValue::from(reply),
             Err(e) => {
-                worker::console_error!("edge-limiter: {e}");
+                worker::console_error!(
+                    "{}",
+                    serde_json::json!({ "source": "edge-limiter", "event": "internal_error", "level": "error", "message": e.to_string() })
+                );
                 runtime::answer(500, "Content-Type\ntext/plain", "INTERNAL SERVER ERROR").into()
             }
         }

@@ -19,12 +19,13 @@
 //! A raw API key is accepted only in a body: never in a URL, where logs keep it.
 
 use serde_json::{json, Value};
-use worker::{console_log, Env, Method, Request, Response, Result};
+use worker::{Env, Method, Request, Response, Result};
 
 use super::controls;
 use super::fields::Fields;
 use super::guard;
 use super::isolate::{Config, Isolate};
+use super::log;
 use super::respond;
 use super::status::status;
 use crate::core::admin::{body_fields, subject_from_fields, subject_state, FieldSource};
@@ -58,12 +59,12 @@ pub async fn handle(
     };
     match (method.clone(), route) {
         (Method::Get, "policy") => {
-            console_log!("edge-limiter: admin read the policy");
+            log::info("admin_action", "admin read the policy", json!({ "action": "policy" }));
             let written: Value = serde_json::from_str(written).unwrap_or(Value::Null);
             respond::json(200, &json!({ "policy": written, "described": describe(policy) }))
         }
         (Method::Get, "health") => {
-            console_log!("edge-limiter: admin read the store health");
+            log::info("admin_action", "admin read the store health", json!({ "action": "health" }));
             respond::json(200, &status(iso, now, true))
         }
         (Method::Get | Method::Post, "subject") | (Method::Post, "reset") => {
@@ -88,7 +89,8 @@ pub async fn handle(
             let digest = subject.subject.digest();
             let request = CheckRequest::new(tier, &digest, now, 0);
             if route == "reset" {
-                console_log!("edge-limiter: admin reset tier={} subject={digest}", tier.name);
+                let message = format!("admin reset tier={} subject={digest}", tier.name);
+                log::info("admin_action", &message, json!({ "action": "reset", "tier": tier.name, "subject_hash": digest.as_str() }));
                 return match iso.store.reset(&request).await {
                     Ok(()) => respond::json(
                         200,
@@ -102,7 +104,8 @@ pub async fn handle(
                     ),
                 };
             }
-            console_log!("edge-limiter: admin inspected tier={} subject={digest}", tier.name);
+            let message = format!("admin inspected tier={} subject={digest}", tier.name);
+            log::info("admin_action", &message, json!({ "action": "subject", "tier": tier.name, "subject_hash": digest.as_str() }));
             let (decision, backend) = iso.store.inspect(&request).await;
             respond::json(200, &subject_state(tier, &digest, &decision, backend.as_str()))
         }
@@ -117,7 +120,7 @@ pub async fn handle(
             Err(e) => error(iso, 503, "Store unavailable", &format!("The fleet's counts could not be read: {e}")),
         },
         (Method::Get, "controls") => {
-            console_log!("edge-limiter: admin read the controls");
+            log::info("admin_action", "admin read the controls", json!({ "action": "controls" }));
             let mut answer = iso.controls.current().describe(policy, now);
             if let Some(fields) = answer.as_object_mut() {
                 fields.insert("status".into(), iso.controls.status(now));
@@ -135,7 +138,9 @@ pub async fn handle(
             if let Err(e) = controls::write(&iso.controls, iso.store.primary(), env, policy, &sets, &expired, now).await {
                 return error(iso, 503, "Store unavailable", &format!("The override was not stored: {e}"));
             }
-            console_log!("edge-limiter: admin set an override: subject={} {}", new.digest, new.summary);
+            let message = format!("admin set an override: subject={} {}", new.digest, new.summary);
+            let fields = json!({ "action": "override_set", "subject_hash": new.digest, "override": new.summary });
+            log::info("admin_action", &message, fields);
             respond::json(200, &changed(iso, json!({ "set": true, "subject_hash": new.digest, "override": new.summary })))
         }
         (Method::Delete, "overrides") => {
@@ -150,7 +155,8 @@ pub async fn handle(
             if let Err(e) = controls::write(&iso.controls, iso.store.primary(), env, policy, &[], &deletes, now).await {
                 return error(iso, 503, "Store unavailable", &format!("The override was not removed: {e}"));
             }
-            console_log!("edge-limiter: admin removed the override of subject={digest}");
+            let message = format!("admin removed the override of subject={digest}");
+            log::info("admin_action", &message, json!({ "action": "override_removed", "subject_hash": digest }));
             respond::json(200, &changed(iso, json!({ "removed": true, "subject_hash": digest })))
         }
         (Method::Put, "lists") => {
@@ -163,7 +169,8 @@ pub async fn handle(
                 return error(iso, 503, "Store unavailable", &format!("The lists were not stored: {e}"));
             }
             // Counts only: the entries are addresses, which the log never carries.
-            console_log!("edge-limiter: admin set the runtime lists: {summary}");
+            let message = format!("admin set the runtime lists: {summary}");
+            log::info("admin_action", &message, json!({ "action": "lists_set", "lists": summary }));
             respond::json(200, &changed(iso, json!({ "set": true, "lists": summary })))
         }
         (_, "policy" | "health" | "subject" | "reset" | "controls" | "overrides" | "lists" | "metrics") => error(

@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use serde_json::{json, Map, Value};
-use worker::{console_error, Env};
+use worker::Env;
+
+use super::log;
 
 use crate::core::controls::Resolved;
 use crate::core::policy::Policy;
@@ -133,7 +135,7 @@ impl Controls {
     fn install(&self, policy: &Policy, records: &[(String, String)], now: u64) {
         let resolved = Resolved::from_records(policy, records);
         for p in &resolved.problems {
-            console_error!("edge-limiter: controls: record set aside: {p}");
+            log::error("controls", &format!("controls: record set aside: {p}"), json!({ "problem": p }));
         }
         *self.resolved.borrow_mut() = Rc::new(resolved);
         self.loaded_at.set(Some(now));
@@ -211,7 +213,8 @@ pub async fn refresh(c: &Controls, store: Shared<'_>, env: &Env, policy: &Policy
             // Tried again after the interval, not on every request meanwhile.
             c.loaded_at.set(Some(now));
             if c.last_error.borrow().is_none() {
-                console_error!("edge-limiter: controls: could not read them ({e}); keeping the copy in force");
+                let message = format!("controls: could not read them ({e}); keeping the copy in force");
+                log::error("controls", &message, json!({ "source_of_controls": c.source.as_str() }));
             }
             *c.last_error.borrow_mut() = Some((now, e));
         }

@@ -45,7 +45,7 @@ pub async fn serve(req: Request, fields: &Fields, env: &Env, iso: &Isolate, rest
     match assets.fetch(format!("https://assets.invalid/{file}"), None).await {
         Ok(r) => Ok(r),
         Err(e) => {
-            worker::console_error!("edge-limiter: the assets binding failed: {e}");
+            super::log::error("config_error", &format!("the assets binding failed: {e}"), serde_json::Value::Null);
             let detail = "The dashboard's files could not be read.";
             Ok(iso.answer(problem(502, "Bad Gateway", detail, "dashboard-missing")).into())
         }

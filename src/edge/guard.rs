@@ -3,7 +3,10 @@
 //! every limit. Within those limits the answer is 401; past them 429, and the address is
 //! locked out in this isolate until then, so a right guess looks like a wrong one.
 
-use worker::{console_log, Request};
+use serde_json::json;
+use worker::Request;
+
+use super::log;
 
 use super::fields::Fields;
 use super::isolate::Isolate;
@@ -101,7 +104,7 @@ pub async fn bearer(
     let r = unauthorized(&format!("{what} needs `Authorization: Bearer <{name}>`."), kind);
     // No token at all is a question, not a guess: only a wrong one is charged.
     let Some(_) = header else { return Some(iso.answer(r)) };
-    console_log!("edge-limiter: {what}: refused (wrong {kind} token)");
+    log::info("credential_refused", &format!("{what}: refused (wrong {kind} token)"), json!({ "token": kind }));
     Some(match judged {
         Some((p, address)) => failed_credential(iso, p, &address, now, fields.html(), r).await,
         None => iso.answer(r),

@@ -6,10 +6,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
-use worker::{console_error, console_log, Env};
+use worker::Env;
 
 use super::controls::{self, Controls};
+use super::log;
 use super::respond;
 use crate::core::cors::{Cors, DEFAULT_CORS};
 use crate::core::decision::{Refusal, PROBLEM_DOCS};
@@ -91,6 +93,8 @@ pub struct Isolate {
     /// Subjects whose shadow denial has been logged, so the log gets a line per subject and
     /// not per request; forgotten all at once when it reaches [`SHADOW_LOGGED_MAX`].
     shadow_logged: RefCell<HashSet<String>>,
+    /// Subjects whose first denial has been logged (`subject_denied`), likewise bounded.
+    denied_logged: RefCell<HashSet<String>>,
 }
 
 const SHADOW_LOGGED_MAX: usize = 10_000;
@@ -164,9 +168,11 @@ impl Isolate {
             Controls::new(controls::source(env, store.has_primary()), config.policy(), settings.controls_refresh_ms);
         let jwt_secret = env_text(env, "JWT_SECRET").map(String::into_bytes);
         if config.policy().is_some_and(|p| p.identity.jwt.is_some()) && jwt_secret.is_none() {
-            console_error!(
-                "edge-limiter: the policy accepts JWTs but JWT_SECRET is not set: no bearer token is judged; \
-                 they pass to the origin and their callers are limited by address"
+            log::error(
+                "config_error",
+                "the policy accepts JWTs but JWT_SECRET is not set: no bearer token is judged; \
+                 they pass to the origin and their callers are limited by address",
+                json!({ "setting": "JWT_SECRET" }),
             );
         }
         let dashboard = dashboard_prefix(env_text(env, "DASHBOARD_PATH").as_deref());
@@ -205,6 +211,7 @@ impl Isolate {
             last_flush: Cell::new(js_sys::Date::now() as u64),
             holds: RefCell::new(HashMap::new()),
             shadow_logged: RefCell::new(HashSet::new()),
+            denied_logged: RefCell::new(HashSet::new()),
         }
     }
 
@@ -241,8 +248,8 @@ impl Isolate {
         let verdict = self.store.check(request).await;
         for note in &verdict.notes {
             match note {
-                Note::Error(m) => console_error!("edge-limiter: {m}"),
-                Note::Info(m) => console_log!("edge-limiter: {m}"),
+                Note::Error(event, m) => log::error(event, m, Value::Null),
+                Note::Info(event, m) => log::info(event, m, Value::Null),
             }
         }
         verdict
@@ -278,9 +285,21 @@ impl Isolate {
             logged.clear();
         }
         if logged.insert(digest.to_string()) {
-            console_log!(
-                "edge-limiter: shadow: subject {digest} of tier {tier} would be denied by its limit {limit}; passed"
-            );
+            let message =
+                format!("shadow: subject {digest} of tier {tier} would be denied by its limit {limit}; passed");
+            log::info("shadow_denied", &message, json!({ "subject_hash": digest, "tier": tier, "limit": limit }));
+        }
+    }
+
+    /// A denial: logged the first time for its subject (by digest), not per request.
+    pub fn denied(&self, tier: &str, limit: &str, digest: &str) {
+        let mut logged = self.denied_logged.borrow_mut();
+        if logged.len() >= SHADOW_LOGGED_MAX {
+            logged.clear();
+        }
+        if logged.insert(digest.to_string()) {
+            let message = format!("subject {digest} of tier {tier} denied by its limit {limit}");
+            log::info("subject_denied", &message, json!({ "subject_hash": digest, "tier": tier, "limit": limit }));
         }
     }
 
@@ -387,11 +406,17 @@ fn policy_text(env: &Env) -> Option<String> {
 fn configure(env: &Env, demo: bool) -> Config {
     let written = policy_text(env).unwrap_or_else(|| {
         if demo {
-            console_log!("edge-limiter: no POLICY set; running the built-in example policy");
+            log::info(
+                "policy_loaded",
+                "no POLICY set; running the built-in example policy",
+                json!({ "builtin": true }),
+            );
         } else {
-            console_error!(
-                "edge-limiter: no POLICY set: the built-in demo policy is running in front of a real origin; \
-                 set POLICY to your own (docs/policy.md)"
+            log::error(
+                "config_error",
+                "no POLICY set: the built-in demo policy is running in front of a real origin; \
+                 set POLICY to your own (docs/policy.md)",
+                json!({ "setting": "POLICY" }),
             );
         }
         EXAMPLE_POLICY.to_string()
@@ -400,19 +425,23 @@ fn configure(env: &Env, demo: bool) -> Config {
         Ok(p) => p,
         Err(e) => {
             let reason = e.to_string();
-            console_error!(
-                "edge-limiter: the policy is invalid, every request will get a 500 until it is fixed: {reason}"
-            );
+            let message = format!("the policy is invalid, every request will get a 500 until it is fixed: {reason}");
+            log::error("policy_invalid", &message, json!({ "reason": reason }));
             return Config::Broken(reason);
         }
     };
     // The demo keys are published: in front of a real origin they would be a free pass.
     if !demo && policy.drop_keys(&DEMO_KEY_DIGESTS) > 0 {
-        console_error!(
-            "edge-limiter: the policy lists the published demo API keys, which work only with ORIGIN_URL = \"demo\"; \
-             here they are unknown keys. Replace them with your own key digests."
+        log::error(
+            "config_error",
+            "the policy lists the published demo API keys, which work only with ORIGIN_URL = \"demo\"; \
+             here they are unknown keys. Replace them with your own key digests.",
+            json!({ "setting": "POLICY" }),
         );
     }
+    let version = digest_of(&written);
+    let fields = json!({ "version": version.get(..12), "tiers": policy.tiers.len(), "routes": policy.routes.len() });
+    log::info("policy_loaded", "policy loaded", fields);
     Config::Ready { policy, written }
 }
 
@@ -422,16 +451,25 @@ fn upstash(env: &Env, policy: &Policy) -> Option<UpstashStore<FetchTransport>> {
     let token = env_text(env, "UPSTASH_REDIS_REST_TOKEN");
     match Endpoint::from_settings(url.as_deref(), token.as_deref()) {
         Ok(Some(endpoint)) => {
-            console_log!("edge-limiter: store is Upstash at {} (timeout {} ms)", endpoint.url, policy.store.timeout_ms);
+            let message = format!("store is Upstash at {} (timeout {} ms)", endpoint.url, policy.store.timeout_ms);
+            log::info("store_selected", &message, json!({ "store": "upstash", "timeout_ms": policy.store.timeout_ms }));
             let transport = FetchTransport::new(endpoint, policy.store.timeout_ms);
             Some(UpstashStore::new(transport, &policy.key_prefix))
         }
         Ok(None) => {
-            console_log!("edge-limiter: store is the isolate's memory (no Upstash configured)");
+            log::info(
+                "store_selected",
+                "store is the isolate's memory (no Upstash configured)",
+                json!({ "store": "memory" }),
+            );
             None
         }
         Err(e) => {
-            console_error!("edge-limiter: configuration error, running on the isolate's memory: {e}");
+            log::error(
+                "config_error",
+                &format!("configuration error, running on the isolate's memory: {e}"),
+                Value::Null,
+            );
             None
         }
     }
@@ -441,10 +479,11 @@ fn admin_token(env: &Env) -> std::result::Result<String, &'static str> {
     match env_text(env, "ADMIN_TOKEN") {
         None => Err("The admin API is off: set the secret ADMIN_TOKEN to turn it on."),
         Some(t) if t.trim().len() < MIN_ADMIN_TOKEN => {
-            console_error!(
-                "edge-limiter: configuration error: ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN} characters, \
+            let message = format!(
+                "configuration error: ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN} characters, \
                  so the admin API stays off (make one with `openssl rand -hex 32`)"
             );
+            log::error("config_error", &message, json!({ "setting": "ADMIN_TOKEN" }));
             Err("The admin API is off: ADMIN_TOKEN is shorter than 32 characters.")
         }
         Some(t) => Ok(t.trim().to_string()),
@@ -459,16 +498,19 @@ fn service_token(env: &Env) -> std::result::Result<String, &'static str> {
         Some(t) => t.trim().to_string(),
     };
     if token.len() < MIN_ADMIN_TOKEN {
-        console_error!(
-            "edge-limiter: configuration error: SERVICE_TOKEN is shorter than {MIN_ADMIN_TOKEN} characters, \
+        let message = format!(
+            "configuration error: SERVICE_TOKEN is shorter than {MIN_ADMIN_TOKEN} characters, \
              so the decision API stays off (make one with `openssl rand -hex 32`)"
         );
+        log::error("config_error", &message, json!({ "setting": "SERVICE_TOKEN" }));
         return Err("The decision API is off: SERVICE_TOKEN is shorter than 32 characters.");
     }
     if env_text(env, "ADMIN_TOKEN").is_some_and(|a| a.trim() == token) {
-        console_error!(
-            "edge-limiter: configuration error: SERVICE_TOKEN is the same as ADMIN_TOKEN, so the decision API \
-             stays off: an app's token must not open the admin API"
+        log::error(
+            "config_error",
+            "configuration error: SERVICE_TOKEN is the same as ADMIN_TOKEN, so the decision API \
+             stays off: an app's token must not open the admin API",
+            json!({ "setting": "SERVICE_TOKEN" }),
         );
         return Err("The decision API is off: SERVICE_TOKEN must differ from ADMIN_TOKEN.");
     }

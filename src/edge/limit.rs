@@ -254,6 +254,7 @@ async fn checked(
                 return Ok((held, by));
             }
             iso.count_denied();
+            iso.denied(&tier.name, tier.limits.get(d.binding).map_or("?", |l| l.name.as_str()), digest.as_str());
             tally(Event::Denied, backend);
             Err(iso.answer(too_many_requests(tier, &d, policy.headers, how.html, jitter_ms()).decided_by(backend)))
         }

@@ -29,6 +29,7 @@ mod fleet;
 mod guard;
 mod isolate;
 mod limit;
+mod log;
 mod proxy;
 mod relay;
 mod respond;
@@ -91,7 +92,8 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
         crate::runtime::task::wait_until(ctx.as_ref(), async move {
             if let Some(store) = iso.store.primary() {
                 if let Err(e) = store.fleet(&keys, &args).await {
-                    worker::console_error!("edge-limiter: fleet view: the flush failed ({}): {e}", e.class());
+                    let message = format!("fleet view: the flush failed ({}): {e}", e.class());
+                    log::error("fleet_flush_failed", &message, serde_json::json!({ "class": e.class() }));
                 }
             }
         });

@@ -6,7 +6,7 @@
 //! failing origin is a 502 problem+json, not an exception.
 
 use wasm_bindgen::JsValue;
-use worker::{console_error, Headers, Result};
+use worker::{Headers, Result};
 
 use super::fields::Fields;
 use super::isolate::{Isolate, Origin};
@@ -60,7 +60,7 @@ fn hook(kind: u32, a: Option<String>, b: Option<String>) -> JsValue {
         HOOK_EXPOSE => text(exposed_with_ours(a.as_deref())),
         _ => {
             let why = a.unwrap_or_default();
-            console_error!("edge-limiter: origin request failed: {why}");
+            super::log::error("origin_unreachable", &format!("origin request failed: {why}"), serde_json::Value::Null);
             let detail = if why.contains("101") {
                 "The origin answered 101 without a WebSocket."
             } else {

@@ -11,7 +11,7 @@
 //! Every answer is 200 with the decision in the body (a denial is an answer, not an error);
 //! 400 names the wrong field; a refund or reset that reaches no store is 503.
 
-use worker::{console_log, Method, Request, Response, Result};
+use worker::{Method, Request, Response, Result};
 
 use super::fields::Fields;
 use super::guard::{self, Token};
@@ -95,7 +95,10 @@ pub async fn handle(mut req: Request, fields: &Fields, iso: &Isolate, route: &st
             (Err(e), _) => error(iso, 503, "Store unavailable", &format!("The refund did not reach the store: {e}")),
         },
         Call::Reset => {
-            console_log!("edge-limiter: decision API reset tier={} subject={digest}", ask.tier.name);
+            let message = format!("decision API reset tier={} subject={digest}", ask.tier.name);
+            let fields =
+                serde_json::json!({ "action": "v1/reset", "tier": ask.tier.name, "subject_hash": digest.as_str() });
+            super::log::info("admin_action", &message, fields);
             match iso.store.reset(&request).await {
                 Ok(()) => {
                     let answer = serde_json::json!({

@@ -27,8 +27,9 @@ use crate::core::policy::{FailMode, StoreSettings};
 /// A line for the Worker's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
-    Error(String),
-    Info(String),
+    /// An event's stable name (for structured logs) and its message.
+    Error(&'static str, String),
+    Info(&'static str, String),
 }
 
 /// What the hybrid could say about one check.
@@ -311,8 +312,10 @@ impl<P: Store> Hybrid<P> {
                 if let Some(Transition::Recovered { since }) = self.breaker.record_success() {
                     self.logged.set(0);
                     let down = r.now.saturating_sub(since);
-                    notes
-                        .push(Note::Info(format!("Upstash answers again after {down} ms of failures; circuit closed")));
+                    notes.push(Note::Info(
+                        "breaker_closed",
+                        format!("Upstash answers again after {down} ms of failures; circuit closed"),
+                    ));
                 }
                 if let Some(cache) = &self.denials {
                     cache.remember(&key, r.now, &decision);
@@ -326,15 +329,19 @@ impl<P: Store> Hybrid<P> {
                 if self.logged.get() & class_bit(&error) == 0 {
                     self.logged.set(self.logged.get() | class_bit(&error));
                     let kind = if error == StoreError::Unauthorized { "configuration error" } else { "store failure" };
-                    notes.push(Note::Error(format!("{kind} ({}): {error}", error.class())));
+                    let event = if error == StoreError::Unauthorized { "config_error" } else { "store_failure" };
+                    notes.push(Note::Error(event, format!("{kind} ({}): {error}", error.class())));
                 }
                 if let Some(Transition::Tripped { failures }) = self.breaker.record_failure(r.now) {
-                    notes.push(Note::Error(format!(
+                    notes.push(Note::Error(
+                        "breaker_open",
+                        format!(
                         "circuit open after {failures} failures in a row: no Upstash calls for {} ms, then one probe; \
                          meanwhile on_failure decides ({})",
                         self.breaker.cooldown_ms(),
-                        self.fallback_backend().as_str()
-                    )));
+                            self.fallback_backend().as_str()
+                        ),
+                    ));
                 }
                 self.on_failure(r, Some(error), notes)
             }
@@ -596,8 +603,8 @@ mod tests {
         assert_eq!(hybrid.counts(), Counts { store_calls: 3, store_failures: 3, skipped: 7, ..Counts::default() });
         let notes: Vec<&Note> = verdicts.iter().flat_map(|v| &v.notes).collect();
         assert_eq!(notes.len(), 2, "the failure once, the trip once: {notes:?}");
-        assert!(matches!(notes[0], Note::Error(m) if m.contains("timeout")));
-        assert!(matches!(notes[1], Note::Error(m) if m.contains("circuit open after 3")));
+        assert!(matches!(notes[0], Note::Error("store_failure", m) if m.contains("timeout")));
+        assert!(matches!(notes[1], Note::Error("breaker_open", m) if m.contains("circuit open after 3")));
     }
 
     /// A reservation takes the units at the time they are due: later checks see them taken,
@@ -643,7 +650,11 @@ mod tests {
         *primary.failing.borrow_mut() = None;
         let v = run(hybrid.check(&rig.req("c", 2_002)));
         assert_eq!(v.backend, Backend::Upstash);
-        assert!(matches!(&v.notes[..], [Note::Info(m)] if m.contains("after 2002 ms")), "{:?}", v.notes);
+        assert!(
+            matches!(&v.notes[..], [Note::Info("breaker_closed", m)] if m.contains("after 2002 ms")),
+            "{:?}",
+            v.notes
+        );
         assert_eq!(run(hybrid.check(&rig.req("c", 2_003))).notes, vec![]);
         assert_eq!(hybrid.breaker().trips(), 1);
     }
@@ -654,7 +665,9 @@ mod tests {
         *primary.failing.borrow_mut() = Some(StoreError::Unauthorized);
         let hybrid = Hybrid::new(Some(&primary), &settings(FailMode::Memory, false));
         let v = run(hybrid.check(&Rig::new().req("a", 0)));
-        assert!(matches!(&v.notes[..], [Note::Error(m)] if m.starts_with("configuration error (unauthorized)")));
+        assert!(
+            matches!(&v.notes[..], [Note::Error("config_error", m)] if m.starts_with("configuration error (unauthorized)"))
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ test("a tier in shadow: every request passes, the ones past the limit marked den
     const requests = await statusOf(w);
     assert.equal(requests.shadow_denied, 5, JSON.stringify(requests));
     assert.equal(requests.denied, 0, JSON.stringify(requests));
-    const lines = w.logs.join("").split("\n").filter((l) => l.includes("edge-limiter: shadow:"));
+    const lines = w.logs.join("").split("\n").filter((l) => l.includes('"event":"shadow_denied"'));
     assert.equal(lines.length, 2, `one line per subject, not per request:\n${lines.join("\n")}`);
     for (const l of lines) {
       assert.ok(!l.includes(a) && !l.includes(b), `no raw address in the log: ${l}`);
