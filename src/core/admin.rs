@@ -115,12 +115,9 @@ pub fn body_fields(body: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
-/// A subject's state per limit, as the admin API reports it.
-pub fn subject_state(tier: &Tier, subject_hash: &SubjectDigest, decision: &Decision, backend: &str) -> Value {
-    let limits: Vec<Value> = tier
-        .limits
-        .iter()
-        .zip(decision.limits())
+/// Each limit's state after a decision, as the admin and decision APIs report it.
+pub fn limit_states(tier: &Tier, decision: &Decision) -> Vec<Value> {
+    (tier.limits.iter().zip(decision.limits()))
         .map(|(l, s)| {
             json!({
                 "name": l.name,
@@ -128,9 +125,15 @@ pub fn subject_state(tier: &Tier, subject_hash: &SubjectDigest, decision: &Decis
                 "remaining": s.remaining,
                 "reset_ms": s.reset_ms,
                 "reset_s": s.reset_ms.div_ceil(1000),
+                "retry_after_ms": s.retry_after_ms,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// A subject's state per limit, as the admin API reports it.
+pub fn subject_state(tier: &Tier, subject_hash: &SubjectDigest, decision: &Decision, backend: &str) -> Value {
+    let limits = limit_states(tier, decision);
     json!({ "tier": tier.name, "subject_hash": subject_hash.as_str(), "backend": backend, "limits": limits })
 }
 

@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::admin::{subject_from_fields, FieldSource};
+use super::admin::{limit_states, subject_from_fields, FieldSource};
 use super::algorithm::{Decision, Millis, Outcome};
 use super::decision::{ceil_secs, rate_limit_headers, Backend};
 use super::policy::{Policy, Tier};
@@ -82,13 +82,25 @@ struct Body {
     at: Option<u64>,
 }
 
+/// A field error as serde words it (`unknown field `colour``, `invalid type: string "5",
+/// expected u64`), naming the field: serde names unknown fields itself; a wrong value is
+/// said at the field it belongs to.
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    text.split(" at line ").next().unwrap_or(&text).to_string()
+}
+
 /// Reads an ask from its JSON body, or says which field is wrong and why.
 pub fn read(policy: &Policy, body: &str, call: Call, now: Millis) -> Result<Ask, String> {
     let value: Value = serde_json::from_str(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     if !value.is_object() {
         return Err("the body must be a JSON object such as {\"subject\": \"user-42\", \"tier\": \"...\"}".into());
     }
-    let b: Body = serde_path_to_error::deserialize(&value).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    // From the text, through the deserializer the policy is read with (one copy of it in
+    // the Worker), so that an error names its field.
+    let mut json = serde_json::Deserializer::from_str(body);
+    let b: Body = serde_path_to_error::deserialize(&mut json)
+        .map_err(|e| format!("{}: {}", e.path(), without_position(e.inner())))?;
     let fields =
         [("cost", b.cost.is_some()), ("peek", b.peek.is_some()), ("units", b.units.is_some()), ("at", b.at.is_some())];
     let allowed: &[&str] = match call {
@@ -190,21 +202,7 @@ pub fn check_answer(
     now: Millis,
 ) -> Value {
     let binding = d.binding_status();
-    let limits: Vec<Value> = ask
-        .tier
-        .limits
-        .iter()
-        .zip(d.limits())
-        .map(|(l, s)| {
-            json!({
-                "name": l.name,
-                "capacity": l.algorithm.capacity(),
-                "remaining": s.remaining,
-                "reset_ms": s.reset_ms,
-                "retry_after_ms": s.retry_after_ms,
-            })
-        })
-        .collect();
+    let limits = limit_states(&ask.tier, d);
     let denied = !d.allowed();
     let mut headers = Map::new();
     for (name, value) in rate_limit_headers(&ask.tier, d, policy.headers) {

@@ -169,14 +169,7 @@ impl<T: Transport> UpstashStore<T> {
     /// The fleet view's script (`fleet.lua`), EVALSHA then EVAL as for the check: one call,
     /// its result as JSON.
     pub async fn fleet(&self, keys: &[String], args: &[String]) -> Result<Value, StoreError> {
-        let (status, body) = self.transport.post(script_body(("EVALSHA", FLEET_SHA1), keys, args)).await?;
-        match read_reply(status, &body) {
-            Err(StoreError::ScriptMissing) => {
-                let (status, body) = self.transport.post(script_body(("EVAL", FLEET_LUA), keys, args)).await?;
-                read_reply(status, &body)
-            }
-            other => other,
-        }
+        self.eval((FLEET_SHA1, FLEET_LUA), keys, args, read_reply).await
     }
 
     /// Runs `ops` in one script call at `now`, each atomic on its own keys (`keys`: every
@@ -198,11 +191,24 @@ impl<T: Transport> UpstashStore<T> {
     /// EVALSHA; if Redis has lost the script (restart, flush, failover), EVAL with the same
     /// keys and arguments, which also loads it, so the next request is an EVALSHA again.
     async fn run_script(&self, keys: &[String], args: &[String]) -> Result<Vec<i64>, StoreError> {
-        let (status, body) = self.transport.post(script_body(("EVALSHA", CHECK_SHA1), keys, args)).await?;
-        match read_script_reply(status, &body) {
+        self.eval((CHECK_SHA1, CHECK_LUA), keys, args, read_script_reply).await
+    }
+
+    /// A script by its SHA-1 (`script`: SHA-1 and text), sent again as text when Redis
+    /// answers NOSCRIPT; `read` reads the answer.
+    async fn eval<R>(
+        &self,
+        script: (&str, &str),
+        keys: &[String],
+        args: &[String],
+        read: fn(u16, &str) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let (sha, lua) = script;
+        let (status, body) = self.transport.post(script_body(("EVALSHA", sha), keys, args)).await?;
+        match read(status, &body) {
             Err(StoreError::ScriptMissing) => {
-                let (status, body) = self.transport.post(script_body(("EVAL", CHECK_LUA), keys, args)).await?;
-                read_script_reply(status, &body)
+                let (status, body) = self.transport.post(script_body(("EVAL", lua), keys, args)).await?;
+                read(status, &body)
             }
             other => other,
         }

@@ -31,25 +31,28 @@ pub fn read(text: &str) -> Result<Document, PolicyError> {
     Ok(doc.0)
 }
 
-/// A tier's `limits` object on its own (the decision API's inline limits), its errors at
-/// `path` and below.
-pub fn read_limits(value: &Value, path: &str) -> Result<Named<Limit>, PolicyError> {
-    let limits: Object<Named<Limit>> = serde_path_to_error::deserialize(value).map_err(|e| {
+/// A part of a document on its own, at `path` (the decision API's inline limits, the admin
+/// API's runtime lists), read from its text with the same deserializer as a whole policy, so
+/// the Worker carries one copy of the readers, not one per input type.
+fn read_part<T: for<'de> Deserialize<'de>>(value: &Value, path: &str) -> Result<T, PolicyError> {
+    let text = value.to_string();
+    let mut json = serde_json::Deserializer::from_str(&text);
+    let part: Object<T> = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let below = dotted(e.path());
         let path = if below.is_empty() { path.to_string() } else { format!("{path}.{below}") };
         PolicyError { path, message: reason(e.inner()) }
     })?;
-    Ok(limits.0)
+    Ok(part.0)
 }
 
-/// A block or allow list on its own (the admin API's runtime lists), its errors at `path`.
+/// A tier's `limits` object on its own, its errors at `path` and below.
+pub fn read_limits(value: &Value, path: &str) -> Result<Named<Limit>, PolicyError> {
+    read_part(value, path)
+}
+
+/// A block or allow list on its own, its errors at `path` and below.
 pub fn read_list(value: &Value, path: &str) -> Result<List, PolicyError> {
-    let list: Object<List> = serde_path_to_error::deserialize(value).map_err(|e| {
-        let below = dotted(e.path());
-        let path = if below.is_empty() { path.to_string() } else { format!("{path}.{below}") };
-        PolicyError { path, message: reason(e.inner()) }
-    })?;
-    Ok(list.0)
+    read_part(value, path)
 }
 
 fn not_json(e: &serde_json::Error) -> PolicyError {
