@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { startOrigin, startRedis, startLocalUpstash, startPair, startWorker, scriptCalls, freshIp, hammer } from "./harness.mjs";
+import { startPair, startWorker, scriptCalls, freshIp, hammer, sharedBackends } from "./harness.mjs";
 
 const policy = (extra, store = {}) => ({
   key_prefix: "batch",
@@ -18,20 +18,10 @@ const policy = (extra, store = {}) => ({
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
 const CLIENTS = 64, EACH = 4, RUNS = 5;
 
-let redis, upstash, origin;
-before(async () => {
-  redis = await startRedis();
-  upstash = await startLocalUpstash(redis.port);
-  origin = await startOrigin();
-});
-after(async () => {
-  await origin?.stop();
-  await upstash?.stop();
-  await redis?.stop();
-});
+const backends = sharedBackends({ before, after });
 
 const pair = (extra, store) =>
-  startPair({ POLICY: JSON.stringify(policy(extra, store)), ORIGIN_URL: origin.url, ADMIN_TOKEN }, upstash);
+  startPair({ POLICY: JSON.stringify(policy(extra, store)), ORIGIN_URL: backends.origin.url, ADMIN_TOKEN }, backends.upstash);
 
 async function batches(workers) {
   const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -49,9 +39,9 @@ test(`${CLIENTS} clients, each its own subject with a budget of 2, ${EACH} reque
   try {
     for (let run = 1; run <= RUNS; run++) {
       const ips = Array.from({ length: CLIENTS }, () => freshIp());
-      const before = await scriptCalls(upstash);
+      const before = await scriptCalls(backends.upstash);
       const { seen, per } = await hammer(workers, "/x", (c) => ips[c]);
-      const after = await scriptCalls(upstash);
+      const after = await scriptCalls(backends.upstash);
       const calls = after.evalsha.calls + after.eval.calls - before.evalsha.calls - before.eval.calls;
       const label = `run ${run}: ${JSON.stringify(seen)}, ${calls} script calls`;
       console.log(`# ${label}`);
@@ -94,7 +84,7 @@ test("a carrier whose client goes away: the checks it was to carry are still ans
   const workers = await pair({}, { timeout: `${TIMEOUT_MS}ms` });
   const w = workers[0];
   try {
-    await upstash.setFault("delay:300");
+    await backends.upstash.setFault("delay:300");
     // The first request carries; its client gives up while its call is in flight.
     const gone = new AbortController();
     const carrier = fetch(w.url + "/x", { headers: { "CF-Connecting-IP": freshIp() }, signal: gone.signal }).catch((e) => e.name);
@@ -116,7 +106,7 @@ test("a carrier whose client goes away: the checks it was to carry are still ans
       assert.ok(m.ms < 2 * TIMEOUT_MS + 1000, `answered in time: ${JSON.stringify(m)}`);
     }
   } finally {
-    await upstash.setFault("none");
+    await backends.upstash.setFault("none");
     for (const each of workers) await each.stop();
   }
 });
@@ -133,9 +123,9 @@ test("clients that go away mid-wait, for 35 s at 64 connections: every answer is
       tiers: { anonymous: { limits: { quota: { token_bucket: { capacity: 1000, refill: "100/s" } } } } },
       store: { timeout: "1s", deny_cache: false, batch: true, fleet: false },
     }),
-    ORIGIN_URL: origin.url,
-    UPSTASH_REDIS_REST_URL: upstash.url,
-    UPSTASH_REDIS_REST_TOKEN: upstash.token,
+    ORIGIN_URL: backends.origin.url,
+    UPSTASH_REDIS_REST_URL: backends.upstash.url,
+    UPSTASH_REDIS_REST_TOKEN: backends.upstash.token,
   });
   const seen = {};
   let aborted = 0;

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Miniflare } from "miniflare";
-import { ROOT, startOrigin, startRedis, startLocalUpstash, startWorker, startPair, freshIp, scriptCalls, sleep, workerOptions } from "./harness.mjs";
+import { ROOT, startWorker, startPair, freshIp, scriptCalls, sleep, workerOptions, sharedBackends } from "./harness.mjs";
 
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
 const REFRESH_MS = 1_000;
@@ -22,22 +22,12 @@ const POLICY = {
   store: { controls_refresh: `${REFRESH_MS}ms`, fleet: false },
 };
 
-let redis, upstash, origin;
-before(async () => {
-  redis = await startRedis();
-  upstash = await startLocalUpstash(redis.port);
-  origin = await startOrigin();
-});
-after(async () => {
-  await origin?.stop();
-  await upstash?.stop();
-  await redis?.stop();
-});
+const backends = sharedBackends({ before, after });
 
 const SERVICE_TOKEN = "e2e-service-" + randomBytes(16).toString("hex");
 const vars = () => ({
   POLICY: JSON.stringify({ key_prefix: "ctl-" + randomBytes(4).toString("hex"), ...POLICY }),
-  ORIGIN_URL: origin.url,
+  ORIGIN_URL: backends.origin.url,
   ADMIN_TOKEN,
   SERVICE_TOKEN,
 });
@@ -65,7 +55,7 @@ async function burst(w, ip, n, headers = {}) {
 const count = (xs, s) => xs.filter((x) => x === s).length;
 
 test("on Upstash: an override set through one Worker applies there at once and in the other within the refresh; removed, both go back", async () => {
-  const workers = await startPair(vars(), upstash);
+  const workers = await startPair(vars(), backends.upstash);
   try {
     const [a, b] = workers;
     const [vip, other] = [freshIp(), freshIp()];
@@ -104,7 +94,7 @@ test("on Upstash: an override set through one Worker applies there at once and i
 });
 
 test("own limits and an expiry: the override ends by itself", async () => {
-  const w = await startWorker({ ...vars(), UPSTASH_REDIS_REST_URL: upstash.url, UPSTASH_REDIS_REST_TOKEN: upstash.token });
+  const w = await startWorker({ ...vars(), UPSTASH_REDIS_REST_URL: backends.upstash.url, UPSTASH_REDIS_REST_TOKEN: backends.upstash.token });
   try {
     const ip = freshIp();
     const set = await admin(w, "POST", "overrides", { ip, limits: { burst: { token_bucket: { capacity: 4, refill: "1/day" } } }, ttl: "3s" });
@@ -122,9 +112,9 @@ test("own limits and an expiry: the override ends by itself", async () => {
   }
 });
 
-test("runtime lists: a block set through one Worker refuses the address at both, with no store and no origin call; a fresh isolate's first request is judged by it", async () => {
+test("runtime lists: a block set through one Worker refuses the address at both, with no store and no backends.origin call; a fresh isolate's first request is judged by it", async () => {
   const v = vars();
-  const workers = await startPair(v, upstash);
+  const workers = await startPair(v, backends.upstash);
   try {
     const [a, b] = workers;
     const attacker = freshIp();
@@ -134,20 +124,20 @@ test("runtime lists: a block set through one Worker refuses the address at both,
     await sleep(REFRESH_MS + 300);
     await burst(b, freshIp(), 1);
     await sleep(300);
-    const seen = origin.seen.length;
-    const calls = await scriptCalls(upstash);
+    const seen = backends.origin.seen.length;
+    const calls = await scriptCalls(backends.upstash);
     for (const w of workers) {
       const r = await fetch(`${w.url}/page`, { headers: { "CF-Connecting-IP": attacker } });
       assert.equal(r.status, 403);
       assert.match((await r.json()).type, /#blocked$/);
       assert.equal((await fetch(`${w.url}/page`, { headers: { "CF-Connecting-IP": freshIp(), "user-agent": "x evilbot y" } })).status, 403);
     }
-    assert.equal(origin.seen.length, seen, "no origin call");
-    const after = await scriptCalls(upstash);
+    assert.equal(backends.origin.seen.length, seen, "no backends.origin call");
+    const after = await scriptCalls(backends.upstash);
     assert.equal(after.evalsha.calls + after.eval.calls, calls.evalsha.calls + calls.eval.calls, "no store call for a blocked request");
 
     // A Worker started now: its first request is from the blocked address.
-    const third = await startWorker({ ...v, UPSTASH_REDIS_REST_URL: upstash.url, UPSTASH_REDIS_REST_TOKEN: upstash.token });
+    const third = await startWorker({ ...v, UPSTASH_REDIS_REST_URL: backends.upstash.url, UPSTASH_REDIS_REST_TOKEN: backends.upstash.token });
     try {
       const first = await fetch(`${third.url}/page`, { headers: { "CF-Connecting-IP": attacker } });
       await first.arrayBuffer();

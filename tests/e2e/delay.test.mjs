@@ -6,7 +6,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { startOrigin, startRedis, startLocalUpstash, startWorker, startPair, freshIp } from "./harness.mjs";
+import { startWorker, startPair, freshIp, sharedBackends } from "./harness.mjs";
 
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
 const POLICY = {
@@ -18,19 +18,9 @@ const POLICY = {
 };
 POLICY.tiers.fast = { limits: { burst: { token_bucket: { capacity: 5, refill: "10/s" } } } };
 
-let redis, upstash, origin;
-before(async () => {
-  redis = await startRedis();
-  upstash = await startLocalUpstash(redis.port);
-  origin = await startOrigin();
-});
-after(async () => {
-  await origin?.stop();
-  await upstash?.stop();
-  await redis?.stop();
-});
+const backends = sharedBackends({ before, after });
 
-const vars = () => ({ POLICY: JSON.stringify({ key_prefix: "dly-" + randomBytes(4).toString("hex"), ...POLICY }), ORIGIN_URL: origin.url, ADMIN_TOKEN });
+const vars = () => ({ POLICY: JSON.stringify({ key_prefix: "dly-" + randomBytes(4).toString("hex"), ...POLICY }), ORIGIN_URL: backends.origin.url, ADMIN_TOKEN });
 
 async function timed(url, ip) {
   const t0 = performance.now();
@@ -84,7 +74,7 @@ test("holds per subject are capped: of ten at once past the burst, at most four 
 });
 
 test("on Upstash, two Workers: a reservation made through one is seen by the other, and all together never pass more than the bucket gives", async () => {
-  const workers = await startPair(vars(), upstash);
+  const workers = await startPair(vars(), backends.upstash);
   try {
     const ip = freshIp();
     const t0 = performance.now();

@@ -319,3 +319,24 @@ export async function startDev(vars) {
   out.stop = () => stopProcess(proc, 10_000);
   return out;
 }
+
+/**
+ * For a test file: a private redis-server, local-upstash in front of it and a real origin,
+ * started before its tests and stopped after them (`before` and `after` are node:test's,
+ * passed in so that the benchmark can use this file without it). Read them from the
+ * returned object once the tests run.
+ */
+export function sharedBackends({ before, after }) {
+  const s = {};
+  before(async () => {
+    s.redis = await startRedis();
+    s.upstash = await startLocalUpstash(s.redis.port);
+    s.origin = await startOrigin();
+  });
+  after(async () => {
+    await s.origin?.stop();
+    await s.upstash?.stop();
+    await s.redis?.stop();
+  });
+  return s;
+}

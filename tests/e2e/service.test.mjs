@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { Miniflare } from "miniflare";
-import { ROOT, startOrigin, startRedis, startLocalUpstash, startWorker, startPair, freshIp, workerOptions, scriptCalls } from "./harness.mjs";
+import { ROOT, startWorker, startPair, freshIp, workerOptions, scriptCalls, sharedBackends } from "./harness.mjs";
 
 const SERVICE_TOKEN = "e2e-service-" + randomBytes(16).toString("hex");
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
@@ -22,21 +22,11 @@ const POLICY = {
   store: { fleet: false },
 };
 
-let redis, upstash, origin;
-before(async () => {
-  redis = await startRedis();
-  upstash = await startLocalUpstash(redis.port);
-  origin = await startOrigin();
-});
-after(async () => {
-  await origin?.stop();
-  await upstash?.stop();
-  await redis?.stop();
-});
+const backends = sharedBackends({ before, after });
 
 const vars = (extra = {}) => ({
   POLICY: JSON.stringify({ key_prefix: "svc-" + randomBytes(4).toString("hex"), ...POLICY }),
-  ORIGIN_URL: origin.url,
+  ORIGIN_URL: backends.origin.url,
   SERVICE_TOKEN,
   ADMIN_TOKEN,
   ...extra,
@@ -145,7 +135,7 @@ test("inline limits: read as a tier's are, the same limits meet the same buckets
 test("every bad ask gets 400 naming its field, other methods 405, other routes 404; none reaches the origin", async () => {
   const w = await startWorker(vars());
   try {
-    const seen = origin.seen.length;
+    const seen = backends.origin.seen.length;
     const cases = [
       [{ raw: "not json" }, /not JSON/],
       [{ raw: "[1, 2]" }, /JSON object/],
@@ -176,7 +166,7 @@ test("every bad ask gets 400 naming its field, other methods 405, other routes 4
     assert.equal(get.status, 405);
     assert.equal((await ask(w, "decide", { subject: "u", tier: "llm" })).status, 404);
     assert.equal((await ask(w, "check/../../admin/health", { subject: "u", tier: "llm" })).status, 401, "a dot path lands on the admin API, which refuses the service token");
-    assert.equal(origin.seen.length, seen, "nothing reached the origin");
+    assert.equal(backends.origin.seen.length, seen, "nothing reached the origin");
   } finally {
     await w.stop();
   }
@@ -226,10 +216,10 @@ test("off unless SERVICE_TOKEN is set, long enough and not the admin token", asy
 });
 
 test("on Upstash: two Workers give one answer; a refund through one is seen by the other; the store counts one script call a check", async () => {
-  const workers = await startPair(vars(), upstash);
+  const workers = await startPair(vars(), backends.upstash);
   try {
     const user = { subject: "user-" + randomBytes(4).toString("hex"), tier: "llm" };
-    const before = await scriptCalls(upstash);
+    const before = await scriptCalls(backends.upstash);
     const a = await ask(workers[0], "check", { ...user, cost: 600 });
     assert.equal(a.json.backend, "upstash");
     const b = await ask(workers[1], "check", { ...user, cost: 600 });
@@ -241,7 +231,7 @@ test("on Upstash: two Workers give one answer; a refund through one is seen by t
     const c = await ask(workers[0], "check", { ...user, cost: 600 });
     assert.equal(c.json.allowed, true, JSON.stringify(c.json));
     assert.ok(c.json.remaining >= 299 && c.json.remaining <= 301, JSON.stringify(c.json));
-    const calls = await scriptCalls(upstash);
+    const calls = await scriptCalls(backends.upstash);
     const made = calls.evalsha.calls + calls.eval.calls - before.evalsha.calls - before.eval.calls;
     assert.equal(made, 4, "three checks and a refund: one script call each");
   } finally {

@@ -6,30 +6,20 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { startOrigin, startRedis, startLocalUpstash, startWorker, freshIp } from "./harness.mjs";
+import { startWorker, freshIp, sharedBackends } from "./harness.mjs";
 
 const ADMIN_TOKEN = "e2e-admin-" + randomBytes(16).toString("hex");
 const two = { burst: { token_bucket: { capacity: 2, refill: "1/day" } } };
 
-let redis, upstash, origin;
-before(async () => {
-  redis = await startRedis();
-  upstash = await startLocalUpstash(redis.port);
-  origin = await startOrigin();
-});
-after(async () => {
-  await origin?.stop();
-  await upstash?.stop();
-  await redis?.stop();
-});
+const backends = sharedBackends({ before, after });
 
 async function withWorker(policy, run) {
   const w = await startWorker({
     POLICY: JSON.stringify({ key_prefix: "shadow-" + randomBytes(4).toString("hex"), ...policy }),
-    ORIGIN_URL: origin.url,
+    ORIGIN_URL: backends.origin.url,
     ADMIN_TOKEN,
-    UPSTASH_REDIS_REST_URL: upstash.url,
-    UPSTASH_REDIS_REST_TOKEN: upstash.token,
+    UPSTASH_REDIS_REST_URL: backends.upstash.url,
+    UPSTASH_REDIS_REST_TOKEN: backends.upstash.token,
   });
   try {
     await run(w);
@@ -53,7 +43,7 @@ const statusOf = async (w) =>
 
 test("a tier in shadow: every request passes, the ones past the limit marked denied with their fields, counted, one log line per subject", async () => {
   await withWorker({ tiers: { anonymous: { limits: two, shadow: true } } }, async (w) => {
-    const seen = origin.seen.length;
+    const seen = backends.origin.seen.length;
     const [a, b] = [freshIp(), freshIp()];
     const first = await burst(w, "/x", a, 5);
     const second = await burst(w, "/x", b, 4);
@@ -62,7 +52,7 @@ test("a tier in shadow: every request passes, the ones past the limit marked den
     assert.deepEqual(first.map((r) => r.shadow), [null, null, "denied", "denied", "denied"]);
     assert.match(first[2].ratelimit, /a=0/, "the denial's own fields: nothing left");
     assert.deepEqual(second.map((r) => r.shadow), [null, null, "denied", "denied"]);
-    assert.equal(origin.seen.length, seen + 9, "every request reached the origin");
+    assert.equal(backends.origin.seen.length, seen + 9, "every request reached the origin");
     const requests = await statusOf(w);
     assert.equal(requests.shadow_denied, 5, JSON.stringify(requests));
     assert.equal(requests.denied, 0, JSON.stringify(requests));
