@@ -96,10 +96,15 @@ impl Controls {
         self.resolved.borrow().clone()
     }
 
+    /// Kept where every isolate reads them (Upstash or KV), not in this isolate alone.
+    pub fn is_shared(&self) -> bool {
+        self.source != Source::Isolate
+    }
+
     /// Whether a read is due; if so, the caller has it (no other request starts one) and
     /// must run [`refresh`].
     pub fn due(&self, now: u64) -> Due {
-        if self.source == Source::Isolate {
+        if !self.is_shared() {
             return Due::No;
         }
         if self.loading.get() {

@@ -87,7 +87,7 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
     let response = limit::handle(&req, &method, &fields, &iso, &target).await;
     // The fleet view's tallies, flushed at most every few seconds in one call, in the
     // background of the request that finds them due.
-    if let Some((keys, args)) = iso.fleet_flush_due(js_sys::Date::now() as u64) {
+    if let Some((keys, args)) = iso.fleet_flush_due() {
         let iso = iso.clone();
         crate::runtime::task::wait_until(ctx.as_ref(), async move {
             if let Some(store) = iso.store.primary() {
@@ -115,6 +115,10 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
 /// first request before it is judged, then at most once per refresh interval in the
 /// background of the request that finds them due (`edge::controls`).
 async fn keep_controls_fresh(iso: &std::rc::Rc<Isolate>, env: &Env, ctx: &Context) {
+    // Kept in this isolate: nothing to read, and no clock read for it.
+    if !iso.controls.is_shared() {
+        return;
+    }
     let now = js_sys::Date::now() as u64;
     let Some(policy) = iso.policy() else { return };
     match iso.controls.due(now) {
