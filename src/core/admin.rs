@@ -115,6 +115,46 @@ pub fn body_fields(body: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
+/// The `name=value` pairs of a URL's query (`?` first or not), decoded as a form is:
+/// `+` is a space and `%XX` a byte; an escape that is not two hex digits is kept as written,
+/// and bytes that do not make UTF-8 become U+FFFD. Empty names are skipped.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    let query = query.strip_prefix('?').unwrap_or(query);
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = form_decode(k);
+            (!k.is_empty()).then(|| (k, form_decode(v)))
+        })
+        .collect()
+}
+
+fn form_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let escaped = match (c, b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => Some(h << 4 | l),
+            _ => None,
+        };
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(if c == b'+' { b' ' } else { c });
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Each limit's state after a decision, as the admin and decision APIs report it.
 pub fn limit_states(tier: &Tier, decision: &Decision) -> Vec<Value> {
     (tier.limits.iter().zip(decision.limits()))
@@ -159,6 +199,20 @@ mod tests {
         ] {
             assert!(!authorized(bad, "s3cret-token"), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn queries_decode_as_forms_do() {
+        let q = |s: &str| query_pairs(s);
+        let owned = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        assert_eq!(q(""), owned(&[]));
+        assert_eq!(q("?"), owned(&[]));
+        assert_eq!(q("?ip=203.0.113.9&tier=premium"), owned(&[("ip", "203.0.113.9"), ("tier", "premium")]));
+        assert_eq!(q("ip=2001%3Adb8%3A%3A1"), owned(&[("ip", "2001:db8::1")]));
+        assert_eq!(q("?sub=a+b%2Bc&&=x&flag"), owned(&[("sub", "a b+c"), ("flag", "")]));
+        // Bad escapes are kept as written; bytes that are not UTF-8 are replaced, not dropped.
+        assert_eq!(q("?sub=%zz%4%&k=%ff"), owned(&[("sub", "%zz%4%"), ("k", "\u{fffd}")]));
+        assert_eq!(q("?sub=%E2%82%AC=1"), owned(&[("sub", "\u{20ac}=1")]));
     }
 
     #[test]

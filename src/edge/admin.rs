@@ -28,7 +28,7 @@ use super::isolate::{Config, Isolate};
 use super::log;
 use super::respond;
 use super::status::status;
-use crate::core::admin::{body_fields, subject_from_fields, subject_state, FieldSource};
+use crate::core::admin::{body_fields, query_pairs, subject_from_fields, subject_state, FieldSource};
 use crate::core::controls::{lists_from_body, override_from_body, override_name};
 use crate::core::decision::problem;
 use crate::core::describe::describe;
@@ -38,13 +38,15 @@ fn error(iso: &Isolate, status: u16, title: &str, detail: &str) -> Result<Respon
     Ok(iso.answer(problem(status, title, detail, "admin")).into())
 }
 
-/// `route` is what follows `admin/` (`policy`, `health`, ...).
+/// `route` is what follows `admin/` (`policy`, `health`, ...); `query` is the URL's query as
+/// sent (`?...` or empty).
 pub async fn handle(
     mut req: Request,
     fields: &Fields,
     iso: &Isolate,
     env: &Env,
     route: &str,
+    query: &str,
     now: u64,
 ) -> Result<Response> {
     let method = req.method();
@@ -68,8 +70,7 @@ pub async fn handle(
             respond::json(200, &status(iso, now, true))
         }
         (Method::Get | Method::Post, "subject") | (Method::Post, "reset") => {
-            let query: Vec<(String, String)> =
-                req.url()?.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            let query = query_pairs(query);
             let body = if method == Method::Post { req.text().await.unwrap_or_default() } else { String::new() };
             let (pairs, source) = if body.trim().is_empty() {
                 (query, FieldSource::Query)
@@ -144,8 +145,7 @@ pub async fn handle(
             respond::json(200, &changed(iso, json!({ "set": true, "subject_hash": new.digest, "override": new.summary })))
         }
         (Method::Delete, "overrides") => {
-            let query: Vec<(String, String)> =
-                req.url()?.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            let query = query_pairs(query);
             let (name, digest) = match override_name(policy, &query) {
                 Ok(n) => n,
                 Err(e) => return error(iso, 400, "Bad Request", &e),

@@ -42,7 +42,10 @@ pub async fn serve(req: Request, fields: &Fields, env: &Env, iso: &Isolate, rest
         return Ok(iso.answer(problem(404, "Dashboard not deployed", detail, "dashboard-missing")).into());
     };
     let file = if rest.is_empty() { "index.html" } else { rest };
-    match assets.fetch(format!("https://assets.invalid/{file}"), None).await {
+    // A request made from the URL alone: `Fetcher::fetch` would link the whole `RequestInit`
+    // conversion (and serde-wasm-bindgen) for an init we never pass.
+    let asset = web_sys::Request::new_with_str(&format!("https://assets.invalid/{file}"));
+    match async { assets.fetch_request(Request::from(asset?)).await }.await {
         Ok(r) => Ok(r),
         Err(e) => {
             super::log::error("config_error", &format!("the assets binding failed: {e}"), serde_json::Value::Null);

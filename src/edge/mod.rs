@@ -71,7 +71,7 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
             let req = Request::from(req);
             let answer = match rest.strip_prefix("admin") {
                 Some(route) if route.is_empty() || route.starts_with('/') => {
-                    admin::handle(req, &fields, &iso, &env, route.trim_start_matches('/'), now).await?
+                    admin::handle(req, &fields, &iso, &env, route.trim_start_matches('/'), target.query, now).await?
                 }
                 _ => match rest.strip_prefix("v1/") {
                     Some(route) => service::handle(req, &fields, &iso, route, now).await?,
