@@ -151,10 +151,28 @@ export function answer(status, fields, body) {
 }
 
 /**
- * Queues `poll(id)` as a microtask. It runs in the context of whatever queued it: the wake of
- * a request's own promise or timer, so each request's task is polled as that request (see
- * src/runtime/task.rs).
+ * Queues `poll(slot, generation)` as a microtask. It runs in the context of whatever queued
+ * it: the wake of a request's own promise or timer, so each request's task is polled as that
+ * request (see src/runtime/task.rs).
  */
-export function later(poll, id) {
-  queueMicrotask(() => poll(id));
+export function later(poll, slot, generation) {
+  queueMicrotask(() => poll(slot, generation));
+}
+
+/**
+ * The Workers Analytics Engine dataset bound as `name`, or undefined: anything with a
+ * `writeDataPoint` method (the runtime's dataset, or a test's stand-in).
+ */
+export function analyticsDataset(env, name) {
+  const dataset = env?.[name];
+  return dataset && typeof dataset.writeDataPoint === "function" ? dataset : undefined;
+}
+
+/**
+ * Writes each of `points` (a JSON array of `writeDataPoint` arguments) to `dataset`. The
+ * runtime's writes return nothing and need no waiting; the promise also waits for any
+ * that return one.
+ */
+export function analyticsWrite(dataset, points) {
+  return Promise.all(JSON.parse(points).map((point) => dataset.writeDataPoint(point)));
 }

@@ -7,6 +7,7 @@
 //! This is the only place that turns decisions into header text or bodies.
 
 use serde::Serialize;
+use std::fmt::Write as _;
 
 use super::algorithm::{Decision, Outcome};
 use super::policy::{HeaderStyle, IetfDraft, Tier};
@@ -94,33 +95,34 @@ pub fn rate_limit_headers(tier: &Tier, decision: &Decision, style: HeaderStyle) 
         return out;
     }
     if let Some(draft) = style.ietf {
-        let policy: Vec<String> = tier
-            .limits
-            .iter()
-            .map(|l| {
-                format!("\"{}\";q={};w={}", l.name, l.algorithm.capacity(), ceil_secs(l.algorithm.window_ms()).max(1))
-            })
-            .collect();
-        out.push(("RateLimit-Policy", policy.join(", ")));
+        // Each field written into one string, with no string per item.
+        let mut policy = String::with_capacity(32 * tier.limits.len());
+        for l in &tier.limits {
+            if !policy.is_empty() {
+                policy.push_str(", ");
+            }
+            let window = ceil_secs(l.algorithm.window_ms()).max(1);
+            let _ = write!(policy, "\"{}\";q={};w={window}", l.name, l.algorithm.capacity());
+        }
+        out.push(("RateLimit-Policy", policy));
         // The binding limit first, so a client reading only the first item reads the right one.
         let order = std::iter::once(decision.binding).chain((0..statuses.len()).filter(|i| *i != decision.binding));
-        let current: Vec<String> = order
-            .map(|i| {
-                let (limit, status) = (&tier.limits[i], &statuses[i]);
-                // When the quota can next grow: within it, no more than what is available.
-                let window = ceil_secs(limit.algorithm.grows_in_ms(status));
-                match draft {
-                    IetfDraft::Twelve if decision.cost == 1 => {
-                        format!("\"{}\";a={};w={window}", limit.name, status.remaining)
-                    }
-                    IetfDraft::Twelve => {
-                        format!("\"{}\";a={};w={window};c={}", limit.name, status.remaining, decision.cost)
-                    }
-                    IetfDraft::Ten => format!("\"{}\";r={};t={window}", limit.name, status.remaining),
-                }
-            })
-            .collect();
-        out.push(("RateLimit", current.join(", ")));
+        let mut current = String::with_capacity(32 * statuses.len());
+        for i in order {
+            let (limit, status) = (&tier.limits[i], &statuses[i]);
+            if !current.is_empty() {
+                current.push_str(", ");
+            }
+            // When the quota can next grow: within it, no more than what is available.
+            let window = ceil_secs(limit.algorithm.grows_in_ms(status));
+            let (name, remaining) = (&limit.name, status.remaining);
+            let _ = match draft {
+                IetfDraft::Twelve if decision.cost == 1 => write!(current, "\"{name}\";a={remaining};w={window}"),
+                IetfDraft::Twelve => write!(current, "\"{name}\";a={remaining};w={window};c={}", decision.cost),
+                IetfDraft::Ten => write!(current, "\"{name}\";r={remaining};t={window}"),
+            };
+        }
+        out.push(("RateLimit", current));
     }
     if style.legacy {
         let b = decision.binding_status();

@@ -57,43 +57,72 @@ impl Event {
     }
 }
 
-#[derive(Default, Debug)]
+#[derive(Debug)]
 struct Minute {
+    minute: u64,
     counts: HashMap<String, u64>,
     subjects: HashMap<String, u64>,
 }
 
-/// One isolate's decisions since its last flush, per minute.
+/// One isolate's decisions since its last flush, per minute (one or two minutes between
+/// flushes, so a short list). A request's field and member are written into `scratch` and
+/// looked up from there: a key is allocated only the first time it is seen in a minute.
 #[derive(Default, Debug)]
 pub struct Tally {
-    minutes: BTreeMap<u64, Minute>,
+    minutes: Vec<Minute>,
+    scratch: String,
 }
 
-/// A field part with `|` (the separator) written as `%7C`.
-fn part(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains('|') {
-        s.replace('|', "%7C").into()
-    } else {
-        s.into()
+/// Appends a field part with `|` (the separator) written as `%7C`.
+fn push_part(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '|' => out.push_str("%7C"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// One more under `key`; a key not yet counted is added only when `room`.
+fn bump(map: &mut HashMap<String, u64>, key: &str, room: bool) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None if room => {
+            map.insert(key.to_owned(), 1);
+        }
+        None => {}
     }
 }
 
 impl Tally {
     /// `route`: the matching rule's path prefix, or `-`; `subject`: its digest, when known.
     pub fn record(&mut self, now: Millis, event: Event, tier: &str, route: &str, backend: &str, subject: Option<&str>) {
-        let minute = self.minutes.entry(now / 60_000).or_default();
-        let field = format!("{}|{}|{}|{}", event.as_str(), part(tier), part(route), part(backend));
-        *minute.counts.entry(field).or_insert(0) += 1;
-        if let Some(digest) = subject {
-            let member = format!("{digest}|{}", part(tier));
-            let room = minute.subjects.len() < MAX_SUBJECTS;
-            match minute.subjects.get_mut(&member) {
-                Some(n) => *n += 1,
-                None if room => {
-                    minute.subjects.insert(member, 1);
-                }
-                None => {}
+        let at = now / 60_000;
+        let i = match self.minutes.iter().position(|m| m.minute == at) {
+            Some(i) => i,
+            None => {
+                self.minutes.push(Minute { minute: at, counts: HashMap::new(), subjects: HashMap::new() });
+                self.minutes.len() - 1
             }
+        };
+        let Some(minute) = self.minutes.get_mut(i) else { return };
+        let key = &mut self.scratch;
+        key.clear();
+        key.push_str(event.as_str());
+        key.push('|');
+        push_part(key, tier);
+        key.push('|');
+        push_part(key, route);
+        key.push('|');
+        push_part(key, backend);
+        bump(&mut minute.counts, key, true);
+        if let Some(digest) = subject {
+            key.clear();
+            key.push_str(digest);
+            key.push('|');
+            push_part(key, tier);
+            let room = minute.subjects.len() < MAX_SUBJECTS;
+            bump(&mut minute.subjects, key, room);
         }
     }
 
@@ -101,31 +130,91 @@ impl Tally {
         self.minutes.is_empty()
     }
 
-    /// The keys and arguments of one `fleet.lua` flush of everything tallied, which is then
-    /// forgotten (a failed flush loses it: counts are a view, not a ledger).
+    /// Everything tallied, which is then forgotten (a failed flush loses it: counts are a
+    /// view, not a ledger), oldest minute first.
+    pub fn take(&mut self) -> Taken {
+        let mut minutes = std::mem::take(&mut self.minutes);
+        minutes.sort_by_key(|m| m.minute);
+        Taken(minutes)
+    }
+
+    /// The keys and arguments of one `fleet.lua` flush of everything tallied.
     pub fn take_flush(&mut self, prefix: &str, isolate: &str, line: &Value) -> (Vec<String>, Vec<String>) {
+        self.take().script_call(prefix, isolate, line)
+    }
+}
+
+/// What a flush carries, to the shared store ([`Taken::script_call`]) and to Workers
+/// Analytics Engine ([`Taken::data_points`]), whichever the deployment has.
+#[derive(Debug)]
+pub struct Taken(Vec<Minute>);
+
+/// Data points one flush writes to Analytics Engine, within the runtime's limit per
+/// invocation (25 on older accounts, 250 now): the [`POINTS_DETAILED`] largest counts as
+/// they are, the rest summed per event, so no request goes uncounted.
+const MAX_POINTS: usize = 25;
+const POINTS_DETAILED: usize = MAX_POINTS - 6;
+
+impl Taken {
+    /// The keys and arguments of one `fleet.lua` flush.
+    pub fn script_call(&self, prefix: &str, isolate: &str, line: &Value) -> (Vec<String>, Vec<String>) {
         let mut keys = vec![format!("{prefix}:fleet:total"), format!("{prefix}:fleet:isolates")];
         let mut args = vec!["flush".to_string(), KEEP_MS.to_string(), isolate.to_string(), line.to_string()];
-        let minutes = std::mem::take(&mut self.minutes);
-        args.push(minutes.len().to_string());
-        for (minute, m) in minutes {
-            keys.push(format!("{prefix}:fleet:m:{minute}"));
-            keys.push(format!("{prefix}:fleet:top:{minute}"));
-            let mut top: Vec<(String, u64)> = m.subjects.into_iter().collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        args.push(self.0.len().to_string());
+        for m in &self.0 {
+            keys.push(format!("{prefix}:fleet:m:{}", m.minute));
+            keys.push(format!("{prefix}:fleet:top:{}", m.minute));
+            let mut top: Vec<(&String, u64)> = m.subjects.iter().map(|(k, n)| (k, *n)).collect();
+            top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
             top.truncate(TOP_FLUSHED);
             args.push(m.counts.len().to_string());
             args.push(top.len().to_string());
-            for (field, n) in m.counts {
-                args.push(field);
+            for (field, n) in &m.counts {
+                args.push(field.clone());
                 args.push(n.to_string());
             }
             for (member, n) in top {
-                args.push(member);
+                args.push(member.clone());
                 args.push(n.to_string());
             }
         }
         (keys, args)
+    }
+
+    /// The counts as Analytics Engine data points (`writeDataPoint`'s argument), one per
+    /// minute and field: `blobs` are the event, tier, route rule, backend, the isolate and its
+    /// policy version (`blob1`..`blob6` in SQL), `doubles` the requests and the minute's start
+    /// in ms (`double1`, `double2`), the index the tier (the sampling key). The heaviest
+    /// subjects stay in the shared store: a digest per point would make every point unique.
+    pub fn data_points(&self, isolate: &str, policy_version: &str) -> Vec<Value> {
+        let mut rows: Vec<(u64, [String; 4], u64)> = (self.0.iter())
+            .flat_map(|m| m.counts.iter().filter_map(|(field, n)| Some((m.minute, fields(field)?, *n))))
+            .collect();
+        rows.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.0, &a.1).cmp(&(b.0, &b.1))));
+        let point = |minute: u64, [event, tier, route, backend]: [String; 4], n: u64| {
+            json!({
+                "indexes": [tier.clone()],
+                "blobs": [event, tier, route, backend, isolate, policy_version],
+                "doubles": [n as f64, (minute * 60_000) as f64],
+            })
+        };
+        let rest = rows.split_off(rows.len().min(if rows.len() > MAX_POINTS { POINTS_DETAILED } else { MAX_POINTS }));
+        let mut points: Vec<Value> = rows.into_iter().map(|(minute, f, n)| point(minute, f, n)).collect();
+        // The rest, per event, under the latest minute they span: tier, route and backend `*`.
+        let mut folded: Vec<(String, u64, u64)> = Vec::new();
+        for (minute, [event, ..], n) in rest {
+            match folded.iter_mut().find(|(e, ..)| *e == event) {
+                Some((_, last, sum)) => {
+                    *last = (*last).max(minute);
+                    *sum += n;
+                }
+                None => folded.push((event, minute, n)),
+            }
+        }
+        for (event, minute, n) in folded {
+            points.push(point(minute, [event, "*".into(), "*".into(), "*".into()], n));
+        }
+        points
     }
 }
 
@@ -323,6 +412,42 @@ mod tests {
         let (_, args) = t.take_flush("rl", "i", &json!({}));
         assert_eq!(args[5..7], ["1", &TOP_FLUSHED.to_string()], "one count field, the heaviest 20 subjects");
         assert_eq!(args[9], format!("{:032x}|a", 3), "the heaviest first");
+    }
+
+    #[test]
+    fn data_points_name_every_count_within_the_limit_per_invocation() {
+        let mut t = Tally::default();
+        t.record(NOW, Event::Allowed, "anonymous", "/api|x/", "upstash", Some("aa"));
+        t.record(NOW, Event::Allowed, "anonymous", "/api|x/", "upstash", Some("aa"));
+        t.record(NOW + 60_000, Event::Denied, "premium", "-", "deny-cache", Some("bb"));
+        let points = t.take().data_points("iso1", "v1");
+        assert_eq!(
+            points,
+            [
+                json!({"indexes": ["anonymous"], "blobs": ["allowed", "anonymous", "/api|x/", "upstash", "iso1", "v1"], "doubles": [2.0, ((NOW / 60_000) * 60_000) as f64]}),
+                json!({"indexes": ["premium"], "blobs": ["denied", "premium", "-", "deny-cache", "iso1", "v1"], "doubles": [1.0, ((NOW / 60_000 + 1) * 60_000) as f64]}),
+            ]
+        );
+        // More fields than one invocation may write: the largest as they are, the rest summed
+        // per event, and the sums add up to what was recorded.
+        let mut t = Tally::default();
+        let mut sent = 0.0;
+        for route in 0..40u64 {
+            for _ in 0..=route {
+                t.record(NOW, Event::Allowed, "a", &format!("/r{route}/"), "memory", None);
+                sent += 1.0;
+            }
+            t.record(NOW, Event::Denied, "a", &format!("/r{route}/"), "memory", None);
+            sent += 1.0;
+        }
+        let points = t.take().data_points("i", "v");
+        assert!(points.len() <= MAX_POINTS, "{}", points.len());
+        let total: f64 = points.iter().map(|p| p["doubles"][0].as_f64().unwrap()).sum();
+        assert_eq!(total, sent);
+        assert_eq!(points[0]["blobs"][2], "/r39/", "the largest first");
+        let folded: Vec<&Value> = points.iter().filter(|p| p["blobs"][1] == "*").collect();
+        assert_eq!(folded.len(), 2, "one per event: allowed and denied");
+        assert_eq!(Tally::default().take().data_points("i", "v"), Vec::<Value>::new());
     }
 
     fn read_reply() -> Value {

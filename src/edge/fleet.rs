@@ -6,15 +6,32 @@
 
 use serde_json::{json, Value};
 
-use super::isolate::Isolate;
+use super::isolate::{FleetFlush, Isolate};
 use crate::core::fleet::{metrics, read_call, view};
+use crate::store::StoreError;
+
+/// One flush, to each sink the Worker has: the shared store (its failure is the answer) and
+/// the Analytics Engine dataset (a failure there is logged, `fleet_analytics_failed`, and its
+/// points let go, as a failed store flush's are).
+pub async fn send(iso: &Isolate, flush: &FleetFlush) -> Result<(), StoreError> {
+    if let (Some(dataset), Some(points)) = (&iso.analytics, &flush.points) {
+        if let Err(e) = crate::runtime::analytics_write(dataset, points).await {
+            let message = format!("fleet view: the Analytics Engine write failed: {e}");
+            super::log::error("fleet_analytics_failed", &message, Value::Null);
+        }
+    }
+    match (iso.store.primary(), &flush.script) {
+        (Some(store), Some((keys, args))) => store.fleet(keys, args).await.map(|_| ()),
+        _ => Ok(()),
+    }
+}
 
 /// The last hour as the store holds it, or why it could not be read; `None` without a store.
 async fn read(iso: &Isolate, now: u64) -> Option<Result<Value, String>> {
     let store = iso.store.primary()?;
     let policy = iso.policy()?;
-    if let Some((keys, args)) = iso.fleet_flush(now, true) {
-        if let Err(e) = store.fleet(&keys, &args).await {
+    if let Some(flush) = iso.fleet_flush(now, true) {
+        if let Err(e) = send(iso, &flush).await {
             return Some(Err(format!("the flush failed: {e}")));
         }
     }

@@ -85,6 +85,9 @@ pub struct Isolate {
     /// The fleet view (`core::fleet`): this isolate's tallies since its last flush, its id
     /// and its policy's version; kept only when there is a shared store to flush them to.
     fleet: RefCell<Tally>,
+    /// The fleet's second sink, a Workers Analytics Engine dataset bound as
+    /// [`ANALYTICS_BINDING`]: each flush's counts as data points, with or without a store.
+    pub analytics: Option<wasm_bindgen::JsValue>,
     pub fleet_id: String,
     pub policy_version: String,
     last_flush: Cell<u64>,
@@ -98,6 +101,18 @@ pub struct Isolate {
 }
 
 const SHADOW_LOGGED_MAX: usize = 10_000;
+
+/// The binding name of the fleet view's optional Analytics Engine dataset (wrangler.toml's
+/// `[[analytics_engine_datasets]]`).
+pub const ANALYTICS_BINDING: &str = "FLEET_ANALYTICS";
+
+/// One flush of the fleet tallies: the `fleet.lua` call's keys and arguments for the shared
+/// store, and the data points (a JSON array) for the Analytics Engine dataset, each when the
+/// Worker has that sink.
+pub struct FleetFlush {
+    pub script: Option<(Vec<String>, Vec<String>)>,
+    pub points: Option<String>,
+}
 
 /// At most this many requests of one subject held at once for a route's `max_delay`, and
 /// this many in the isolate: past them a request is refused as it would be without it.
@@ -206,6 +221,7 @@ impl Isolate {
             service: Cell::new(ServiceCounts::default()),
             delayed: Cell::new(0),
             fleet: RefCell::new(Tally::default()),
+            analytics: crate::runtime::analytics_dataset(env, ANALYTICS_BINDING),
             fleet_id: random_id(),
             policy_version,
             last_flush: Cell::new(js_sys::Date::now() as u64),
@@ -322,25 +338,25 @@ impl Isolate {
         Some(Hold { iso: self, key })
     }
 
-    /// A decision for the fleet view, when there is a shared store to flush it to.
+    /// A decision for the fleet view, when there is a sink to flush it to: the shared store
+    /// or an Analytics Engine dataset.
     pub fn record(&self, now: u64, event: Event, tier: &str, route: &str, backend: &str, subject: Option<&str>) {
-        if self.store.has_primary() && self.store_settings().fleet {
+        if (self.store.has_primary() || self.analytics.is_some()) && self.store_settings().fleet {
             self.fleet.borrow_mut().record(now, event, tier, route, backend, subject);
         }
     }
 
-    /// The keys and arguments of a flush of the fleet tallies, when one is due (`now`: at
-    /// once, for a read of the fleet that should include this isolate's latest).
-    /// Reads the clock only when there is something to flush: most requests cross no
-    /// further into the runtime for it.
-    pub fn fleet_flush_due(&self) -> Option<(Vec<String>, Vec<String>)> {
+    /// A flush of the fleet tallies, when one is due (`now`: at once, for a read of the fleet
+    /// that should include this isolate's latest). Reads the clock only when there is
+    /// something to flush: most requests cross no further into the runtime for it.
+    pub fn fleet_flush_due(&self) -> Option<FleetFlush> {
         if self.fleet.borrow().is_empty() {
             return None;
         }
         self.fleet_flush(js_sys::Date::now() as u64, false)
     }
 
-    pub fn fleet_flush(&self, now: u64, at_once: bool) -> Option<(Vec<String>, Vec<String>)> {
+    pub fn fleet_flush(&self, now: u64, at_once: bool) -> Option<FleetFlush> {
         let policy = self.policy()?;
         let mut tally = self.fleet.borrow_mut();
         let early = now.saturating_sub(self.last_flush.get()) < FLUSH_EVERY_MS;
@@ -353,8 +369,16 @@ impl Isolate {
             BreakerState::Open { .. } => "open",
             BreakerState::HalfOpen { .. } => "half-open",
         };
-        let line = isolate_line(now, &self.policy_version, breaker, self.store.counts().store_failures);
-        Some(tally.take_flush(&policy.key_prefix, &self.fleet_id, &line))
+        let taken = tally.take();
+        let script = self.store.has_primary().then(|| {
+            let line = isolate_line(now, &self.policy_version, breaker, self.store.counts().store_failures);
+            taken.script_call(&policy.key_prefix, &self.fleet_id, &line)
+        });
+        let points = self
+            .analytics
+            .as_ref()
+            .map(|_| serde_json::Value::Array(taken.data_points(&self.fleet_id, &self.policy_version)).to_string());
+        Some(FleetFlush { script, points })
     }
 
     pub fn count_delayed(&self) {

@@ -3,10 +3,10 @@
 //! `edge-limiter`), `event` (a stable name: `policy_loaded`, `policy_invalid`,
 //! `config_error`, `store_selected`, `store_failure`, `breaker_open`, `breaker_closed`,
 //! `admin_action`, `subject_denied`, `shadow_denied`, `controls`, `fleet_flush_failed`,
-//! `origin_unreachable`, `credential_refused`, `internal_error`), `level` (`info` or
-//! `error`), `message` (for a person), then the event's own fields. Subjects appear only as
-//! digests (`subject_hash`); tokens, keys and addresses never. A leaf: it uses nothing of
-//! the Worker.
+//! `fleet_analytics_failed`, `origin_unreachable`, `credential_refused`, `internal_error`),
+//! `level` (`info` or `error`), `message` (for a person), then the event's own fields.
+//! Subjects appear only as digests (`subject_hash`); tokens, keys and addresses never. A
+//! leaf: it uses nothing of the Worker.
 
 use serde_json::{Map, Value};
 use worker::{console_error, console_log};

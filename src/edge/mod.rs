@@ -87,14 +87,12 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
     let response = limit::handle(&req, &method, &fields, &iso, &target).await;
     // The fleet view's tallies, flushed at most every few seconds in one call, in the
     // background of the request that finds them due.
-    if let Some((keys, args)) = iso.fleet_flush_due() {
+    if let Some(flush) = iso.fleet_flush_due() {
         let iso = iso.clone();
         crate::runtime::task::wait_until(ctx.as_ref(), async move {
-            if let Some(store) = iso.store.primary() {
-                if let Err(e) = store.fleet(&keys, &args).await {
-                    let message = format!("fleet view: the flush failed ({}): {e}", e.class());
-                    log::error("fleet_flush_failed", &message, serde_json::json!({ "class": e.class() }));
-                }
+            if let Err(e) = fleet::send(&iso, &flush).await {
+                let message = format!("fleet view: the flush failed ({}): {e}", e.class());
+                log::error("fleet_flush_failed", &message, serde_json::json!({ "class": e.class() }));
             }
         });
     }

@@ -4,8 +4,6 @@
 //! (a header set, a stream chunk, a promise step each); here it is one, with plain values.
 //! A leaf: it knows nothing of the Worker, so `store` and `edge` both use it.
 
-use std::fmt::Write;
-
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -34,21 +32,40 @@ extern "C" {
     ) -> js_sys::Promise;
     #[wasm_bindgen(js_name = answer)]
     fn answer_js(status: u16, fields: &str, body: &str) -> web_sys::Response;
+    #[wasm_bindgen(js_name = analyticsDataset)]
+    fn analytics_dataset_js(env: &JsValue, name: &str) -> JsValue;
+    #[wasm_bindgen(js_name = analyticsWrite, catch)]
+    fn analytics_write_js(dataset: &JsValue, points: &str) -> Result<js_sys::Promise, JsValue>;
+}
+
+/// The Analytics Engine dataset bound to the Worker as `name`, if there is one.
+pub fn analytics_dataset(env: &JsValue, name: &str) -> Option<JsValue> {
+    Some(analytics_dataset_js(env, name)).filter(|d| !d.is_undefined())
+}
+
+/// Writes `points` (a JSON array of data points) to `dataset`; the error as text.
+pub async fn analytics_write(dataset: &JsValue, points: &str) -> Result<(), String> {
+    let described =
+        |e: JsValue| e.as_string().or_else(|| js_sys::Error::from(e).message().as_string()).unwrap_or_default();
+    let promise = analytics_write_js(dataset, points).map_err(described)?;
+    JsFuture::from(promise).await.map(|_| ()).map_err(described)
 }
 
 /// Fields as they cross: `name\nvalue\n...`. Values with a newline are left out (no runtime
 /// accepts them, and none of ours has one).
 pub fn field_list<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(256);
     for (name, value) in pairs {
-        if value.contains('\n') || name.contains('\n') {
+        if value.as_bytes().contains(&b'\n') || name.as_bytes().contains(&b'\n') {
             debug_assert!(false, "a field with a newline: {name}");
             continue;
         }
         if !out.is_empty() {
             out.push('\n');
         }
-        let _ = write!(out, "{name}\n{value}");
+        out.push_str(name);
+        out.push('\n');
+        out.push_str(value);
     }
     out
 }

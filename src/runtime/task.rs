@@ -16,8 +16,8 @@
 //! itself. A request's task whose request was cancelled never wakes; it is dropped after
 //! [`ABANDONED_MS`]. (A WebSocket relay's tasks live as long as their connection.)
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 #[wasm_bindgen(module = "/src/runtime.js")]
 extern "C" {
-    fn later(poll: &js_sys::Function, id: u32);
+    fn later(poll: &js_sys::Function, slot: u32, generation: u32);
 }
 
 /// A task not done after this long belongs to a request the runtime gave up on (a client that
@@ -45,9 +45,17 @@ struct Task {
     wake: Arc<Wakeup>,
 }
 
+/// A task's name: its slot in the table and the slot's generation, so that a wake of a task
+/// that is done never polls the task that has its slot since.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Id {
+    slot: u32,
+    generation: u32,
+}
+
 /// A task's waker: queues one poll of it, once until it is polled.
 struct Wakeup {
-    id: u32,
+    id: Id,
     queued: AtomicBool,
 }
 
@@ -57,17 +65,95 @@ impl Wake for Wakeup {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.queued.swap(true, Ordering::Relaxed) {
-            POLL.with(|poll| later(poll, self.id));
+            POLL.with(|poll| later(poll, self.id.slot, self.id.generation));
+        }
+    }
+}
+
+enum State {
+    Free,
+    /// Out of the table while it is polled, so that what it does may make or wake tasks.
+    Polled,
+    Waiting(Task),
+}
+
+struct Slot {
+    generation: u32,
+    state: State,
+}
+
+/// The live tasks, by slot: a slot is reused once its task is done (its generation moves on),
+/// so the table stays as large as the most tasks alive at once, with no hashing or rehashing
+/// per request.
+#[derive(Default)]
+struct Table {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl Table {
+    fn make(&mut self) -> Id {
+        match self.free.pop() {
+            Some(slot) => {
+                let generation = match self.slots.get_mut(slot as usize) {
+                    Some(s) => {
+                        s.state = State::Polled;
+                        s.generation
+                    }
+                    None => 0,
+                };
+                Id { slot, generation }
+            }
+            None => {
+                self.slots.push(Slot { generation: 0, state: State::Polled });
+                Id { slot: (self.slots.len() - 1) as u32, generation: 0 }
+            }
+        }
+    }
+
+    fn slot(&mut self, id: Id) -> Option<&mut Slot> {
+        self.slots.get_mut(id.slot as usize).filter(|s| s.generation == id.generation)
+    }
+
+    fn is_live(&mut self, id: Id) -> bool {
+        self.slot(id).is_some_and(|s| !matches!(s.state, State::Free))
+    }
+
+    /// The task of `id` taken out to be polled, if it is waiting.
+    fn take(&mut self, id: Id) -> Option<Task> {
+        let slot = self.slot(id)?;
+        match std::mem::replace(&mut slot.state, State::Polled) {
+            State::Waiting(task) => Some(task),
+            other => {
+                slot.state = other;
+                None
+            }
+        }
+    }
+
+    fn put(&mut self, id: Id, task: Task) {
+        if let Some(slot) = self.slot(id) {
+            slot.state = State::Waiting(task);
+        }
+    }
+
+    /// The slot of `id` free for the next task; its task, if one was waiting there, dropped.
+    fn free(&mut self, id: Id) {
+        if let Some(slot) = self.slot(id) {
+            if !matches!(slot.state, State::Free) {
+                slot.state = State::Free;
+                slot.generation = slot.generation.wrapping_add(1);
+                self.free.push(id.slot);
+            }
         }
     }
 }
 
 thread_local! {
-    static TASKS: RefCell<HashMap<u32, Task>> = RefCell::new(HashMap::new());
+    static TASKS: RefCell<Table> = RefCell::new(Table::default());
     /// Tasks in the order they were made, with when: the oldest are looked at for abandonment.
-    static MADE: RefCell<VecDeque<(u32, f64)>> = const { RefCell::new(VecDeque::new()) };
-    static NEXT: Cell<u32> = const { Cell::new(0) };
-    static POLL: js_sys::Function = Closure::<dyn Fn(u32)>::new(poll).into_js_value().unchecked_into();
+    static MADE: RefCell<VecDeque<(Id, f64)>> = const { RefCell::new(VecDeque::new()) };
+    static POLL: js_sys::Function = Closure::<dyn Fn(u32, u32)>::new(poll).into_js_value().unchecked_into();
 }
 
 /// Runs `job` at once to its first wait: its value if it needs none, else a promise of it.
@@ -76,23 +162,23 @@ pub fn run(job: impl Future<Output = JsValue> + 'static) -> JsValue {
 }
 
 fn start(job: impl Future<Output = JsValue> + 'static, may_be_abandoned: bool) -> JsValue {
-    let id = NEXT.with(|n| {
-        let id = n.get().wrapping_add(1);
-        n.set(id);
-        id
-    });
+    let id = TASKS.with(|t| t.borrow_mut().make());
     let wake = Arc::new(Wakeup { id, queued: AtomicBool::new(false) });
     let mut job: Job = Box::pin(job);
     let waker = Waker::from(wake.clone());
     if let Poll::Ready(value) = job.as_mut().poll(&mut Context::from_waker(&waker)) {
+        TASKS.with(|t| t.borrow_mut().free(id));
         return value;
     }
     let mut resolve = None;
     let promise = js_sys::Promise::new(&mut |ok, _| resolve = Some(ok));
-    let Some(resolve) = resolve else { return promise.into() };
+    let Some(resolve) = resolve else {
+        TASKS.with(|t| t.borrow_mut().free(id));
+        return promise.into();
+    };
     let now = js_sys::Date::now();
     forget_abandoned(now);
-    TASKS.with(|t| t.borrow_mut().insert(id, Task { job, resolve, wake }));
+    TASKS.with(|t| t.borrow_mut().put(id, Task { job, resolve, wake }));
     if may_be_abandoned {
         MADE.with(|m| m.borrow_mut().push_back((id, now)));
     }
@@ -126,19 +212,18 @@ pub fn wait_until(ctx: &worker::worker_sys::Context, job: impl Future<Output = (
     }
 }
 
-/// One poll of task `id`, queued by its wake; nothing if it is done or dropped.
-fn poll(id: u32) {
-    // Out of the table while it runs, so that what it does may make or wake tasks.
-    let Some(mut task) = TASKS.with(|t| t.borrow_mut().remove(&id)) else { return };
+/// One poll of the task in `slot`, queued by its wake; nothing if it is done or dropped.
+fn poll(slot: u32, generation: u32) {
+    let id = Id { slot, generation };
+    let Some(mut task) = TASKS.with(|t| t.borrow_mut().take(id)) else { return };
     task.wake.queued.store(false, Ordering::Relaxed);
     let waker = Waker::from(task.wake.clone());
     match task.job.as_mut().poll(&mut Context::from_waker(&waker)) {
         Poll::Ready(value) => {
+            TASKS.with(|t| t.borrow_mut().free(id));
             let _ = task.resolve.call1(&JsValue::UNDEFINED, &value);
         }
-        Poll::Pending => {
-            TASKS.with(|t| t.borrow_mut().insert(id, task));
-        }
+        Poll::Pending => TASKS.with(|t| t.borrow_mut().put(id, task)),
     }
 }
 
@@ -148,12 +233,15 @@ fn forget_abandoned(now: f64) {
     MADE.with(|m| {
         let mut made = m.borrow_mut();
         while let Some(&(id, at)) = made.front() {
-            let live = TASKS.with(|t| t.borrow().contains_key(&id));
+            let live = TASKS.with(|t| t.borrow_mut().is_live(id));
             if live && now - at < ABANDONED_MS {
                 break;
             }
             if live {
-                TASKS.with(|t| t.borrow_mut().remove(&id));
+                // Dropped outside the table's borrow: a task's drop may touch the table.
+                let task = TASKS.with(|t| t.borrow_mut().take(id));
+                TASKS.with(|t| t.borrow_mut().free(id));
+                drop(task);
             }
             made.pop_front();
         }

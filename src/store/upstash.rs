@@ -72,13 +72,14 @@ pub trait Transport {
 /// array the REST API takes in a POST to its root.
 pub fn script_body(script_or_sha: (&str, &str), keys: &[String], args: &[String]) -> String {
     let (verb, script) = script_or_sha;
-    let mut command: Vec<Value> = Vec::with_capacity(3 + keys.len() + args.len());
-    command.push(verb.into());
-    command.push(script.into());
-    command.push(keys.len().to_string().into());
-    command.extend(keys.iter().map(|k| Value::from(k.as_str())));
-    command.extend(args.iter().map(|a| Value::from(a.as_str())));
-    Value::Array(command).to_string()
+    let count = keys.len().to_string();
+    // Serialised from the strings themselves: no JSON value is built per part.
+    let command: Vec<&str> = [verb, script, count.as_str()]
+        .into_iter()
+        .chain(keys.iter().map(String::as_str))
+        .chain(args.iter().map(String::as_str))
+        .collect();
+    serde_json::to_string(&command).unwrap_or_default()
 }
 
 /// Longest piece of a server's message kept for a log line.
