@@ -198,7 +198,8 @@ impl Taken {
                 "doubles": [n as f64, (minute * 60_000) as f64],
             })
         };
-        let rest = rows.split_off(rows.len().min(if rows.len() > MAX_POINTS { POINTS_DETAILED } else { MAX_POINTS }));
+        let kept = if rows.len() > MAX_POINTS { POINTS_DETAILED } else { rows.len() };
+        let rest = rows.split_off(kept);
         let mut points: Vec<Value> = rows.into_iter().map(|(minute, f, n)| point(minute, f, n)).collect();
         // The rest, per event, under the latest minute they span: tier, route and backend `*`.
         let mut folded: Vec<(String, u64, u64)> = Vec::new();

@@ -83,7 +83,8 @@ pub struct Isolate {
     service: Cell<ServiceCounts>,
     delayed: Cell<u64>,
     /// The fleet view (`core::fleet`): this isolate's tallies since its last flush, its id
-    /// and its policy's version; kept only when there is a shared store to flush them to.
+    /// and its policy's version; kept only when there is a sink to flush them to (the shared
+    /// store, the Analytics Engine dataset).
     fleet: RefCell<Tally>,
     /// The fleet's second sink, a Workers Analytics Engine dataset bound as
     /// [`ANALYTICS_BINDING`]: each flush's counts as data points, with or without a store.

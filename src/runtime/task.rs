@@ -137,13 +137,19 @@ impl Table {
         }
     }
 
-    /// The slot of `id` free for the next task; its task, if one was waiting there, dropped.
-    fn free(&mut self, id: Id) {
-        if let Some(slot) = self.slot(id) {
-            if !matches!(slot.state, State::Free) {
-                slot.state = State::Free;
+    /// The slot of `id` free for the next task; the task that was waiting there, if one was,
+    /// handed back to be dropped outside the table's borrow (a task's drop may touch it).
+    fn free(&mut self, id: Id) -> Option<Task> {
+        let slot = self.slot(id)?;
+        match std::mem::replace(&mut slot.state, State::Free) {
+            State::Free => None,
+            held => {
                 slot.generation = slot.generation.wrapping_add(1);
                 self.free.push(id.slot);
+                match held {
+                    State::Waiting(task) => Some(task),
+                    _ => None,
+                }
             }
         }
     }
@@ -238,10 +244,8 @@ fn forget_abandoned(now: f64) {
                 break;
             }
             if live {
-                // Dropped outside the table's borrow: a task's drop may touch the table.
-                let task = TASKS.with(|t| t.borrow_mut().take(id));
-                TASKS.with(|t| t.borrow_mut().free(id));
-                drop(task);
+                // Dropped here, outside the table's borrow.
+                drop(TASKS.with(|t| t.borrow_mut().free(id)));
             }
             made.pop_front();
         }
