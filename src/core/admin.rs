@@ -213,6 +213,12 @@ mod tests {
         // Bad escapes are kept as written; bytes that are not UTF-8 are replaced, not dropped.
         assert_eq!(q("?sub=%zz%4%&k=%ff"), owned(&[("sub", "%zz%4%"), ("k", "\u{fffd}")]));
         assert_eq!(q("?sub=%E2%82%AC=1"), owned(&[("sub", "\u{20ac}=1")]));
+        // A raw key spelled another way in a URL is still a raw key in a URL: refused.
+        let p = Policy::example();
+        for spelled in ["?k%65y=demo-premium-key", "?%6B%65%79=demo-premium-key", "?ip=203.0.113.9&key=x"] {
+            let err = subject_from_fields(&p, &q(spelled), FieldSource::Query).unwrap_err();
+            assert!(err.contains("never goes in a URL"), "{spelled}: {err}");
+        }
     }
 
     #[test]
