@@ -49,6 +49,8 @@ const CASES = [
     bindings: { ORIGIN_URL, CAPACITY: "10", REFILL_PER_S: "1", ...upstash }, lua: "unique.lua" },
   { id: "b", name: "edge-limiter, local Upstash, one subject far past its limit (cached denials); bench case 4", script: LIMITER, wasm: true,
     bindings: { ORIGIN_URL, POLICY, ...upstash }, lua: "one.lua" },
+  { id: "bp", name: "peer: @upstash/ratelimit, one subject far past its limit; bench case 4p", script: PEER, wasm: false,
+    bindings: { ORIGIN_URL, CAPACITY: "10", REFILL_PER_S: "1", ...upstash }, lua: "one.lua" },
   { id: "c", name: "edge-limiter, memory store, a new subject per request; bench case 2", script: LIMITER, wasm: true,
     bindings: { ORIGIN_URL, POLICY }, lua: "unique.lua" },
   // Right after case c, the load the memory store's aim compares with it.

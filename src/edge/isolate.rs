@@ -347,16 +347,8 @@ impl Isolate {
         }
     }
 
-    /// A flush of the fleet tallies, when one is due (`now`: at once, for a read of the fleet
-    /// that should include this isolate's latest). Reads the clock only when there is
-    /// something to flush: most requests cross no further into the runtime for it.
-    pub fn fleet_flush_due(&self) -> Option<FleetFlush> {
-        if self.fleet.borrow().is_empty() {
-            return None;
-        }
-        self.fleet_flush(js_sys::Date::now() as u64, false)
-    }
-
+    /// A flush of the fleet tallies when one is due at `now` (`at_once`: whenever there is
+    /// something to flush, for a read of the fleet that should include this isolate's latest).
     pub fn fleet_flush(&self, now: u64, at_once: bool) -> Option<FleetFlush> {
         let policy = self.policy()?;
         let mut tally = self.fleet.borrow_mut();

@@ -37,13 +37,14 @@ use crate::store::CheckRequest;
 
 /// The limiter's own answers get the policy's CORS fields (`respond::with_cors`); the
 /// origin's answer to a preflight goes back as it is. `method` and `fields` were read from
-/// `req` by the router, in one call.
+/// `req` by the router, in one call; `now` is when the request came.
 pub async fn handle(
     req: &web_sys::Request,
     method: &str,
     fields: &Fields,
     iso: &Isolate,
     target: &Target<'_>,
+    now: u64,
 ) -> Result<Reply> {
     let origin = fields.origin.as_deref();
     let policy = match &iso.config {
@@ -62,14 +63,14 @@ pub async fn handle(
                 // Counted, not logged: a blocked flood would flood the log. The entry that
                 // matched is the operator's to know; the caller learns only the refusal.
                 iso.count_blocked();
-                iso.record(js_sys::Date::now() as u64, Event::Blocked, "-", "-", "-", None);
+                iso.record(now, Event::Blocked, "-", "-", "-", None);
                 let detail = "This client is blocked by the service's operator.";
                 let answer = iso.answer(problem(403, "Forbidden", detail, "blocked"));
                 return with_cors(Reply::Own(answer), iso.cors(), origin);
             }
             Listed::Allowed(_) => {
                 iso.count_allow_listed();
-                iso.record(js_sys::Date::now() as u64, Event::AllowListed, "-", "-", "-", None);
+                iso.record(now, Event::AllowListed, "-", "-", "-", None);
                 let reply = forward(req, method, iso, target, fields, None, &[], origin).await?;
                 return with_cors(reply, iso.cors(), origin);
             }
@@ -81,7 +82,6 @@ pub async fn handle(
         // The browser asks the app whether it may: the app's answer, not charged to the
         // caller's tier, but counted on the preflights' own limits so OPTIONS is no way
         // around them.
-        let now = js_sys::Date::now() as u64;
         let address = failure_subject(&policy.identity.client_ip, &fields.facts(now));
         let preflight =
             Check { cost: 1, html: false, shadow: policy.shadow, max_delay_ms: 0, route: "-", tally_allowed: true };
@@ -90,11 +90,12 @@ pub async fn handle(
         }
         return forward(req, method, iso, target, fields, None, &[], None).await;
     }
-    let response = protect(req, iso, policy, &controls, target, fields, method).await?;
+    let response = protect(req, iso, policy, &controls, target, fields, method, now).await?;
     with_cors(response, iso.cors(), origin)
 }
 
 /// The request's way through the limits: identify, plan, check, then forward or refuse.
+#[allow(clippy::too_many_arguments)]
 async fn protect(
     req: &web_sys::Request,
     iso: &Isolate,
@@ -103,8 +104,8 @@ async fn protect(
     target: &Target<'_>,
     fields: &Fields,
     method: &str,
+    now: u64,
 ) -> Result<Reply> {
-    let now = js_sys::Date::now() as u64;
     let facts = fields.facts(now);
     let origin = fields.origin.as_deref();
     let address = failure_subject(&policy.identity.client_ip, &facts);

@@ -47,10 +47,13 @@ use proxy::Target;
 use respond::Reply;
 
 /// One request, from the runtime's own objects: read once (method, URL and the fields the
-/// limiter needs, in one call), routed, answered.
-pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Reply> {
+/// limiter needs, in one call), routed, answered. `now` is when it came (the entry read the
+/// clock): the time of its decisions, read again only after a wait for the controls.
+pub async fn handle(req: web_sys::Request, env: Env, ctx: Context, mut now: u64) -> Result<Reply> {
     let iso = Isolate::get(&env);
-    keep_controls_fresh(&iso, &env, &ctx).await;
+    if keep_controls_fresh(&iso, &env, &ctx, now).await {
+        now = js_sys::Date::now() as u64;
+    }
     let (method, url, fields) = Fields::read_request(&req, iso.policy(), &iso.controls.current().lists);
     // The path is parsed once: the dashboard, the route rules and the origin all get this.
     let target = match Target::parse(&url, &iso.path_options()) {
@@ -67,7 +70,6 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
         // nothing reaches these pages by another spelling. No CORS here: no page on another
         // origin may read the admin API. These pages take the `worker` crate's types.
         if let Some(rest) = path.strip_prefix(prefix.as_str()) {
-            let now = js_sys::Date::now() as u64;
             let req = Request::from(req);
             let answer = match rest.strip_prefix("admin") {
                 Some(route) if route.is_empty() || route.starts_with('/') => {
@@ -84,10 +86,11 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
             return respond::redirect(prefix).map(|r| Reply::Done(r.into()));
         }
     }
-    let response = limit::handle(&req, &method, &fields, &iso, &target).await;
+    let response = limit::handle(&req, &method, &fields, &iso, &target, now).await;
     // The fleet view's tallies, flushed at most every few seconds in one call, in the
-    // background of the request that finds them due.
-    if let Some(flush) = iso.fleet_flush_due() {
+    // background of the request that finds them due (dated by the request's arrival: a
+    // flush's cadence has no need of the time since).
+    if let Some(flush) = iso.fleet_flush(now, false) {
         let iso = iso.clone();
         crate::runtime::task::wait_until(ctx.as_ref(), async move {
             if let Err(e) = fleet::send(&iso, &flush).await {
@@ -99,7 +102,6 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
     // A lease granted here that no later check of this isolate ends is handed back after its
     // end, once, while the runtime keeps this request's context for it.
     if let Some(end) = iso.store.hand_back_due() {
-        let now = js_sys::Date::now() as u64;
         let iso = iso.clone();
         crate::runtime::task::wait_until(ctx.as_ref(), async move {
             worker::Delay::from(Duration::from_millis(end.saturating_sub(now) + 5)).await;
@@ -111,18 +113,24 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Rep
 
 /// The runtime controls (overrides, runtime lists) read where they live: on the isolate's
 /// first request before it is judged, then at most once per refresh interval in the
-/// background of the request that finds them due (`edge::controls`).
-async fn keep_controls_fresh(iso: &std::rc::Rc<Isolate>, env: &Env, ctx: &Context) {
-    // Kept in this isolate: nothing to read, and no clock read for it.
+/// background of the request that finds them due (`edge::controls`). True when the request
+/// waited for them (its clock has moved on).
+async fn keep_controls_fresh(iso: &std::rc::Rc<Isolate>, env: &Env, ctx: &Context, now: u64) -> bool {
+    // Kept in this isolate: nothing to read.
     if !iso.controls.is_shared() {
-        return;
+        return false;
     }
-    let now = js_sys::Date::now() as u64;
-    let Some(policy) = iso.policy() else { return };
+    let Some(policy) = iso.policy() else { return false };
     match iso.controls.due(now) {
-        controls::Due::No => {}
-        controls::Due::Waiting => controls::first_read(&iso.controls, policy.store.timeout_ms + 50).await,
-        controls::Due::First => controls::refresh(&iso.controls, iso.store.primary(), env, policy, now).await,
+        controls::Due::No => false,
+        controls::Due::Waiting => {
+            controls::first_read(&iso.controls, policy.store.timeout_ms + 50).await;
+            true
+        }
+        controls::Due::First => {
+            controls::refresh(&iso.controls, iso.store.primary(), env, policy, now).await;
+            true
+        }
         controls::Due::Later => {
             let (iso, env) = (iso.clone(), env.clone());
             crate::runtime::task::wait_until(ctx.as_ref(), async move {
@@ -130,6 +138,7 @@ async fn keep_controls_fresh(iso: &std::rc::Rc<Isolate>, env: &Env, ctx: &Contex
                     controls::refresh(&iso.controls, iso.store.primary(), &env, policy, now).await;
                 }
             });
+            false
         }
     }
 }

@@ -162,12 +162,15 @@ thread_local! {
     static POLL: js_sys::Function = Closure::<dyn Fn(u32, u32)>::new(poll).into_js_value().unchecked_into();
 }
 
-/// Runs `job` at once to its first wait: its value if it needs none, else a promise of it.
-pub fn run(job: impl Future<Output = JsValue> + 'static) -> JsValue {
-    start(job, true)
+/// Runs `job`, made at `now` (ms since the epoch), at once to its first wait: its value if it
+/// needs none, else a promise of it.
+pub fn run(now: u64, job: impl Future<Output = JsValue> + 'static) -> JsValue {
+    start(job, true, Some(now as f64))
 }
 
-fn start(job: impl Future<Output = JsValue> + 'static, may_be_abandoned: bool) -> JsValue {
+/// `now`: when the job was made, if the caller has read the clock already (else read here,
+/// only if the job waits).
+fn start(job: impl Future<Output = JsValue> + 'static, may_be_abandoned: bool, now: Option<f64>) -> JsValue {
     let id = TASKS.with(|t| t.borrow_mut().make());
     let wake = Arc::new(Wakeup { id, queued: AtomicBool::new(false) });
     let mut job: Job = Box::pin(job);
@@ -182,7 +185,7 @@ fn start(job: impl Future<Output = JsValue> + 'static, may_be_abandoned: bool) -
         TASKS.with(|t| t.borrow_mut().free(id));
         return promise.into();
     };
-    let now = js_sys::Date::now();
+    let now = now.unwrap_or_else(js_sys::Date::now);
     forget_abandoned(now);
     TASKS.with(|t| t.borrow_mut().put(id, Task { job, resolve, wake }));
     if may_be_abandoned {
@@ -200,6 +203,7 @@ pub fn spawn(job: impl Future<Output = ()> + 'static) {
             JsValue::UNDEFINED
         },
         false,
+        None,
     );
 }
 
@@ -212,6 +216,7 @@ pub fn wait_until(ctx: &worker::worker_sys::Context, job: impl Future<Output = (
             JsValue::UNDEFINED
         },
         true,
+        None,
     );
     if let Ok(promise) = done.dyn_into::<js_sys::Promise>() {
         let _ = ctx.wait_until(&promise);
