@@ -20,11 +20,11 @@ mod runtime;
 /// (a cached denial, a refused credential, any answer of the limiter's own) is answered
 /// without a promise between the wasm and the runtime, and only one that waits (on Upstash,
 /// on the origin) becomes a promise, its task run as that request alone (`runtime::task`).
-/// The clock is read here, once: each read is a crossing into the runtime.
+/// The clock is read here, once, for the request's decisions, tallies and task: each read is
+/// a crossing into the runtime.
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn fetch(req: web_sys::Request, env: worker::Env, ctx: worker::worker_sys::Context) -> wasm_bindgen::JsValue {
-    // The clock, read once for the request: its decisions, tallies and task are all dated by it.
     let now = js_sys::Date::now() as u64;
     runtime::task::run(now, async move {
         match edge::handle(req, env, worker::Context::new(ctx), now).await {

@@ -102,6 +102,9 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context, mut now: u64)
     // A lease granted here that no later check of this isolate ends is handed back after its
     // end, once, while the runtime keeps this request's context for it.
     if let Some(end) = iso.store.hand_back_due() {
+        // The wait counts from now, not from the request's arrival: the check that granted
+        // the lease came after it (a read only on this rare path).
+        let now = js_sys::Date::now() as u64;
         let iso = iso.clone();
         crate::runtime::task::wait_until(ctx.as_ref(), async move {
             worker::Delay::from(Duration::from_millis(end.saturating_sub(now) + 5)).await;
