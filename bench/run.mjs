@@ -33,6 +33,8 @@ const upstash = { UPSTASH_REDIS_REST_URL: LU_URL, UPSTASH_REDIS_REST_TOKEN: LU_T
 const WORKERS = {
   bare: { script: path.join(ROOT, "bench/bare/build/index.js"), wasm: true, bindings: { ORIGIN_URL } },
   bare429: { script: path.join(ROOT, "bench/bare/build/index.js"), wasm: true, bindings: { ORIGIN_URL, ANSWER_429: "1" } },
+  bareRaw: { script: path.join(ROOT, "bench/bare-raw/build/index.js"), wasm: true, bindings: { ORIGIN_URL } },
+  bareRaw429: { script: path.join(ROOT, "bench/bare-raw/build/index.js"), wasm: true, bindings: { ORIGIN_URL, ANSWER_429: "1" } },
   bareJs: { script: path.join(ROOT, "bench/bare-js/worker.js"), wasm: false, bindings: { ORIGIN_URL } },
   bareJs429: { script: path.join(ROOT, "bench/bare-js/worker.js"), wasm: false, bindings: { ORIGIN_URL, ANSWER_429: "1" } },
   memory: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY } },
@@ -43,6 +45,8 @@ const WORKERS = {
 const CASES = [
   { id: "1", name: "bare Rust Worker, forwards only (the floor)", worker: "bare", lua: "unique.lua" },
   { id: "1b", name: "bare Rust Worker answering a fixed 429, no subrequest", worker: "bare429", lua: "one.lua" },
+  { id: "1r", name: "bare Rust Worker entered as the limiter is, one wasm call, JavaScript's fetch", worker: "bareRaw", lua: "unique.lua" },
+  { id: "1rb", name: "bare Rust Worker entered as the limiter is, answering a fixed 429", worker: "bareRaw429", lua: "one.lua" },
   { id: "1j", name: "bare JavaScript Worker, forwards only", worker: "bareJs", lua: "unique.lua" },
   { id: "1jb", name: "bare JavaScript Worker answering a fixed 429", worker: "bareJs429", lua: "one.lua" },
   { id: "2", name: "edge-limiter, memory store", worker: "memory", lua: "unique.lua" },
@@ -353,6 +357,7 @@ const perRoundLines = [
   ["memory store / JavaScript floor (2 / 1j)", "2", "1j"], ["memory store / Rust floor (2 / 1)", "2", "1"],
   ["case 3 / peer (3p)", "3", "3p"], ["case 4 / peer (4p)", "4", "4p"], ["case 3on / peer (3p)", "3on", "3p"], ["case 4on / peer (4p)", "4on", "4p"],
   ["Rust floor / JavaScript floor, forwarding (1 / 1j)", "1", "1j"], ["Rust floor / JavaScript floor, fixed 429 (1b / 1jb)", "1b", "1jb"],
+  ["raw wasm floor / JavaScript floor, forwarding (1r / 1j)", "1r", "1j"], ["raw wasm floor / JavaScript floor, fixed 429 (1rb / 1jb)", "1rb", "1jb"],
 ].map(([what, a, b]) => `- ${what}: throughput ${perRound(a, b, "rps")}; CPU ${perRound(a, b, "cpuPer1k")}`);
 const cpuMs = (id) => results[id].cpuPer1k; // CPU s per 1,000 requests = CPU ms per request
 
@@ -474,7 +479,8 @@ const body = [
   "",
   "## Where the CPU goes",
   "",
-  `- The floors alone, Rust against JavaScript, CPU ms per request: forwarding ${f(cpuMs("1"), 3)} against ${f(cpuMs("1j"), 3)}, a fixed 429 ${f(cpuMs("1b"), 3)} against ${f(cpuMs("1jb"), 3)}.`,
+  `- The floors alone, Rust against JavaScript, CPU ms per request: forwarding ${f(cpuMs("1"), 3)} against ${f(cpuMs("1j"), 3)}, a fixed 429 ${f(cpuMs("1b"), 3)} against ${f(cpuMs("1jb"), 3)}; ` +
+    `entered as the limiter is (bench/bare-raw: one wasm call, JavaScript's fetch), forwarding ${f(cpuMs("1r"), 3)}, a fixed 429 ${f(cpuMs("1rb"), 3)}.`,
   `- Added by each limiter over the floor of its own language, CPU ms per request: allowed on Upstash, ours ${f(cpuMs("3") - cpuMs("1"), 3)} against the peer's ${f(cpuMs("3p") - cpuMs("1j"), 3)}; ` +
     `a cached denial, ours ${f(cpuMs("4") - cpuMs("1b"), 3)} against ${f(cpuMs("4p") - cpuMs("1jb"), 3)}; the memory store ${f(cpuMs("2") - cpuMs("1"), 3)}.`,
   `- Time from process start to the first served request: bare ${f(results["1"].firstMs)} ms, limiter (memory) ${f(results["2"].firstMs)} ms, ` +
