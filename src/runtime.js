@@ -31,15 +31,15 @@ function setAllButRateLimit(headers, fields) {
   }
 }
 
-/** The fields of `from` that may cross, and `Upgrade: websocket` exactly for a handshake. */
-function crossing(from, websocket) {
-  const headers = new Headers(from);
+/** Drops from `headers`, in place, the fields that must not cross, and sets `Upgrade:
+ * websocket` exactly for a handshake. In place: the request and the answer built around the
+ * runtime's objects each copy the fields once, as a JavaScript proxy's would. */
+function strip(headers, websocket) {
   for (const name of HOP_BY_HOP) headers.delete(name);
   if (websocket) {
     headers.set("Upgrade", "websocket");
     headers.set("Connection", "Upgrade");
   }
-  return headers;
 }
 
 /**
@@ -112,19 +112,28 @@ const HOOK_LOCATION = 0, HOOK_EXPOSE = 1, HOOK_UNREACHABLE = 2;
  */
 export async function forward(request, url, toOrigin, added, websocket, hook, publicOrigin, origin) {
   const method = request.method;
-  const headers = crossing(request.headers, websocket);
-  setAll(headers, toOrigin);
-  const init = { method, headers, redirect: "manual" };
   const upper = method.toUpperCase();
+  const init = { method, headers: request.headers, redirect: "manual" };
   if (upper !== "GET" && upper !== "HEAD" && request.body) init.body = request.body;
   let answer;
   try {
-    answer = await fetch(url, init);
+    const outgoing = new Request(url, init);
+    strip(outgoing.headers, websocket);
+    setAll(outgoing.headers, toOrigin);
+    answer = await fetch(outgoing);
   } catch (e) {
     return hook(HOOK_UNREACHABLE, e && e.message ? e.message : String(e), origin);
   }
   const status = answer.status;
-  const out = crossing(answer.headers, status === 101);
+  let response;
+  if (status === 101) {
+    if (!answer.webSocket) return hook(HOOK_UNREACHABLE, "the origin answered 101 without a WebSocket", origin);
+    response = new Response(null, { status, headers: answer.headers, webSocket: answer.webSocket });
+  } else {
+    response = new Response(answer.body, answer);
+  }
+  const out = response.headers;
+  strip(out, status === 101);
   if (status >= 300 && status < 400) setAllButRateLimit(out, added);
   else setAll(out, added);
   if (publicOrigin) {
@@ -136,11 +145,7 @@ export async function forward(request, url, toOrigin, added, websocket, hook, pu
     const list = hook(HOOK_EXPOSE, out.get("access-control-expose-headers"), origin);
     if (list !== undefined) out.set("Access-Control-Expose-Headers", list);
   }
-  if (status === 101) {
-    if (!answer.webSocket) return hook(HOOK_UNREACHABLE, "the origin answered 101 without a WebSocket", origin);
-    return new Response(null, { status, headers: out, webSocket: answer.webSocket });
-  }
-  return new Response(answer.body, { status, statusText: answer.statusText, headers: out });
+  return response;
 }
 
 /** One of the limiter's own answers: a status, its fields and a text body. */
