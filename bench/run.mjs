@@ -129,6 +129,8 @@ async function startWorker(config) {
 // BENCH_ALT=<dir> (for experiments) adds cases 2alt, 3alt and 4alt: cases 2, 3 and 4 with the
 // limiter built in <dir> (its index.js and index_bg.wasm, say a copy of build/ from another
 // commit), in the same interleaved rounds, so that two builds are compared side by side.
+// <dir> must be inside the repository (target/build-base, say): miniflare refuses a script
+// path that leads out of it.
 if (process.env.BENCH_ALT) {
   const script = path.join(path.resolve(process.env.BENCH_ALT), "index.js");
   WORKERS.memoryAlt = { ...WORKERS.memory, script };
