@@ -41,6 +41,14 @@ before(async () => {
       res.writeHead(200, { "access-control-allow-origin": req.headers.origin ?? "*", "access-control-expose-headers": "X-Request-Id", "x-request-id": "r1" });
       return res.end("{}");
     }
+    if (req.url.startsWith("/hop-answer")) {
+      // Fields that must not cross a proxy, and the limiter's own mark, in the app's answer.
+      res.writeHead(200, {
+        "proxy-authenticate": "Basic realm=app", trailer: "x-checksum", upgrade: "h2c",
+        "x-edge-limiter-own-answer": "1", "x-app": "kept", "set-cookie": ["a=1", "b=2"],
+      });
+      return res.end("answer");
+    }
     if (req.url.startsWith("/redirect")) {
       seen.push({ method: req.method, url: req.url, headers: req.headers });
       res.writeHead(302, { location: `${origin.url}/landing?from=redirect`, "x-other": "kept" });
@@ -123,6 +131,18 @@ test("every method reaches the origin unchanged with its body, extension methods
     if (method === "SEARCH") assert.equal(r.headers.get("ratelimit"), null, "SEARCH /find is exempt");
     if (method === "PROPFIND") assert.equal(parseRateLimit(r.headers.get("ratelimit")).burst.a, 2, "others cost 1");
   }
+});
+
+test("the app's answer reaches the client without the fields that must not cross a proxy or the limiter's own mark; its other fields pass", async () => {
+  const r = await fetch(`${worker.url}/hop-answer`, { headers: { "CF-Connecting-IP": freshIp() } });
+  assert.equal(r.status, 200);
+  assert.equal(await r.text(), "answer");
+  for (const name of ["proxy-authenticate", "trailer", "upgrade", "x-edge-limiter-own-answer"]) {
+    assert.equal(r.headers.get(name), null, `${name} crossed`);
+  }
+  assert.equal(r.headers.get("x-app"), "kept");
+  assert.deepEqual(r.headers.getSetCookie(), ["a=1", "b=2"]);
+  assert.ok(r.headers.get("ratelimit"), "the limiter's own fields are added");
 });
 
 test("Server-Sent Events arrive as they are sent, not buffered", async () => {
