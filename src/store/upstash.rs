@@ -106,11 +106,10 @@ fn json_string(out: &mut String, text: &str) {
                 b'\t' => out.push_str("\\t"),
                 0x08 => out.push_str("\\b"),
                 0x0c => out.push_str("\\f"),
+                // Below 0x20: `\u000X` or `\u001X`, the hex digit lowercase.
                 _ => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.push_str("\\u00");
-                    out.push(char::from(HEX[usize::from(b >> 4)]));
-                    out.push(char::from(HEX[usize::from(b & 0xf)]));
+                    out.push_str(if b < 0x10 { "\\u000" } else { "\\u001" });
+                    out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
                 }
             }
             plain = i + 1;
