@@ -78,19 +78,22 @@ export function readGeo(request, test) {
 }
 
 /**
- * POSTs a command body to Upstash's REST endpoint, aborted after `timeoutMs`. Resolves to
- * `status\nbody`; rejects with `timeout`, or `network: <why>`. The timer is cleared as soon
- * as the answer is read: `AbortSignal.timeout` would leave one timer per call pending for the
- * whole timeout, and firing them cost about 5 % of the Worker's CPU per request (measured
- * side by side, docs/benchmark.md).
+ * POSTs a command body to Upstash's REST endpoint, aborted after `timeoutMs`, and hands the
+ * answer to `done(ticket, kind, status, body)`: kind 0 with the status and body text, 1 for a
+ * timeout, 2 for a failure with its reason as `body`. `done` is the wasm's (made once per
+ * isolate, src/runtime/mod.rs), called from this call's own continuation, so the request's
+ * task goes on in its own context. The timer is cleared as soon as the answer is read:
+ * `AbortSignal.timeout` would leave one timer per call pending for the whole timeout, and
+ * firing them cost about 5 % of the Worker's CPU per request (measured side by side).
  */
-export async function upstashPost(url, authorization, body, timeoutMs) {
+export async function upstashPost(url, authorization, body, timeoutMs, done, ticket) {
   const controller = new AbortController();
   let late = false;
   const timer = setTimeout(() => {
     late = true;
     controller.abort();
   }, timeoutMs);
+  let kind = 0, status = 0, text;
   try {
     const r = await fetch(url, {
       method: "POST",
@@ -98,12 +101,15 @@ export async function upstashPost(url, authorization, body, timeoutMs) {
       body,
       signal: controller.signal,
     });
-    return r.status + "\n" + (await r.text());
+    status = r.status;
+    text = await r.text();
   } catch (e) {
-    throw late ? "timeout" : "network: " + (e && e.message ? e.message : String(e));
+    kind = late ? 1 : 2;
+    text = e && e.message ? e.message : String(e);
   } finally {
     clearTimeout(timer);
   }
+  done(ticket, kind, status, text ?? "");
 }
 
 /** The questions `forward` asks of the wasm through its hook (src/edge/proxy.rs, `hook`). */

@@ -17,7 +17,7 @@ extern "C" {
     #[wasm_bindgen(js_name = readGeo)]
     fn read_geo(request: &web_sys::Request, test: bool) -> String;
     #[wasm_bindgen(js_name = upstashPost)]
-    fn upstash_post(url: &str, authorization: &str, body: &str, timeout_ms: u32) -> js_sys::Promise;
+    fn upstash_post(url: &str, authorization: &str, body: &str, timeout_ms: u32, done: &js_sys::Function, ticket: u32);
     #[wasm_bindgen(js_name = forward)]
     #[allow(clippy::too_many_arguments)]
     fn forward_js(
@@ -102,21 +102,94 @@ pub enum PostError {
     Network(String),
 }
 
+type Posted = Result<(u16, String), PostError>;
+
+/// An Upstash call in flight: what its answer finds when it comes (`done`).
+enum Flight {
+    Waiting { waker: Option<std::task::Waker>, task: Option<task::Current> },
+    Answered(Posted),
+}
+
+thread_local! {
+    /// The calls in flight, by ticket.
+    static FLIGHTS: std::cell::RefCell<std::collections::HashMap<u32, Flight>> = Default::default();
+    static NEXT_TICKET: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// What `upstashPost` calls with the answer: made once per isolate.
+    static DONE: js_sys::Function = wasm_bindgen::closure::Closure::<dyn Fn(u32, u32, u16, String)>::new(done)
+        .into_js_value()
+        .unchecked_into();
+}
+
+/// The answer of the call `ticket` (`kind`: 0 answered with `status` and `body`, 1 timed out,
+/// 2 failed with `body` as the reason), kept for its future, whose task is then polled at
+/// once: this runs in the continuation of the call the task made, its own context.
+fn done(ticket: u32, kind: u32, status: u16, body: String) {
+    let answer = match kind {
+        0 => Ok((status, body)),
+        1 => Err(PostError::Timeout),
+        _ => Err(PostError::Network(body)),
+    };
+    let waiting = FLIGHTS.with(|f| {
+        let mut flights = f.borrow_mut();
+        // None: its future was dropped (the request went away): the answer goes with it.
+        let flight = flights.get_mut(&ticket)?;
+        match std::mem::replace(flight, Flight::Answered(answer)) {
+            Flight::Waiting { waker, task } => Some((waker, task)),
+            Flight::Answered(_) => None,
+        }
+    });
+    if let Some((waker, task)) = waiting {
+        if !task.is_some_and(task::resume) {
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// One POST to Upstash's REST endpoint, in flight: its status and body text when it comes.
+/// The call is made in JavaScript and its answer handed back through one function made once
+/// (`done`), not a promise awaited through the glue (two closures made and one microtask
+/// queued per call).
+struct Post {
+    ticket: u32,
+}
+
+impl std::future::Future for Post {
+    type Output = Posted;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Posted> {
+        FLIGHTS.with(|f| {
+            let mut flights = f.borrow_mut();
+            match flights.remove(&self.ticket) {
+                Some(Flight::Answered(answer)) => std::task::Poll::Ready(answer),
+                Some(Flight::Waiting { .. }) | None => {
+                    let waiting = Flight::Waiting { waker: Some(cx.waker().clone()), task: task::current() };
+                    flights.insert(self.ticket, waiting);
+                    std::task::Poll::Pending
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Post {
+    fn drop(&mut self) {
+        FLIGHTS.with(|f| f.borrow_mut().remove(&self.ticket));
+    }
+}
+
 /// One POST to Upstash's REST endpoint: its status and body text.
 pub async fn post(url: &str, authorization: &str, body: &str, timeout_ms: u64) -> Result<(u16, String), PostError> {
     let ms = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
-    match JsFuture::from(upstash_post(url, authorization, body, ms)).await {
-        Ok(v) => {
-            let text = v.as_string().unwrap_or_default();
-            let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
-            Ok((status.parse().unwrap_or(0), body.to_string()))
-        }
-        Err(e) => match e.as_string() {
-            Some(s) if s == "timeout" => Err(PostError::Timeout),
-            Some(s) => Err(PostError::Network(s.trim_start_matches("network: ").to_string())),
-            None => Err(PostError::Network("the fetch failed".into())),
-        },
-    }
+    let ticket = NEXT_TICKET.with(|n| {
+        let t = n.get();
+        n.set(t.wrapping_add(1));
+        t
+    });
+    FLIGHTS.with(|f| f.borrow_mut().insert(ticket, Flight::Waiting { waker: None, task: None }));
+    let post = Post { ticket };
+    DONE.with(|done| upstash_post(url, authorization, body, ms, done, ticket));
+    post.await
 }
 
 /// A JavaScript function that calls `f`: made once and kept, for the runtime to call back

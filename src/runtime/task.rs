@@ -157,6 +157,8 @@ impl Table {
 
 thread_local! {
     static TASKS: RefCell<Table> = RefCell::new(Table::default());
+    /// The task being polled, while it is.
+    static CURRENT: std::cell::Cell<Option<Id>> = const { std::cell::Cell::new(None) };
     /// Tasks in the order they were made, with when: the oldest are looked at for abandonment.
     static MADE: RefCell<VecDeque<(Id, f64)>> = const { RefCell::new(VecDeque::new()) };
     static POLL: js_sys::Function = Closure::<dyn Fn(u32, u32)>::new(poll).into_js_value().unchecked_into();
@@ -175,7 +177,7 @@ fn start(job: impl Future<Output = JsValue> + 'static, may_be_abandoned: bool, n
     let wake = Arc::new(Wakeup { id, queued: AtomicBool::new(false) });
     let mut job: Job = Box::pin(job);
     let waker = Waker::from(wake.clone());
-    if let Poll::Ready(value) = job.as_mut().poll(&mut Context::from_waker(&waker)) {
+    if let Poll::Ready(value) = as_current(id, || job.as_mut().poll(&mut Context::from_waker(&waker))) {
         TASKS.with(|t| t.borrow_mut().free(id));
         return value;
     }
@@ -229,13 +231,43 @@ fn poll(slot: u32, generation: u32) {
     let Some(mut task) = TASKS.with(|t| t.borrow_mut().take(id)) else { return };
     task.wake.queued.store(false, Ordering::Relaxed);
     let waker = Waker::from(task.wake.clone());
-    match task.job.as_mut().poll(&mut Context::from_waker(&waker)) {
+    match as_current(id, || task.job.as_mut().poll(&mut Context::from_waker(&waker))) {
         Poll::Ready(value) => {
             TASKS.with(|t| t.borrow_mut().free(id));
             let _ = task.resolve.call1(&JsValue::UNDEFINED, &value);
         }
         Poll::Pending => TASKS.with(|t| t.borrow_mut().put(id, task)),
     }
+}
+
+/// `poll` with `id` as the [`current`] task (the one outside it restored after: a task's poll
+/// may run another's, through [`resume`]).
+fn as_current<T>(id: Id, poll: impl FnOnce() -> T) -> T {
+    let outer = CURRENT.with(|c| c.replace(Some(id)));
+    let out = poll();
+    CURRENT.with(|c| c.set(outer));
+    out
+}
+
+/// The task being polled: what a wait on the runtime keeps, to [`resume`] it.
+#[derive(Clone, Copy)]
+pub struct Current(Id);
+
+pub fn current() -> Option<Current> {
+    CURRENT.with(std::cell::Cell::get).map(Current)
+}
+
+/// Polls `task` now, in place of a wake's queued poll: for a wait whose end comes in the
+/// task's own context (the continuation of a call the task made itself, as the Upstash call's
+/// answer does), so that the poll needs no microtask of its own. False when the task is not
+/// waiting (done, dropped, or being polled), for the caller to wake it instead.
+pub fn resume(task: Current) -> bool {
+    let Current(id) = task;
+    let waiting = TASKS.with(|t| t.borrow_mut().slot(id).is_some_and(|s| matches!(s.state, State::Waiting(_))));
+    if waiting {
+        poll(id.slot, id.generation);
+    }
+    waiting
 }
 
 /// Drops the tasks made more than [`ABANDONED_MS`] ago that are not done, and forgets the
