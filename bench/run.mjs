@@ -5,22 +5,19 @@
 // the table and writes the whole results page, docs/results/benchmark.md (with the native
 // table and the store-calls section), README.md's benchmark figures, build/bench.md and
 // build/bench.json.
-import { POLICY, POLICY_ON, startOrigin } from "./common.mjs";
-import { spawn, execFile } from "node:child_process";
-import { promisify } from "node:util";
+import { POLICY, POLICY_ON, startOrigin, startWorker, workerdCpu, wrk as wrkAt } from "./common.mjs";
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { median, parseScriptCalls, sleep, until } from "../tests/e2e/harness.mjs";
-import { ROOT, TICKS, date, mdTable, processes, writePage, writeReadmeFigures } from "../scripts/record.mjs";
+import { median, parseScriptCalls, sleep } from "../tests/e2e/harness.mjs";
+import { ROOT, date, mdTable, writePage, writeReadmeFigures } from "../scripts/record.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 // Interleaved rounds: five by default, since on these machines one round's ratio moves by tens
 // of percent and a median of three still flipped the aims' verdicts from run to run.
 const RUNS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);
+const wrk = (url, lua, seconds, connections = CONNECTIONS) => wrkAt(url, lua, seconds, connections);
 const { LU_URL, LU_TOKEN } = process.env;
 if (!LU_URL || !LU_TOKEN) throw new Error("run through scripts/bench (LU_URL and LU_TOKEN are missing)");
 
@@ -59,15 +56,6 @@ const CASES = [
 ];
 
 // ---- measuring -----------------------------------------------------------------------------
-/** CPU seconds (user + system) of the workerd processes that are children of `pid`. */
-function workerdCpu(pid) {
-  let total = 0;
-  for (const { comm, fields } of processes()) {
-    if (Number(fields[1]) === pid && comm.startsWith("workerd")) total += (Number(fields[11]) + Number(fields[12])) / TICKS;
-  }
-  return total;
-}
-
 /**
  * Store calls so far: HTTP round trips to the local Upstash (its /__stats, less the INFO
  * this function sends) and script calls as Redis counts them (EVALSHA + EVAL in
@@ -82,49 +70,7 @@ async function storeCalls() {
   return { trips: stats.single + stats.pipeline + stats.multi_exec, scripts: calls.evalsha.calls + calls.eval.calls };
 }
 
-function toMs(text) {
-  const m = /^([\d.]+)(us|ms|s)$/.exec(text.trim());
-  if (!m) return NaN;
-  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2]];
-}
 
-// Asynchronous, so this process's event loop (which serves the origin) keeps running.
-async function wrk(url, lua, seconds, connections = CONNECTIONS) {
-  const { stdout: out } = await promisify(execFile)("wrk", ["-t1", `-c${connections}`, `-d${seconds}s`, "--latency", "-s", path.join(HERE, lua), url], { encoding: "utf8" });
-  const num = (re) => Number((re.exec(out) ?? [])[1]);
-  // The answers by backend, from the scripts that count them (bench/backends.lua).
-  const b = /^BACKENDS lease=(\d+) upstash=(\d+) other=(\d+)/m.exec(out);
-  return {
-    ...(b ? { backends: { lease: Number(b[1]), upstash: Number(b[2]), other: Number(b[3]) } } : {}),
-    requests: num(/(\d+) requests in/),
-    rps: num(/Requests\/sec:\s+([\d.]+)/),
-    p50: toMs((/^\s+50%\s+(\S+)/m.exec(out) ?? [])[1] ?? ""),
-    p99: toMs((/^\s+99%\s+(\S+)/m.exec(out) ?? [])[1] ?? ""),
-    non2xx: num(/Non-2xx or 3xx responses: (\d+)/) || 0,
-    errors: /Socket errors: (.*)/.exec(out)?.[1] ?? "",
-  };
-}
-
-async function startWorker(config) {
-  const started = performance.now();
-  const child = spawn(process.execPath, [path.join(HERE, "serve.mjs"), JSON.stringify(config)], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
-  let out = "";
-  child.stdout.on("data", (d) => { out += d; });
-  await until(() => /READY (\S+)/.test(out), "the Worker", child, { ms: 60_000, every: 20 });
-  const url = /READY (\S+)/.exec(out)[1].replace(/\/$/, "");
-  // Time to the first served request, from the process start.
-  for (;;) {
-    try {
-      const r = await fetch(`${url}/bench`, { headers: { "CF-Connecting-IP": "10.254.0.1" } });
-      await r.arrayBuffer();
-      if (r.status < 500) break; // any answer but an error: the fixed-429 case never says 200
-    } catch { /* not yet */ }
-    await sleep(5);
-  }
-  const firstMs = performance.now() - started;
-  const stop = () => new Promise((ok) => { child.once("exit", ok); child.kill("SIGTERM"); });
-  return { url, pid: child.pid, firstMs, stop };
-}
 
 // BENCH_ALT=<dir> (for experiments) adds cases 2alt, 3alt and 4alt: cases 2, 3 and 4 with the
 // limiter built in <dir> (its index.js and index_bg.wasm, say a copy of build/ from another
