@@ -14,7 +14,9 @@
 //! Here a wake queues a microtask for that task alone (`later` in `runtime.js`), made in the
 //! context of the wake: a request's own promise or timer, registered while it was polled as
 //! itself. A request's task whose request was cancelled never wakes; it is dropped after
-//! [`ABANDONED_MS`]. (A WebSocket relay's tasks live as long as their connection.)
+//! [`ABANDONED_MS`]. (A WebSocket relay's tasks live as long as their connection.) An end of a
+//! wait that comes in the task's own context needs no microtask: the Upstash call's answer,
+//! handed back from the continuation of the call the task made, polls it at once ([`resume`]).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
