@@ -212,10 +212,13 @@ pub fn plain_script_reply(body: &str) -> Option<Vec<i64>> {
         return Some(numbers);
     }
     for item in list.split(',') {
-        let digits = item.strip_prefix('-').unwrap_or(item);
+        let negative = item.starts_with('-');
+        let digits = item.get(usize::from(negative)..).unwrap_or_default();
+        // As serde_json reads an integer: no leading zero, and no `-0` (a float to it).
         let json_integer = !digits.is_empty()
             && digits.bytes().all(|b| b.is_ascii_digit())
-            && (digits.len() == 1 || !digits.starts_with('0'));
+            && (digits.len() == 1 || !digits.starts_with('0'))
+            && !(negative && digits == "0");
         if !json_integer {
             return None;
         }
@@ -452,6 +455,7 @@ mod tests {
             r#"{"result":[01]}"#,
             r#"{"result":[+1]}"#,
             r#"{"result":[-]}"#,
+            r#"{"result":[0,-0,1]}"#,
             r#"{"result":[1,]}"#,
             r#"{"result":[9223372036854775808]}"#,
             r#"{"result":[1.5]}"#,
