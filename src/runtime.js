@@ -109,7 +109,16 @@ export async function upstashPost(url, authorization, body, timeoutMs, done, tic
   } finally {
     clearTimeout(timer);
   }
-  done(ticket, kind, status, text ?? "");
+  try {
+    done(ticket, kind, status, text ?? "");
+  } catch (e) {
+    // A trap in the wasm: thrown again from a microtask, uncaught, as it was when the task
+    // was polled from one, so that the runtime reports it where the entry's recovery (a new
+    // wasm instance for the next request, scripts/entry.mjs) sees it.
+    queueMicrotask(() => {
+      throw e;
+    });
+  }
 }
 
 /** The questions `forward` asks of the wasm through its hook (src/edge/proxy.rs, `hook`). */
