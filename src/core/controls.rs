@@ -144,7 +144,7 @@ impl Resolved {
             .filter(|(_, a)| a.expires_at.is_some_and(|at| at <= now))
             .map(|(d, _)| format!("{OVERRIDE}{d}"))
             .collect();
-        out.sort();
+        crate::core::order::sort(&mut out);
         out
     }
 
@@ -152,7 +152,7 @@ impl Resolved {
     pub fn describe(&self, policy: &Policy, now: Millis) -> Value {
         let mut overrides: Vec<(&String, &Applied)> =
             self.overrides.iter().filter(|(_, a)| a.expires_at.is_none_or(|at| at > now)).collect();
-        overrides.sort_by(|a, b| a.0.cmp(b.0));
+        crate::core::order::sort_by(&mut overrides, |a, b| a.0.cmp(b.0));
         let overrides: Vec<Value> = overrides
             .into_iter()
             .map(|(digest, a)| {

@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Map, Value};
 
 use super::algorithm::Millis;
+use super::order;
 
 /// At most one flush per isolate in this long.
 pub const FLUSH_EVERY_MS: Millis = 5_000;
@@ -134,7 +135,7 @@ impl Tally {
     /// view, not a ledger), oldest minute first.
     pub fn take(&mut self) -> Taken {
         let mut minutes = std::mem::take(&mut self.minutes);
-        minutes.sort_by_key(|m| m.minute);
+        order::sort_by(&mut minutes, |a, b| a.minute.cmp(&b.minute));
         Taken(minutes)
     }
 
@@ -165,7 +166,7 @@ impl Taken {
             keys.push(format!("{prefix}:fleet:m:{}", m.minute));
             keys.push(format!("{prefix}:fleet:top:{}", m.minute));
             let mut top: Vec<(&String, u64)> = m.subjects.iter().map(|(k, n)| (k, *n)).collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            order::sort_by(&mut top, |a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
             top.truncate(TOP_FLUSHED);
             args.push(m.counts.len().to_string());
             args.push(top.len().to_string());
@@ -190,7 +191,7 @@ impl Taken {
         let mut rows: Vec<(u64, [String; 4], u64)> = (self.0.iter())
             .flat_map(|m| m.counts.iter().filter_map(|(field, n)| Some((m.minute, fields(field)?, *n))))
             .collect();
-        rows.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.0, &a.1).cmp(&(b.0, &b.1))));
+        order::sort_by(&mut rows, |a, b| b.2.cmp(&a.2).then_with(|| (a.0, &a.1).cmp(&(b.0, &b.1))));
         let point = |minute: u64, [event, tier, route, backend]: [String; 4], n: u64| {
             json!({
                 "indexes": [tier.clone()],
@@ -276,7 +277,7 @@ pub fn view(read: &Value, now: Millis) -> Value {
         series.push(json!({ "minute_ms": (first + i as u64) * 60_000, "events": by_event, "by_tier": by_tier }));
     }
     let mut top: Vec<(String, u64)> = heaviest.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    order::sort_by(&mut top, |a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let heaviest: Vec<Value> = (top.into_iter().take(TOP_READ))
         .filter_map(|(member, n)| {
             let (digest, tier) = member.split_once('|')?;
@@ -296,7 +297,7 @@ pub fn view(read: &Value, now: Millis) -> Value {
             Some(v)
         })
         .collect();
-    isolates.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    order::sort_by(&mut isolates, |a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     for (field, n) in read.get("total").and_then(Value::as_object).into_iter().flatten() {
         if let Some([event, ..]) = fields(field) {
@@ -322,7 +323,7 @@ pub fn metrics(read: &Value, now: Millis) -> String {
     let mut rows: Vec<([String; 4], u64)> = (read.get("total").and_then(Value::as_object).into_iter().flatten())
         .filter_map(|(field, n)| Some((fields(field)?, number(n))))
         .collect();
-    rows.sort();
+    order::sort(&mut rows);
     for ([event, tier, route, backend], n) in rows {
         let _ = writeln!(
             out,

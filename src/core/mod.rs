@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod forwarding;
 pub mod identity;
 pub mod lists;
+pub mod order;
 pub mod path;
 pub mod policy;
 pub mod rate;

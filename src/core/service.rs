@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::admin::{limit_states, subject_from_fields, FieldSource};
 use super::algorithm::{Decision, Millis, Outcome};
 use super::decision::{ceil_secs, rate_limit_headers, Backend};
-use super::policy::{Policy, Tier};
+use super::policy::{read_tree, Policy, Tier, Tree};
 use super::rate::MAX_EXACT;
 use super::subject::{Subject, SubjectDigest};
 
@@ -82,25 +82,16 @@ struct Body {
     at: Option<u64>,
 }
 
-/// A field error as serde words it (`unknown field `colour``, `invalid type: string "5",
-/// expected u64`), naming the field: serde names unknown fields itself; a wrong value is
-/// said at the field it belongs to.
-fn without_position(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    text.split(" at line ").next().unwrap_or(&text).to_string()
-}
-
 /// Reads an ask from its JSON body, or says which field is wrong and why.
 pub fn read(policy: &Policy, body: &str, call: Call, now: Millis) -> Result<Ask, String> {
-    let value: Value = serde_json::from_str(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    if !value.is_object() {
+    let tree = Tree::parse(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    if !matches!(tree, Tree::Object(_)) {
         return Err("the body must be a JSON object such as {\"subject\": \"user-42\", \"tier\": \"...\"}".into());
     }
-    // From the text, through the deserializer the policy is read with (one copy of it in
-    // the Worker), so that an error names its field.
-    let mut json = serde_json::Deserializer::from_str(body);
-    let b: Body = serde_path_to_error::deserialize(&mut json)
-        .map_err(|e| format!("{}: {}", e.path(), without_position(e.inner())))?;
+    // Read as the policy is (one copy of the reader in the Worker), so that an error names
+    // its field, in serde's words (`unknown field `colour``, `invalid type: string "5",
+    // expected u64`).
+    let b: Body = read_tree(&tree, "").map_err(|e| format!("{}: {}", e.path, e.message))?;
     let fields =
         [("cost", b.cost.is_some()), ("peek", b.peek.is_some()), ("units", b.units.is_some()), ("at", b.at.is_some())];
     let allowed: &[&str] = match call {

@@ -4,7 +4,7 @@
 //! parse, a number out of range, a header name with a space) fails here, at its field;
 //! what needs several fields at once is `validate`'s.
 //!
-//! Reading stops at the first such error, and `serde_path_to_error` says where it was.
+//! Reading stops at the first such error, and the reader ([`super::tree`]) says where it was.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -15,6 +15,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::model::{FailMode, Leasing, PolicyError, DEFAULT_STORE};
+use super::tree::{self, Tree};
 use crate::core::algorithm::Algorithm;
 use crate::core::cors::AllowOrigins;
 use crate::core::path::PathOptions;
@@ -22,27 +23,33 @@ use crate::core::rate::{parse_duration_ms, Rate, MAX_EXACT};
 
 /// Reads a policy document, or says what the first problem in it is and where.
 pub fn read(text: &str) -> Result<Document, PolicyError> {
-    let mut json = serde_json::Deserializer::from_str(text);
-    let doc: Object<Document> = serde_path_to_error::deserialize(&mut json).map_err(|e| match e.inner().is_data() {
-        true => PolicyError { path: dotted(e.path()), message: reason(e.inner()) },
-        false => not_json(e.inner()),
-    })?;
-    json.end().map_err(|e| not_json(&e))?;
-    Ok(doc.0)
+    read_text::<Object<Document>>(text, "").map(|doc| doc.0)
+}
+
+/// A `T` read from a JSON text through a [`Tree`], so that an error names its field, below
+/// `path` (parts of a document on their own).
+pub fn read_text<T: for<'de> Deserialize<'de>>(text: &str, path: &str) -> Result<T, PolicyError> {
+    read_tree(&Tree::parse(text).map_err(|e| not_json(&e))?, path)
+}
+
+/// A `T` read from a [`Tree`], an error named by its field below `path`.
+pub fn read_tree<'de, T: Deserialize<'de>>(tree: &'de Tree, path: &str) -> Result<T, PolicyError> {
+    tree::read(tree).map_err(|e| {
+        let below = e.path.unwrap_or_default();
+        let path = match (path.is_empty(), below.is_empty() || below.starts_with('[')) {
+            (true, _) => below,
+            (false, true) => format!("{path}{below}"),
+            (false, false) => format!("{path}.{below}"),
+        };
+        PolicyError { path, message: e.message }
+    })
 }
 
 /// A part of a document on its own, at `path` (the decision API's inline limits, the admin
-/// API's runtime lists), read from its text with the same deserializer as a whole policy, so
-/// the Worker carries one copy of the readers, not one per input type.
+/// API's runtime lists), read from its text as a whole policy is, so the Worker carries one
+/// copy of the readers, not one per input type.
 fn read_part<T: for<'de> Deserialize<'de>>(value: &Value, path: &str) -> Result<T, PolicyError> {
-    let text = value.to_string();
-    let mut json = serde_json::Deserializer::from_str(&text);
-    let part: Object<T> = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let below = dotted(e.path());
-        let path = if below.is_empty() { path.to_string() } else { format!("{path}.{below}") };
-        PolicyError { path, message: reason(e.inner()) }
-    })?;
-    Ok(part.0)
+    read_text::<Object<T>>(&value.to_string(), path).map(|part| part.0)
 }
 
 /// A tier's `limits` object on its own, its errors at `path` and below.
@@ -57,32 +64,6 @@ pub fn read_list(value: &Value, path: &str) -> Result<List, PolicyError> {
 
 fn not_json(e: &serde_json::Error) -> PolicyError {
     PolicyError { path: String::new(), message: format!("not valid JSON: {e}") }
-}
-
-/// The message without the position serde_json adds: the path names the field already.
-fn reason(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let at = format!(" at line {} column {}", e.line(), e.column());
-    text.strip_suffix(&at).unwrap_or(&text).to_string()
-}
-
-/// `tiers.premium.limits.burst`, `routes[0].path`; empty for the document itself.
-fn dotted(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            _ => out.push_str(".?"),
-        }
-    }
-    out
 }
 
 /// A derived struct, read from a JSON object only: serde_json would also take an array of
@@ -285,7 +266,7 @@ impl<'de, T: Deserialize<'de> + Entry> Deserialize<'de> for Named<T> {
                     let value = map.next_value()?;
                     out.push((name, value));
                 }
-                out.sort_by(|a, b| a.0.cmp(&b.0));
+                crate::core::order::sort_by(&mut out, |a, b| a.0.cmp(&b.0));
                 if let Some(twice) = out.windows(2).find(|w| w[0].0 == w[1].0) {
                     return Err(de::Error::custom(format_args!("`{}` is written twice", twice[0].0)));
                 }

@@ -5,7 +5,9 @@
 //! - `document`: the document as written, derived with serde: unknown fields are refused,
 //!   absent ones take the values of its `Default` impls, and a value wrong on its own (a rate
 //!   that does not parse, a number out of range) is reported at its field's dotted path
-//!   (`tiers.premium.limits.burst.refill`) through `serde_path_to_error`;
+//!   (`tiers.premium.limits.burst.refill`);
+//! - `tree`: how the document is read so that errors have those paths: into a tree that
+//!   keeps every key, then from the tree by a deserializer that knows each node's path;
 //! - `validate`: what needs several fields at once (tier references, reserved tier names, a
 //!   route's cost against the capacities it meets), turning the document into the model and
 //!   collecting every such problem.
@@ -15,9 +17,12 @@
 
 mod document;
 mod model;
+mod tree;
 mod validate;
 
+pub use document::read_tree;
 pub use model::*;
+pub use tree::Tree;
 
 impl Policy {
     /// Parses and validates a policy document.
