@@ -42,19 +42,28 @@ function strip(headers, websocket) {
   }
 }
 
+/** The names last read, split (they change only with the policy or the lists). */
+let lastNames = "", lastList = [];
+
 /**
  * The request's method, URL and the named fields in one string: `method\nurl\n` then, per
- * name, `\n`-separated, its value, or `\0` when absent.
+ * name, `\n`-separated, its value, or `\0` when absent (or when the name is empty: not read).
  */
 export function readRequest(request, names) {
+  if (names !== lastNames) {
+    lastNames = names;
+    lastList = names.split("\n");
+  }
   const h = request.headers;
   let out = request.method + "\n" + request.url;
-  for (const name of names.split("\n")) {
+  for (const name of lastList) {
     let v = null;
-    try {
-      v = h.get(name);
-    } catch {
-      // Not a field name: nothing can be sent under it.
+    if (name) {
+      try {
+        v = h.get(name);
+      } catch {
+        // Not a field name: nothing can be sent under it.
+      }
     }
     out += "\n" + (v === null ? "\0" : v);
   }
@@ -173,11 +182,12 @@ export async function forward(request, url, toOrigin, added, websocket, hook, pu
   return response;
 }
 
-/** One of the limiter's own answers: a status, its fields and a text body. */
+/** One of the limiter's own answers: a status, its fields and a text body. The fields are
+ * set on the answer's own headers: a `Headers` given to the constructor would be copied. */
 export function answer(status, fields, body) {
-  const headers = new Headers();
-  setAll(headers, fields);
-  return new Response(status === 204 || status === 304 ? null : body, { status, headers });
+  const response = new Response(status === 204 || status === 304 ? null : body, { status });
+  setAll(response.headers, fields);
+  return response;
 }
 
 /**

@@ -167,20 +167,21 @@ pub fn store_unavailable(cooldown_ms: u64, backend: Backend) -> Refusal {
 }
 
 /// The 429 for a denied decision. `jitter_ms` (a few hundred ms at most, random at the edge)
-/// spreads out clients that were denied together; it only ever lengthens the wait.
-pub fn too_many_requests(tier: &Tier, decision: &Decision, style: HeaderStyle, html: bool, jitter_ms: u64) -> Refusal {
+/// spreads out clients that were denied together; it only ever lengthens the wait. `last`
+/// keeps the body last made: under a flood one subject is refused again and again with the
+/// same figures, and its body is then made once.
+pub fn too_many_requests(
+    tier: &Tier,
+    decision: &Decision,
+    style: HeaderStyle,
+    html: bool,
+    jitter_ms: u64,
+    last: &mut LastDenied,
+) -> Refusal {
     let mut headers = rate_limit_headers(tier, decision, style);
     let limit = tier.limits.get(decision.binding);
-    let limit_name = limit.map_or("", |l| l.name.as_str());
-    let capacity = limit.map_or(0, |l| l.algorithm.capacity());
-    let (detail, retry) = match decision.outcome {
-        Outcome::Never => (
-            format!(
-                "This request costs {} units, but limit \"{limit_name}\" of tier \"{}\" holds at most {capacity}: it can never pass, however long you wait.",
-                decision.cost, tier.name
-            ),
-            None,
-        ),
+    let retry = match decision.outcome {
+        Outcome::Never => None,
         _ => {
             // Saturating: a decision decoded from a store reply may carry any number. Never
             // more than the binding limit's own window: a longer wait can only come from a
@@ -189,37 +190,92 @@ pub fn too_many_requests(tier: &Tier, decision: &Decision, style: HeaderStyle, h
             let window = limit.map_or(u64::MAX, |l| ceil_secs(l.algorithm.window_ms()).max(1));
             let secs = ceil_secs(decision.retry_after_ms().saturating_add(jitter_ms)).clamp(1, window);
             headers.push(("Retry-After", secs.to_string()));
-            (
-                format!("Limit \"{limit_name}\" of tier \"{}\" is used up. Retry in {secs} s.", tier.name),
-                Some(secs),
-            )
+            Some(secs)
         }
     };
-    let kind = if retry.is_some() { "rate-limited" } else { "cost-exceeds-capacity" };
-    if html {
-        let wait = retry.map_or("This request can never pass as it is.".to_string(), |s| {
-            format!("Please wait {s} seconds and try again.")
-        });
-        let body = format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>429 Too Many Requests</title></head>\
-             <body><h1>Too many requests</h1><p>{}</p><p>{}</p><p><a href=\"{PROBLEM_DOCS}#{kind}\">How rate limits work here</a></p></body></html>",
-            escape_html(&detail),
-            escape_html(&wait)
-        );
-        return Refusal { status: 429, content_type: "text/html; charset=utf-8", headers, body };
-    }
-    let body = Denied {
+    let made: DeniedBody<&str> = DeniedBody {
+        tier: tier.name.as_str(),
+        limit: limit.map_or("", |l| l.name.as_str()),
+        capacity: limit.map_or(0, |l| l.algorithm.capacity()),
         cost: decision.cost,
-        detail: &detail,
-        limit: limit_name,
         remaining: decision.remaining(),
-        retry_after: retry,
-        status: 429,
-        tier: &tier.name,
-        title: if retry.is_some() { "Too Many Requests" } else { "Request cost exceeds the limit" },
-        kind: &format!("{PROBLEM_DOCS}#{kind}"),
+        retry,
+        html,
     };
-    Refusal { status: 429, content_type: "application/problem+json", headers, body: json_text(&body) }
+    let body = match &last.0 {
+        Some((was, body)) if was.is(&made) => body.clone(),
+        _ => {
+            let body = made.text();
+            last.0 = Some((made.owned(), body.clone()));
+            body
+        }
+    };
+    let content_type = if html { "text/html; charset=utf-8" } else { "application/problem+json" };
+    Refusal { status: 429, content_type, headers, body }
+}
+
+/// The 429 body last made, and what it was made from ([`too_many_requests`]).
+#[derive(Default)]
+pub struct LastDenied(Option<(DeniedBody<String>, String)>);
+
+/// What a 429's body says: everything it is made from.
+pub struct DeniedBody<S> {
+    tier: S,
+    limit: S,
+    capacity: u64,
+    cost: u64,
+    remaining: u64,
+    /// The seconds to wait, or `None` when the request can never pass.
+    retry: Option<u64>,
+    html: bool,
+}
+
+impl DeniedBody<String> {
+    fn is(&self, other: &DeniedBody<&str>) -> bool {
+        let DeniedBody { tier, limit, capacity, cost, remaining, retry, html } = other;
+        (self.tier == *tier && self.limit == *limit && self.capacity == *capacity && self.cost == *cost)
+            && (self.remaining == *remaining && self.retry == *retry && self.html == *html)
+    }
+}
+
+impl DeniedBody<&str> {
+    fn owned(&self) -> DeniedBody<String> {
+        let DeniedBody { tier, limit, capacity, cost, remaining, retry, html } = *self;
+        DeniedBody { tier: tier.to_string(), limit: limit.to_string(), capacity, cost, remaining, retry, html }
+    }
+
+    fn text(&self) -> String {
+        let DeniedBody { tier, limit, capacity, cost, remaining, retry, html } = *self;
+        let detail = match retry {
+            None => format!(
+                "This request costs {cost} units, but limit \"{limit}\" of tier \"{tier}\" holds at most {capacity}: it can never pass, however long you wait."
+            ),
+            Some(secs) => format!("Limit \"{limit}\" of tier \"{tier}\" is used up. Retry in {secs} s."),
+        };
+        let kind = if retry.is_some() { "rate-limited" } else { "cost-exceeds-capacity" };
+        if html {
+            let wait = retry.map_or("This request can never pass as it is.".to_string(), |s| {
+                format!("Please wait {s} seconds and try again.")
+            });
+            return format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>429 Too Many Requests</title></head>\
+                 <body><h1>Too many requests</h1><p>{}</p><p>{}</p><p><a href=\"{PROBLEM_DOCS}#{kind}\">How rate limits work here</a></p></body></html>",
+                escape_html(&detail),
+                escape_html(&wait)
+            );
+        }
+        json_text(&Denied {
+            cost,
+            detail: &detail,
+            limit,
+            remaining,
+            retry_after: retry,
+            status: 429,
+            tier,
+            title: if retry.is_some() { "Too Many Requests" } else { "Request cost exceeds the limit" },
+            kind: &format!("{PROBLEM_DOCS}#{kind}"),
+        })
+    }
 }
 
 /// The body of a 429 (RFC 9457 problem+json with the limit's figures), its members in
@@ -403,7 +459,7 @@ mod tests {
         check(&limits(&t), &mut s, now, 2);
         let d = check(&limits(&t), &mut s, now + 500, 1);
         assert_eq!(d.retry_after_ms(), 1_500);
-        let r = too_many_requests(&t, &d, BOTH, false, 0);
+        let r = too_many_requests(&t, &d, BOTH, false, 0, &mut LastDenied::default());
         assert_eq!(r.status, 429);
         assert_eq!(r.content_type, "application/problem+json");
         assert_eq!(header(&r.headers, "Retry-After"), Some("2"));
@@ -415,7 +471,7 @@ mod tests {
         assert_eq!(body["limit"], "burst");
         assert_eq!(body["type"], "/__limiter/docs.html#rate-limited");
         // Jitter only lengthens the wait.
-        let jittered = too_many_requests(&t, &d, BOTH, false, 600);
+        let jittered = too_many_requests(&t, &d, BOTH, false, 600, &mut LastDenied::default());
         assert_eq!(header(&jittered.headers, "Retry-After"), Some("3"));
     }
 
@@ -428,7 +484,7 @@ mod tests {
         let status =
             LimitStatus { outcome: Outcome::Denied, remaining: 0, reset_ms: u64::MAX, retry_after_ms: u64::MAX };
         let d = Decision::from_parts(Outcome::Denied, 0, 1, &[status, status]).unwrap();
-        let r = too_many_requests(&t, &d, BOTH, false, 250);
+        let r = too_many_requests(&t, &d, BOTH, false, 250, &mut LastDenied::default());
         // No overflow, and no wait beyond the binding limit's own window.
         let window = ceil_secs(t.limits[0].algorithm.window_ms());
         assert_eq!(header(&r.headers, "Retry-After"), Some(window.to_string().as_str()));
@@ -441,11 +497,42 @@ mod tests {
         let t = tier();
         let mut s = [State::Empty; 2];
         let d = check(&limits(&t), &mut s, 5, 3);
-        let r = too_many_requests(&t, &d, BOTH, false, 0);
+        let r = too_many_requests(&t, &d, BOTH, false, 0, &mut LastDenied::default());
         assert!(header(&r.headers, "Retry-After").is_none());
         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert!(body["detail"].as_str().unwrap().contains("can never pass"));
         assert!(body.get("retry_after").is_none());
+    }
+
+    /// The body kept for a flood is the body made afresh, whatever changed in between: the
+    /// page or the JSON, the wait, the tier, a request that can never pass.
+    #[test]
+    fn a_kept_body_is_the_body_made_afresh() {
+        let t = tier();
+        let mut other = tier();
+        other.name = "other".into();
+        let mut s = [State::Empty; 2];
+        check(&limits(&t), &mut s, 0, 2);
+        let denied = check(&limits(&t), &mut s, 0, 1);
+        let never = check(&limits(&t), &mut [State::Empty; 2], 0, 5000);
+        assert!(!denied.allowed() && !never.allowed());
+        let mut last = LastDenied::default();
+        let mut bodies = std::collections::HashSet::new();
+        for (t, d, html, jitter) in [
+            (&t, &denied, false, 0),
+            (&t, &denied, false, 0),
+            (&t, &denied, true, 0),
+            (&t, &denied, false, 3000),
+            (&other, &denied, false, 3000),
+            (&t, &never, false, 0),
+            (&t, &denied, false, 0),
+        ] {
+            let kept = too_many_requests(t, d, BOTH, html, jitter, &mut last);
+            let fresh = too_many_requests(t, d, BOTH, html, jitter, &mut LastDenied::default());
+            assert_eq!((&kept.body, kept.content_type), (&fresh.body, fresh.content_type));
+            bodies.insert(kept.body);
+        }
+        assert_eq!(bodies.len(), 5, "each change made a body of its own");
     }
 
     #[test]
@@ -454,7 +541,7 @@ mod tests {
         let mut s = [State::Empty; 2];
         check(&limits(&t), &mut s, 0, 2);
         let d = check(&limits(&t), &mut s, 0, 1);
-        let r = too_many_requests(&t, &d, BOTH, true, 0);
+        let r = too_many_requests(&t, &d, BOTH, true, 0, &mut LastDenied::default());
         assert_eq!(r.content_type, "text/html; charset=utf-8");
         assert!(r.body.contains("wait 2 seconds"), "{}", r.body);
         assert!(prefers_html("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"));

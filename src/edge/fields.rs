@@ -23,9 +23,11 @@ pub struct Fields {
     pub user_agent: Option<String>,
 }
 
+const FIELDS: usize = 9;
+
 /// The fields every request is read for; the policy's own (the client address's field, the
 /// API key's) follow them.
-const READ: [&str; 9] = [
+const READ: [&str; FIELDS] = [
     "x-forwarded-for",
     "authorization",
     "accept",
@@ -38,8 +40,9 @@ const READ: [&str; 9] = [
     "",
 ];
 
-/// `lists`: the lists requests are judged by (the policy's and the runtime ones).
-fn names<'a>(policy: Option<&'a Policy>, lists: &Lists) -> [&'a str; 9] {
+/// `lists`: the lists requests are judged by (the policy's and the runtime ones). An empty
+/// name is a field not read (its value is `None`).
+fn names<'a>(policy: Option<&'a Policy>, lists: &Lists) -> [&'a str; FIELDS] {
     let mut names = READ;
     if let Some(p) = policy {
         names[6] = &p.identity.client_ip.header;
@@ -54,35 +57,17 @@ fn names<'a>(policy: Option<&'a Policy>, lists: &Lists) -> [&'a str; 9] {
 }
 
 impl Fields {
-    /// The fields through a lookup by (lowercase or not) name.
-    fn from_lookup(policy: Option<&Policy>, lists: &Lists, text: impl Fn(&str) -> Option<String>) -> Fields {
-        let [forwarded_for, authorization, accept, origin, asks, upgrade, ip, key, agent] = names(policy, lists);
-        let named = |n: &str| if n.is_empty() { None } else { text(n) };
-        Fields {
-            client_ip: named(ip),
-            forwarded_for: text(forwarded_for),
-            api_key: named(key),
-            authorization: text(authorization),
-            accept: text(accept),
-            origin: text(origin),
-            asks: text(asks),
-            upgrade: text(upgrade),
-            user_agent: named(agent),
-        }
-    }
-
-    /// From the runtime's request in one call: its method and URL too.
+    /// From the runtime's request in one call: its method and URL too. Each value is read
+    /// into its own `String` once, where it is kept.
     pub fn read_request(
         request: &web_sys::Request,
         policy: Option<&Policy>,
         lists: &Lists,
     ) -> (String, String, Fields) {
-        let names: Vec<&str> = names(policy, lists).into_iter().filter(|n| !n.is_empty()).collect();
-        let read = runtime::read(request, &names);
-        let values: Vec<(&str, Option<String>)> = names.into_iter().zip(read.values).collect();
-        let fields = Fields::from_lookup(policy, lists, |name| {
-            values.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.clone())
-        });
+        let read = runtime::read(request, &names(policy, lists));
+        let [forwarded_for, authorization, accept, origin, asks, upgrade, client_ip, api_key, user_agent] = read.values;
+        let fields =
+            Fields { client_ip, forwarded_for, api_key, authorization, accept, origin, asks, upgrade, user_agent };
         (read.method, read.url, fields)
     }
 

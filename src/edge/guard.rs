@@ -28,7 +28,14 @@ pub fn locked_out(iso: &Isolate, policy: &Policy, address: &Subject, now: u64, h
     let digest = address.digest();
     let decision = iso.lockouts.lookup(&CheckRequest::new(tier, &digest, now, 1).subject_key(), now, 1)?;
     iso.count_denied();
-    Some(iso.answer(too_many_requests(tier, &decision, policy.headers, html, jitter_ms())))
+    Some(iso.answer(too_many_requests(
+        tier,
+        &decision,
+        policy.headers,
+        html,
+        jitter_ms(),
+        &mut iso.last_denied.borrow_mut(),
+    )))
 }
 
 /// A credential of ours failed: charge the address, then answer `unauthorized` (401, with
@@ -50,7 +57,10 @@ pub async fn failed_credential(
         Ok(d) => {
             iso.lockouts.remember(&request.subject_key(), now, &d);
             iso.count_denied();
-            iso.answer(too_many_requests(tier, &d, policy.headers, html, jitter_ms()).decided_by(verdict.backend))
+            iso.answer(
+                too_many_requests(tier, &d, policy.headers, html, jitter_ms(), &mut iso.last_denied.borrow_mut())
+                    .decided_by(verdict.backend),
+            )
         }
         // The store is failing and the policy says closed: the 401 stands, unconsumed.
         Err(_) => iso.answer(unauthorized.decided_by(verdict.backend)),

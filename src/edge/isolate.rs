@@ -14,12 +14,12 @@ use super::controls::{self, Controls};
 use super::log;
 use super::respond;
 use crate::core::cors::{Cors, DEFAULT_CORS};
-use crate::core::decision::{Refusal, PROBLEM_DOCS};
+use crate::core::decision::{LastDenied, Refusal, PROBLEM_DOCS};
 use crate::core::fleet::{isolate_line, Event, Tally, FLUSH_EVERY_MS};
 use crate::core::identity::DEMO_KEY_DIGESTS;
 use crate::core::path::PathOptions;
 use crate::core::policy::{Policy, StoreSettings, DEFAULT_STORE, EXAMPLE_POLICY};
-use crate::core::subject::digest_of;
+use crate::core::subject::{digest_of, Subject, SubjectDigest};
 use crate::store::breaker::BreakerState;
 use crate::store::deny_cache::DenyCache;
 use crate::store::hybrid::{Hybrid, Note, Verdict};
@@ -92,6 +92,11 @@ pub struct Isolate {
     pub fleet_id: String,
     pub policy_version: String,
     last_flush: Cell<u64>,
+    /// The subject last checked and its digest: a flood comes from one subject, and its
+    /// digest (a SHA-256) is then worked out once, not per request.
+    last_digest: RefCell<Option<(Subject, SubjectDigest)>>,
+    /// The 429 body last made, made again only when its figures change.
+    pub last_denied: RefCell<LastDenied>,
     /// Requests held for a route's `max_delay`, per subject key: capped per subject and in all.
     holds: RefCell<HashMap<String, u32>>,
     /// Subjects whose shadow denial has been logged, so the log gets a line per subject and
@@ -226,6 +231,8 @@ impl Isolate {
             fleet_id: random_id(),
             policy_version,
             last_flush: Cell::new(js_sys::Date::now() as u64),
+            last_digest: RefCell::new(None),
+            last_denied: RefCell::new(LastDenied::default()),
             holds: RefCell::new(HashMap::new()),
             shadow_logged: RefCell::new(HashSet::new()),
             denied_logged: RefCell::new(HashSet::new()),
@@ -305,6 +312,19 @@ impl Isolate {
             let message =
                 format!("shadow: subject {digest} of tier {tier} would be denied by its limit {limit}; passed");
             log::info("shadow_denied", &message, json!({ "subject_hash": digest, "tier": tier, "limit": limit }));
+        }
+    }
+
+    /// `subject.digest()`, remembered for the subject last asked for.
+    pub fn digest(&self, subject: &Subject) -> SubjectDigest {
+        let mut last = self.last_digest.borrow_mut();
+        match &*last {
+            Some((s, d)) if s == subject => d.clone(),
+            _ => {
+                let d = subject.digest();
+                *last = Some((subject.clone(), d.clone()));
+                d
+            }
         }
     }
 

@@ -125,7 +125,7 @@ async fn protect(
     // of the subject's own in place of its tier's.
     let mut own_limits = None;
     if controls.has_overrides() {
-        match controls.lookup(caller.subject.digest().as_str(), now) {
+        match controls.lookup(iso.digest(&caller.subject).as_str(), now) {
             Some(Applies::Tier(id)) => caller.tier = *id,
             Some(Applies::Limits(t)) => own_limits = Some(t),
             None => {}
@@ -226,7 +226,7 @@ async fn checked(
     now: u64,
     how: Check<'_>,
 ) -> std::result::Result<(Decision, Backend), web_sys::Response> {
-    let digest = subject.digest();
+    let digest = iso.digest(subject);
     let request = CheckRequest::new(tier, &digest, now, how.cost);
     let verdict = iso.check(&request).await;
     let backend = verdict.backend;
@@ -257,7 +257,10 @@ async fn checked(
             iso.count_denied();
             iso.denied(&tier.name, tier.limits.get(d.binding).map_or("?", |l| l.name.as_str()), digest.as_str());
             tally(Event::Denied, backend);
-            Err(iso.answer(too_many_requests(tier, &d, policy.headers, how.html, jitter_ms()).decided_by(backend)))
+            Err(iso.answer(
+                too_many_requests(tier, &d, policy.headers, how.html, jitter_ms(), &mut iso.last_denied.borrow_mut())
+                    .decided_by(backend),
+            ))
         }
         Err(_) => {
             iso.count_denied();

@@ -13,7 +13,7 @@ pub mod task;
 #[wasm_bindgen(module = "/src/runtime.js")]
 extern "C" {
     #[wasm_bindgen(js_name = readRequest)]
-    fn read_request(request: &web_sys::Request, names: &str) -> String;
+    fn read_request(request: &web_sys::Request, names: &JsValue) -> String;
     #[wasm_bindgen(js_name = readGeo)]
     fn read_geo(request: &web_sys::Request, test: bool) -> String;
     #[wasm_bindgen(js_name = upstashPost)]
@@ -71,19 +71,32 @@ pub fn field_list<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> St
 }
 
 /// What the limiter reads of a request, read in one call: its method, its URL, and the
-/// values of the fields named (in the order named; `None` when absent).
-pub struct Read {
+/// values of the fields named (in the order named; `None` when absent or not named).
+pub struct Read<const N: usize> {
     pub method: String,
     pub url: String,
-    pub values: Vec<Option<String>>,
+    pub values: [Option<String>; N],
 }
 
-pub fn read(request: &web_sys::Request, names: &[&str]) -> Read {
-    let text = read_request(request, &names.join("\n"));
+thread_local! {
+    /// The names last read, as the runtime's own string: they change only with the policy or
+    /// the lists, so a request passes a reference, not a copy of their text.
+    static NAMES: std::cell::RefCell<(Vec<String>, JsValue)> = const { std::cell::RefCell::new((Vec::new(), JsValue::UNDEFINED)) };
+}
+
+/// Reads `names` of `request` (an empty name is not read).
+pub fn read<const N: usize>(request: &web_sys::Request, names: &[&str; N]) -> Read<N> {
+    let text = NAMES.with_borrow_mut(|(last, js)| {
+        if !last.iter().map(String::as_str).eq(names.iter().copied()) {
+            *last = names.iter().map(|n| n.to_string()).collect();
+            *js = JsValue::from_str(&names.join("\n"));
+        }
+        read_request(request, js)
+    });
     let mut parts = text.split('\n');
     let method = parts.next().unwrap_or_default().to_string();
     let url = parts.next().unwrap_or_default().to_string();
-    let values = parts.map(|v| (v != "\0").then(|| v.to_string())).collect();
+    let values = std::array::from_fn(|_| parts.next().filter(|v| *v != "\0").map(str::to_string));
     Read { method, url, values }
 }
 
