@@ -17,7 +17,14 @@ extern "C" {
     #[wasm_bindgen(js_name = readGeo)]
     fn read_geo(request: &web_sys::Request, test: bool) -> String;
     #[wasm_bindgen(js_name = upstashPost)]
-    fn upstash_post(url: &str, authorization: &str, body: &str, timeout_ms: u32, done: &js_sys::Function, ticket: u32);
+    fn upstash_post(
+        url: &JsValue,
+        authorization: &JsValue,
+        body: &str,
+        timeout_ms: u32,
+        done: &js_sys::Function,
+        ticket: u32,
+    );
     #[wasm_bindgen(js_name = forward)]
     #[allow(clippy::too_many_arguments)]
     fn forward_js(
@@ -191,8 +198,14 @@ impl Drop for Post {
     }
 }
 
-/// One POST to Upstash's REST endpoint: its status and body text.
-pub async fn post(url: &str, authorization: &str, body: &str, timeout_ms: u64) -> Result<(u16, String), PostError> {
+/// One POST to Upstash's REST endpoint (its URL and `Authorization` field as the runtime's
+/// strings, made once): its status and body text.
+pub async fn post(
+    url: &JsValue,
+    authorization: &JsValue,
+    body: &str,
+    timeout_ms: u64,
+) -> Result<(u16, String), PostError> {
     let ms = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
     let ticket = NEXT_TICKET.with(|n| {
         let t = n.get();

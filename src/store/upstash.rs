@@ -296,22 +296,24 @@ mod fetch {
     /// `store.timeout`, reading the body included: one call into the runtime
     /// (`runtime::post`), the reply read whole as text.
     pub struct FetchTransport {
-        pub endpoint: Endpoint,
         pub timeout_ms: u64,
-        /// The `Authorization` field, made once.
-        pub bearer: String,
+        /// The endpoint's URL and `Authorization` field as the runtime's own strings, made
+        /// once: each call passes a reference, not a copy of their text.
+        url: wasm_bindgen::JsValue,
+        bearer: wasm_bindgen::JsValue,
     }
 
     impl FetchTransport {
         pub fn new(endpoint: Endpoint, timeout_ms: u64) -> FetchTransport {
-            let bearer = endpoint.bearer();
-            FetchTransport { endpoint, timeout_ms, bearer }
+            let url = wasm_bindgen::JsValue::from_str(&endpoint.url);
+            let bearer = wasm_bindgen::JsValue::from_str(&endpoint.bearer());
+            FetchTransport { timeout_ms, url, bearer }
         }
     }
 
     impl Transport for FetchTransport {
         async fn post(&self, body: String) -> Result<(u16, String), StoreError> {
-            runtime::post(&self.endpoint.url, &self.bearer, &body, self.timeout_ms).await.map_err(|e| match e {
+            runtime::post(&self.url, &self.bearer, &body, self.timeout_ms).await.map_err(|e| match e {
                 PostError::Timeout => StoreError::Timeout { after_ms: self.timeout_ms },
                 PostError::Network(why) => StoreError::Network(why),
             })
