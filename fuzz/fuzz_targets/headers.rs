@@ -3,9 +3,10 @@
 //! field values: no CR, LF or NUL, so no header can be injected or split.
 #![no_main]
 use edge_limiter::core::algorithm::{Decision, LimitStatus, Outcome};
-use edge_limiter::core::decision::{prefers_html, rate_limit_headers, too_many_requests};
+use edge_limiter::core::decision::{prefers_html, rate_limit_headers, too_many_requests, LastDenied};
 use edge_limiter::core::policy::{HeaderStyle, IetfDraft, Policy};
 use libfuzzer_sys::fuzz_target;
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 fn u64_at(data: &[u8], i: usize) -> u64 {
@@ -19,6 +20,12 @@ fn u64_at(data: &[u8], i: usize) -> u64 {
 fn policy() -> &'static Policy {
     static P: OnceLock<Policy> = OnceLock::new();
     P.get_or_init(Policy::example)
+}
+
+thread_local! {
+    /// Kept across inputs, as the isolate keeps it across requests: a kept body must be the
+    /// body made afresh.
+    static LAST: RefCell<LastDenied> = RefCell::new(LastDenied::default());
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -51,7 +58,10 @@ fuzz_target!(|data: &[u8]| {
         HeaderStyle { ietf: None, legacy: false },
     ] {
         let mut fields = rate_limit_headers(tier, &decision, style);
-        let refusal = too_many_requests(tier, &decision, style, html, jitter);
+        let refusal = too_many_requests(tier, &decision, style, html, jitter, &mut LastDenied::default());
+        let kept = LAST.with(|last| too_many_requests(tier, &decision, style, html, jitter, &mut last.borrow_mut()));
+        assert_eq!(kept.body, refusal.body);
+        assert_eq!(kept.headers, refusal.headers);
         assert_eq!(refusal.status, 429);
         fields.extend(refusal.headers);
         for (name, value) in fields {
