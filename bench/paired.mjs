@@ -16,6 +16,8 @@
 // For an experiment, `node bench/paired.mjs A/index.js B/index.js` compares two builds of the
 // limiter (inside the repository) on the memory store, or on local Upstash with
 // PAIRED_STORE=upstash, and prints the ratios only (PAIRED_LUA=one.lua for one subject).
+// `js:worker.js` in either place is a plain JavaScript Worker instead, given ORIGIN_URL (and
+// PAIRED_JS_ENV, a JSON object of more bindings), to measure a forwarding shape on its own.
 import path from "node:path";
 import { POLICY, POLICY_ON, startOrigin, startWorker, workerdCpu, wrk } from "./common.mjs";
 import { median } from "../tests/e2e/harness.mjs";
@@ -37,12 +39,17 @@ const WORKERS = {
   memory: limiter("build/index.js", { POLICY }),
   peer: { script: path.join(ROOT, "build/peer/worker.js"), wasm: false, bindings: { ORIGIN_URL, CAPACITY: "10", REFILL_PER_S: "1", ...upstash } },
   bareJs: { script: path.join(ROOT, "bench/bare-js/worker.js"), wasm: false, bindings: { ORIGIN_URL } },
+  proxyJs: { script: path.join(ROOT, "bench/proxy-js/worker.js"), wasm: false, bindings: { ORIGIN_URL } },
 };
 // The rows of issue 17's aims, as bench/run.mjs names them: a case beside its counterpart.
 const ROWS = [
   { id: "allowed", name: "allowed on local Upstash, a new subject per request, leases and batching off (3 beside 3p)", a: "upstash", b: "peer", lua: "unique.lua", aim: "at least 1.0× the throughput at no more than 1.0× the CPU" },
   { id: "denial", name: "cached denial, one subject far past its limit (4 beside 4p)", a: "upstash", b: "peer", lua: "one.lua", aim: "no more than 1.0× the CPU" },
   { id: "memory", name: "memory store beside the JavaScript forwarding floor (2 beside 1j)", a: "memory", b: "bareJs", lua: "unique.lua", aim: "at least 0.95× the throughput" },
+  // What the floor leaves out: the same forwarding as the limiter's, in JavaScript, without
+  // limiting (bench/proxy-js), beside the floor and beside the limiter on its memory store.
+  { id: "proxy", name: "a JavaScript proxy that forwards as the limiter does, no limiting, beside the floor (1x beside 1j)", a: "proxyJs", b: "bareJs", lua: "unique.lua" },
+  { id: "memoryProxy", name: "memory store beside that JavaScript proxy: the limiting alone (2 beside 1x)", a: "memory", b: "proxyJs", lua: "unique.lua" },
   { id: "allowedOn", name: "allowed, leases and batching on (3on beside 3p)", a: "upstashOn", b: "peer", lua: "unique.lua" },
   { id: "denialOn", name: "cached denial, leases and batching on (4on beside 4p)", a: "upstashOn", b: "peer", lua: "one.lua" },
 ];
@@ -99,7 +106,11 @@ const line = (r) => `throughput ${f(r.rps)}× (orders ${f(r.orders.ab.rps)}× an
 const [buildA, buildB] = process.argv.slice(2);
 if (buildA && buildB) {
   const store = process.env.PAIRED_STORE === "upstash" ? upstash : {};
-  const r = await compare(limiter(buildA, { POLICY, ...store }), limiter(buildB, { POLICY, ...store }), process.env.PAIRED_LUA ?? "unique.lua");
+  const extra = JSON.parse(process.env.PAIRED_JS_ENV ?? "{}");
+  const config = (arg) => arg.startsWith("js:")
+    ? { script: path.resolve(ROOT, arg.slice(3)), wasm: false, bindings: { ORIGIN_URL, ...extra } }
+    : limiter(arg, { POLICY, ...store });
+  const r = await compare(config(buildA), config(buildB), process.env.PAIRED_LUA ?? "unique.lua");
   console.log(`${buildA} beside ${buildB}: ${line(r)}; CPU µs per request ${f(r.aUs, 0)} and ${f(r.bUs, 0)}`);
   origin.close();
   process.exit(0);

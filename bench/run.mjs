@@ -34,6 +34,7 @@ const WORKERS = {
   bareRaw429: { script: path.join(ROOT, "bench/bare-raw/build/index.js"), wasm: true, bindings: { ORIGIN_URL, ANSWER_429: "1" } },
   bareJs: { script: path.join(ROOT, "bench/bare-js/worker.js"), wasm: false, bindings: { ORIGIN_URL } },
   bareJs429: { script: path.join(ROOT, "bench/bare-js/worker.js"), wasm: false, bindings: { ORIGIN_URL, ANSWER_429: "1" } },
+  proxyJs: { script: path.join(ROOT, "bench/proxy-js/worker.js"), wasm: false, bindings: { ORIGIN_URL } },
   memory: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY } },
   upstash: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY, ...upstash } },
   upstashOn: { script: path.join(ROOT, "build/index.js"), wasm: true, bindings: { ORIGIN_URL, POLICY: POLICY_ON, ...upstash } },
@@ -46,6 +47,7 @@ const CASES = [
   { id: "1rb", name: "bare Rust Worker entered as the limiter is, answering a fixed 429", worker: "bareRaw429", lua: "one.lua" },
   { id: "1j", name: "bare JavaScript Worker, forwards only", worker: "bareJs", lua: "unique.lua" },
   { id: "1jb", name: "bare JavaScript Worker answering a fixed 429", worker: "bareJs429", lua: "one.lua" },
+  { id: "1x", name: "JavaScript Worker forwarding as the limiter does (its fields dropped and added), no limiting", worker: "proxyJs", lua: "unique.lua" },
   { id: "2", name: "edge-limiter, memory store", worker: "memory", lua: "unique.lua" },
   { id: "3", name: "edge-limiter, local Upstash, a new subject per request (all allowed)", worker: "upstash", lua: "unique.lua", peer: "3p" },
   { id: "4", name: "edge-limiter, local Upstash, one subject far past its limit", worker: "upstash", lua: "one.lua", peer: "4p" },
@@ -290,7 +292,9 @@ const meets = (ok) => (ok ? "met" : "not met");
 const aims = [
   `- Memory store against the JavaScript forwarding floor, throughput (aim: at least 0.95×): ${x(ratio("2", "1j", "rps"))} at ${x(ratio("2", "1j", "cpuPer1k"))} the CPU, ` +
     `by round ${span(roundRatios("2", "1j", "rps"))}: ${meets(ratio("2", "1j", "rps") >= 0.95)}; against the bare Rust Worker (the floor of any Rust Worker built with ` +
-    `the \`worker\` crate) ${x(ratio("2", "1", "rps"))} at ${x(ratio("2", "1", "cpuPer1k"))} the CPU, by round ${span(memRounds)}.`,
+    `the \`worker\` crate) ${x(ratio("2", "1", "rps"))} at ${x(ratio("2", "1", "cpuPer1k"))} the CPU, by round ${span(memRounds)}. ` +
+    `The same forwarding in JavaScript with no limiting (1x) is ${x(ratio("1x", "1j", "rps"))} the floor's throughput at ${x(ratio("1x", "1j", "cpuPer1k"))} its CPU; ` +
+    `the memory store is ${x(ratio("2", "1x", "rps"))} that proxy's throughput at ${x(ratio("2", "1x", "cpuPer1k"))} its CPU.`,
   `- Store calls per request (aim: 1 when every request is allowed, 0 when one subject is far past its limit): ` +
     `${f(results["3"].tripsPerReq, 3)} and ${f(results["4"].tripsPerReq, 3)} (the peer: ${f(results["3p"].tripsPerReq, 3)} and ${f(results["4p"].tripsPerReq, 3)}).`,
   `- Against the peer, allowed traffic with leases and batching off (3 / 3p; aim: at least 1.0× its throughput at no more than 1.0× its CPU): ` +
@@ -303,6 +307,7 @@ const aims = [
 ];
 const perRoundLines = [
   ["memory store / JavaScript floor (2 / 1j)", "2", "1j"], ["memory store / Rust floor (2 / 1)", "2", "1"],
+  ["JavaScript proxy / JavaScript floor (1x / 1j)", "1x", "1j"], ["memory store / JavaScript proxy (2 / 1x)", "2", "1x"],
   ["case 3 / peer (3p)", "3", "3p"], ["case 4 / peer (4p)", "4", "4p"], ["case 3on / peer (3p)", "3on", "3p"], ["case 4on / peer (4p)", "4on", "4p"],
   ["Rust floor / JavaScript floor, forwarding (1 / 1j)", "1", "1j"], ["Rust floor / JavaScript floor, fixed 429 (1b / 1jb)", "1b", "1jb"],
   ["raw wasm floor / JavaScript floor, forwarding (1r / 1j)", "1r", "1j"], ["raw wasm floor / JavaScript floor, fixed 429 (1rb / 1jb)", "1rb", "1jb"],
