@@ -41,6 +41,8 @@ const LIMITER = path.join(OUT, "index.js");
 const PEER = path.join(OUT, "peer/worker.js");
 // The JavaScript forwarding floor of the benchmark (case 1j), as it is: it needs no build.
 const FLOOR_JS = path.join(ROOT, "bench/bare-js/worker.js");
+// The JavaScript proxy (case 1x): the limiter's forwarding, with no limiting.
+const PROXY_JS = path.join(ROOT, "bench/proxy-js/worker.js");
 // The peer runs right after case a, the load it is compared with, so that both meet the machine alike.
 const CASES = [
   { id: "a", name: "edge-limiter, local Upstash, a new subject per request (all allowed); bench case 3", script: LIMITER, wasm: true,
@@ -55,6 +57,8 @@ const CASES = [
     bindings: { ORIGIN_URL, POLICY }, lua: "unique.lua" },
   // Right after case c, the load the memory store's aim compares with it.
   { id: "j", name: "the JavaScript forwarding floor (bench/bare-js), the same load; bench case 1j", script: FLOOR_JS, wasm: false,
+    floor: true, bindings: { ORIGIN_URL }, lua: "unique.lua" },
+  { id: "x", name: "a JavaScript proxy that forwards as the limiter does, no limiting (bench/proxy-js), the same load; bench case 1x", script: PROXY_JS, wasm: false,
     floor: true, bindings: { ORIGIN_URL }, lua: "unique.lua" },
 ];
 
@@ -148,7 +152,7 @@ export const CATEGORIES = [
   ["ours-deps", "our code's own dependencies (sha2, hmac, getrandom...) (wasm)"],
   ["std", "Rust std, alloc, fmt and the allocator (wasm)"],
   ["peer", "the peer's JavaScript: @upstash/ratelimit, @upstash/redis and its Worker"],
-  ["floor-js", "the floor's JavaScript: bench/bare-js/worker.js"],
+  ["floor-js", "the Worker's own JavaScript: bench/bare-js/worker.js or bench/proxy-js/worker.js"],
   ["other-js", "other JavaScript"],
 ];
 const LABEL = Object.fromEntries(CATEGORIES);
