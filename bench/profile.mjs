@@ -257,7 +257,8 @@ export function analyse(profile, { script, kind }) {
       }
       return FETCH_NAMES.has(f.functionName) ? "fetch" : "native";
     }
-    const own = f.url.endsWith(path.basename(script));
+    // bench/proxy-js calls src/runtime.js's own helpers: its JavaScript too.
+    const own = f.url.endsWith(path.basename(script)) || (kind === "floor" && f.url.endsWith("runtime.js"));
     if (!own) return "other-js";
     if (kind === "floor") return "floor-js";
     if (kind !== "wasm") return "peer";

@@ -15,7 +15,7 @@ const HOP_BY_HOP = [
   "transfer-encoding", "upgrade", "host", "x-edge-limiter-own-answer",
 ];
 
-function setAll(headers, fields) {
+export function setAll(headers, fields) {
   if (!fields) return;
   const list = fields.split("\n");
   for (let i = 0; i + 1 < list.length; i += 2) headers.set(list[i], list[i + 1]);
@@ -34,7 +34,7 @@ function setAllButRateLimit(headers, fields) {
 /** Drops from `headers`, in place, the fields that must not cross, and sets `Upgrade:
  * websocket` exactly for a handshake. In place: the request and the answer built around the
  * runtime's objects each copy the fields once, as a JavaScript proxy's would. */
-function strip(headers, websocket) {
+export function strip(headers, websocket) {
   for (const name of HOP_BY_HOP) headers.delete(name);
   if (websocket) {
     headers.set("Upgrade", "websocket");

@@ -26,7 +26,7 @@ after(async () => {
 
 /** What the origin saw and what the client got back, for one request through `base`. */
 async function through(base, init) {
-  const before = origin.seen.length;
+  const count = origin.seen.length;
   // node:http, not fetch: fetch refuses to send connection-level fields.
   const r = await new Promise((ok, fail) => {
     const q = http.request(`${base}/bench/a?b=1`, { method: init.method ?? "GET", headers: init.headers }, (res) => {
@@ -37,11 +37,10 @@ async function through(base, init) {
     q.on("error", fail);
     q.end(init.body);
   });
-  const body = r.text;
-  const seen = origin.seen.slice(before);
+  const seen = origin.seen.slice(count);
   assert.equal(seen.length, 1, "one request reaches the origin");
   const { host, "x-forwarded-host": fwdHost, ...atOrigin } = seen[0].headers;
-  return { status: r.status, body: JSON.parse(body), atOrigin, fwdHost: fwdHost?.split(":")[0], back: Object.keys(r.headers).filter((k) => k !== "date") };
+  return { status: r.status, body: JSON.parse(r.text), atOrigin, fwdHost: fwdHost?.split(":")[0], back: Object.keys(r.headers).filter((k) => k !== "date") };
 }
 
 for (const [what, init] of [

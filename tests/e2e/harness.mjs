@@ -27,7 +27,8 @@ export function workerOptions({ script, wasm = true, bindings, handleRuntimeStdi
   return {
     scriptPath: script,
     modules: true,
-    modulesRules: wasm ? [{ type: "CompiledWasm", include: ["**/*.wasm"] }] : undefined,
+    // Every .js of ours is an ES module (Miniflare would read one that is imported as CommonJS).
+    modulesRules: [{ type: "ESModule", include: ["**/*.js"] }, ...(wasm ? [{ type: "CompiledWasm", include: ["**/*.wasm"] }] : [])],
     compatibilityDate: "2026-04-01",
     bindings,
     host: "127.0.0.1",
