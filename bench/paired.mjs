@@ -17,7 +17,8 @@
 // limiter (inside the repository) on the memory store, or on local Upstash with
 // PAIRED_STORE=upstash, and prints the ratios only (PAIRED_LUA=one.lua for one subject).
 // `js:worker.js` in either place is a plain JavaScript Worker instead, given ORIGIN_URL (and
-// PAIRED_JS_ENV, a JSON object of more bindings), to measure a forwarding shape on its own.
+// PAIRED_JS_ENV, a JSON object of more bindings), to measure a forwarding shape on its own;
+// PAIRED_POLICY, a policy document, in place of the benchmark's for the limiter's builds.
 import path from "node:path";
 import { POLICY, POLICY_ON, startOrigin, startWorker, workerdCpu, wrk } from "./common.mjs";
 import { median } from "../tests/e2e/harness.mjs";
@@ -109,7 +110,7 @@ if (buildA && buildB) {
   const extra = JSON.parse(process.env.PAIRED_JS_ENV ?? "{}");
   const config = (arg) => arg.startsWith("js:")
     ? { script: path.resolve(ROOT, arg.slice(3)), wasm: false, bindings: { ORIGIN_URL, ...extra } }
-    : limiter(arg, { POLICY, ...store });
+    : limiter(arg, { POLICY: process.env.PAIRED_POLICY ?? POLICY, ...store });
   const r = await compare(config(buildA), config(buildB), process.env.PAIRED_LUA ?? "unique.lua");
   console.log(`${buildA} beside ${buildB}: ${line(r)}; CPU µs per request ${f(r.aUs, 0)} and ${f(r.bUs, 0)}`);
   origin.close();
