@@ -1,28 +1,48 @@
 // The benchmark's JavaScript proxy (bench/proxy-js) stands for "the same forwarding as the
-// limiter's, with no limiting": its rows are only fair if it does that work. The same requests
-// go through the limiter (memory store, the benchmark's policy) and through the proxy, to the
-// same origin: the origin must see the same fields, and the client the same fields back, the
-// rate-limit fields' values aside.
+// limiter's, with no limiting", and the peer (bench/peer, @upstash/ratelimit) forwards what it
+// admits the same way (bench/forward.js): their rows are only fair if they do that work. The
+// same requests go through the limiter (memory store, the benchmark's policy), the proxy and
+// the peer (bundled as scripts/bench bundles it, on local-upstash), to the same origin: the
+// origin must see the same fields and body, and the client the same fields back, the
+// rate-limit fields aside (the peer names its own).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import http from "node:http";
 import path from "node:path";
 import { Miniflare } from "miniflare";
-import { ROOT, startWorker, startOrigin, workerOptions } from "./harness.mjs";
+import { ROOT, startWorker, startOrigin, startRedis, startLocalUpstash, workerOptions } from "./harness.mjs";
 import { POLICY } from "../../bench/common.mjs";
 
-let origin, limiter, proxy;
+let origin, limiter, proxy, peer, redis, upstash;
+async function startJs(script, bindings) {
+  const mf = new Miniflare(workerOptions({ script, wasm: false, bindings }));
+  return { url: (await mf.ready).toString().replace(/\/$/, ""), stop: () => mf.dispose() };
+}
 before(async () => {
   origin = await startOrigin();
   limiter = await startWorker({ POLICY, ORIGIN_URL: origin.url });
-  const mf = new Miniflare(workerOptions({ script: path.join(ROOT, "bench/proxy-js/worker.js"), wasm: false, bindings: { ORIGIN_URL: origin.url } }));
-  proxy = { url: (await mf.ready).toString().replace(/\/$/, ""), stop: () => mf.dispose() };
+  proxy = await startJs(path.join(ROOT, "bench/proxy-js/worker.js"), { ORIGIN_URL: origin.url });
+  redis = await startRedis();
+  upstash = await startLocalUpstash(redis.port);
+  const bundle = path.join(ROOT, "build/e2e-peer/worker.js");
+  execFileSync(process.env.ESBUILD_BIN ?? path.join(ROOT, "node_modules/.bin/esbuild"), ["bench/peer/worker.js", "--bundle",
+    "--format=esm", "--platform=neutral", "--main-fields=module,main", "--conditions=workerd,worker,browser",
+    "--log-level=warning", `--outfile=${bundle}`], { cwd: ROOT });
+  peer = await startJs(bundle, { ORIGIN_URL: origin.url, CAPACITY: "1000", REFILL_PER_S: "1000", PREFIX: "e2e-peer",
+    UPSTASH_REDIS_REST_URL: upstash.url, UPSTASH_REDIS_REST_TOKEN: upstash.token });
 });
 after(async () => {
   await limiter?.stop();
   await proxy?.stop();
+  await peer?.stop();
+  await upstash?.stop();
+  await redis?.stop();
   await origin?.stop();
 });
+
+/** The fields an answer carries that say how much is left: each limiter names its own. */
+const RATE_FIELDS = /^(ratelimit|ratelimit-policy|x-limiter-backend|x-ratelimit-.*)$/;
 
 /** What the origin saw and what the client got back, for one request through `base`. */
 async function through(base, init) {
@@ -58,5 +78,19 @@ for (const [what, init] of [
     assert.equal(b.body.url, a.body.url);
     assert.equal(b.body.sha256, a.body.sha256, "the same body");
     assert.deepEqual(b.back.sort(), a.back.sort(), "the client gets the same fields back");
+  });
+
+  test(`the peer forwards what it admits as the limiter does: ${what}`, async () => {
+    const a = await through(limiter.url, init);
+    const c = await through(peer.url, init);
+    assert.equal(c.status, a.status);
+    assert.deepEqual(c.atOrigin, a.atOrigin, "the origin sees the same fields");
+    assert.equal(c.fwdHost, a.fwdHost, "X-Forwarded-Host names the same host");
+    assert.equal(c.body.method, a.body.method);
+    assert.equal(c.body.url, a.body.url);
+    assert.equal(c.body.sha256, a.body.sha256, "the same body");
+    const own = (list) => list.filter((k) => !RATE_FIELDS.test(k)).sort();
+    assert.deepEqual(own(c.back), own(a.back), "the client gets the same fields back, the rate-limit fields aside");
+    assert.ok(c.back.includes("x-ratelimit-remaining"), "the peer's own rate-limit fields are there");
   });
 }
