@@ -292,7 +292,7 @@ mod fetch {
     use super::{Endpoint, StoreError, Transport};
     use crate::runtime::{self, PostError};
 
-    /// A `fetch` to the REST endpoint, given up after the policy's
+    /// A `fetch` to the REST endpoint, aborted after the policy's
     /// `store.timeout`, reading the body included: one call into the runtime
     /// (`runtime::post`), the reply read whole as text.
     pub struct FetchTransport {
