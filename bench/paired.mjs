@@ -34,12 +34,13 @@ const origin = await startOrigin();
 const ORIGIN_URL = origin.url;
 const upstash = { UPSTASH_REDIS_REST_URL: LU_URL, UPSTASH_REDIS_REST_TOKEN: LU_TOKEN };
 const limiter = (script, bindings) => ({ script: path.resolve(ROOT, script), wasm: true, bindings: { ORIGIN_URL, ...bindings } });
+const peer = { script: path.join(ROOT, "build/peer/worker.js"), wasm: false, bindings: { ORIGIN_URL, CAPACITY: "10", REFILL_PER_S: "1", ...upstash } };
 const WORKERS = {
   upstash: limiter("build/index.js", { POLICY, ...upstash }),
   upstashOn: limiter("build/index.js", { POLICY: POLICY_ON, ...upstash }),
   memory: limiter("build/index.js", { POLICY }),
-  peer: { script: path.join(ROOT, "build/peer/worker.js"), wasm: false, bindings: { ORIGIN_URL, CAPACITY: "10", REFILL_PER_S: "1", ...upstash } },
-  peerBare: { script: path.join(ROOT, "build/peer/worker.js"), wasm: false, bindings: { ORIGIN_URL, CAPACITY: "10", REFILL_PER_S: "1", FORWARD: "bare", ...upstash } },
+  peer,
+  peerBare: { ...peer, bindings: { ...peer.bindings, FORWARD: "bare" } },
   bareJs: { script: path.join(ROOT, "bench/bare-js/worker.js"), wasm: false, bindings: { ORIGIN_URL } },
   proxyJs: { script: path.join(ROOT, "bench/proxy-js/worker.js"), wasm: false, bindings: { ORIGIN_URL } },
 };

@@ -10,27 +10,22 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import http from "node:http";
 import path from "node:path";
-import { Miniflare } from "miniflare";
-import { ROOT, startWorker, startOrigin, startRedis, startLocalUpstash, workerOptions } from "./harness.mjs";
+import { ROOT, startWorker, startOrigin, startRedis, startLocalUpstash } from "./harness.mjs";
 import { POLICY } from "../../bench/common.mjs";
 
 let origin, limiter, proxy, peer, redis, upstash;
-async function startJs(script, bindings) {
-  const mf = new Miniflare(workerOptions({ script, wasm: false, bindings }));
-  return { url: (await mf.ready).toString().replace(/\/$/, ""), stop: () => mf.dispose() };
-}
 before(async () => {
   origin = await startOrigin();
   limiter = await startWorker({ POLICY, ORIGIN_URL: origin.url });
-  proxy = await startJs(path.join(ROOT, "bench/proxy-js/worker.js"), { ORIGIN_URL: origin.url });
+  proxy = await startWorker({ ORIGIN_URL: origin.url }, { script: path.join(ROOT, "bench/proxy-js/worker.js"), wasm: false });
   redis = await startRedis();
   upstash = await startLocalUpstash(redis.port);
   const bundle = path.join(ROOT, "build/e2e-peer/worker.js");
   execFileSync(process.env.ESBUILD_BIN ?? path.join(ROOT, "node_modules/.bin/esbuild"), ["bench/peer/worker.js", "--bundle",
     "--format=esm", "--platform=neutral", "--main-fields=module,main", "--conditions=workerd,worker,browser",
     "--log-level=warning", `--outfile=${bundle}`], { cwd: ROOT });
-  peer = await startJs(bundle, { ORIGIN_URL: origin.url, CAPACITY: "1000", REFILL_PER_S: "1000", PREFIX: "e2e-peer",
-    UPSTASH_REDIS_REST_URL: upstash.url, UPSTASH_REDIS_REST_TOKEN: upstash.token });
+  peer = await startWorker({ ORIGIN_URL: origin.url, CAPACITY: "1000", REFILL_PER_S: "1000", PREFIX: "e2e-peer",
+    UPSTASH_REDIS_REST_URL: upstash.url, UPSTASH_REDIS_REST_TOKEN: upstash.token }, { script: bundle, wasm: false });
 });
 after(async () => {
   await limiter?.stop();

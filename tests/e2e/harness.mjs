@@ -37,13 +37,14 @@ export function workerOptions({ script, wasm = true, bindings, handleRuntimeStdi
   };
 }
 
-/** Starts the Worker with the given vars (POLICY, ORIGIN_URL, JWT_SECRET...). */
-export async function startWorker(vars) {
-  const script = path.join(ROOT, "build/index.js");
-  if (!existsSync(script)) throw new Error("build/index.js is missing: run `worker-build --release` (scripts/test does)");
+/** Starts the Worker with the given vars (POLICY, ORIGIN_URL, JWT_SECRET...); with `script`,
+ * another Worker in its place (`wasm: false` for a plain JavaScript one). */
+export async function startWorker(vars, { script = path.join(ROOT, "build/index.js"), wasm = true } = {}) {
+  if (!existsSync(script)) throw new Error(`${path.relative(ROOT, script)} is missing: scripts/test builds it`);
   const logs = [];
   const mf = new Miniflare(workerOptions({
     script,
+    wasm,
     bindings: vars,
     handleRuntimeStdio(stdout, stderr) {
       stdout.on("data", (d) => logs.push(String(d)));
