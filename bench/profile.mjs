@@ -152,7 +152,7 @@ export const CATEGORIES = [
   ["ours-deps", "our code's own dependencies (sha2, hmac, getrandom...) (wasm)"],
   ["std", "Rust std, alloc, fmt and the allocator (wasm)"],
   ["peer", "the peer's JavaScript: @upstash/ratelimit, @upstash/redis and its Worker"],
-  ["floor-js", "the Worker's own JavaScript: bench/bare-js/worker.js or bench/proxy-js/worker.js"],
+  ["floor-js", "the Worker's own JavaScript: bench/bare-js/worker.js, or bench/proxy-js/worker.js with bench/forward.js"],
   ["other-js", "other JavaScript"],
 ];
 const LABEL = Object.fromEntries(CATEGORIES);
@@ -257,8 +257,9 @@ export function analyse(profile, { script, kind }) {
       }
       return FETCH_NAMES.has(f.functionName) ? "fetch" : "native";
     }
-    // bench/proxy-js calls src/runtime.js's own helpers: its JavaScript too.
-    const own = f.url.endsWith(path.basename(script)) || (kind === "floor" && f.url.endsWith("runtime.js"));
+    // bench/proxy-js runs as it is, through bench/forward.js and src/runtime.js's helpers: its
+    // JavaScript too (the peer is bundled, so its copies of them are in its own file).
+    const own = f.url.endsWith(path.basename(script)) || (kind === "floor" && /\/(forward|runtime)\.js$/.test(f.url));
     if (!own) return "other-js";
     if (kind === "floor") return "floor-js";
     if (kind !== "wasm") return "peer";
